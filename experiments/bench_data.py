@@ -1,0 +1,167 @@
+"""Benchmark of the Criteo cache build and of the batch iterator, on a generated train.txt.
+
+    python experiments/bench_data.py --rows=1000000 --json=/tmp/bench_1m.json
+
+Generates a file in the exact Criteo format (tab-separated label, I1-I13, C1-C26; empty
+values; negative I2; per-field cardinalities like the real data's, heavy-tailed), builds the
+columnar cache in a fresh folder, then streams the training split through
+``pipeline.batches`` + ``pipeline.prefetch``. Prints one table row per run and writes JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import shutil
+import tempfile
+import time
+
+from absl import app, flags
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+
+from pep_jax.data import config as data_config_lib
+from pep_jax.data import pipeline, real
+
+_ROWS = flags.DEFINE_integer('rows', 1_000_000, 'rows of the generated train.txt (full: 45840617)')
+_JSON = flags.DEFINE_string('json', '', 'write the results here as JSON')
+_WORKDIR = flags.DEFINE_string('workdir', '', 'where the file and cache go (default: a temp dir)')
+_KEEP = flags.DEFINE_bool('keep', False, 'keep the generated file and cache')
+_BATCH = flags.DEFINE_integer('batch_size', 4096, 'iterator batch size')
+_ITER_ROWS = flags.DEFINE_integer('iter_rows', 20_000_000, 'rows read in the iterator benchmark (at most one epoch)')
+
+# Distinct values per categorical field in the real train.txt (C1..C26), as commonly reported.
+CRITEO_CARDINALITY = (1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683,
+                      8351593, 3194, 27, 14992, 5461306, 10, 5652, 2173, 4, 7046547, 18, 15,
+                      286181, 105, 142572)
+_HEX = np.frombuffer(b'0123456789abcdef', np.uint8)
+
+
+def _hex8(values: np.ndarray) -> np.ndarray:
+  """uint32 ``[n]`` -> uint8 ``[n, 8]``: lowercase hex digits, most significant first."""
+  shifts = np.arange(28, -1, -4, dtype=np.uint32)
+  return _HEX[(values[:, None] >> shifts) & 15]
+
+
+def _binary(chars: np.ndarray, empty: np.ndarray) -> pa.Array:
+  """uint8 ``[n, 8]`` -> binary array of 8-byte strings, empty where ``empty``."""
+  n = len(chars)
+  lengths = np.where(empty, 0, 8).astype(np.int32)
+  offsets = np.zeros(n + 1, np.int32)
+  np.cumsum(lengths, out=offsets[1:])
+  data = chars[~empty].reshape(-1)
+  return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+def criteo_table(rows: int, rng: np.random.Generator) -> pa.Table:
+  """``rows`` random lines of train.txt as a table of 40 columns (nulls are empty values)."""
+  cols = {'label': pa.array((rng.random(rows) < 0.25).astype(np.int8))}
+  for i in range(13):
+    v = np.floor(rng.lognormal(1.5 + 0.4 * i, 1.5, rows)).astype(np.int64)
+    if i == 1:
+      v -= 3  # I2 has negative values
+    cols[f'I{i + 1}'] = pa.array(v, mask=rng.random(rows) < 0.05 * (i % 5))
+  for c, card in enumerate(CRITEO_CARDINALITY):
+    rank = np.floor(np.exp(rng.random(rows) * np.log(card + 1))).astype(np.uint64) - 1  # ~1/rank
+    value = ((rank * np.uint64(2654435761) + np.uint64(c * 97 + 13)) & np.uint64(0xFFFFFFFF))
+    cols[f'C{c + 1}'] = _binary(_hex8(value.astype(np.uint32)), rng.random(rows) < 0.02 * (c % 4))
+  return pa.table(cols)
+
+
+def write_criteo(path: str, rows: int, *, seed: int = 0, chunk: int = 1_000_000) -> None:
+  """Writes a Criteo-format ``train.txt`` of ``rows`` lines."""
+  rng = np.random.default_rng(seed)
+  options = pa_csv.WriteOptions(include_header=False, delimiter='\t', quoting_style='none')
+  first = criteo_table(min(chunk, rows), rng)
+  with pa_csv.CSVWriter(path, first.schema, write_options=options) as writer:
+    writer.write_table(first)
+    done = first.num_rows
+    while done < rows:
+      table = criteo_table(min(chunk, rows - done), rng)
+      writer.write_table(table)
+      done += table.num_rows
+
+
+def peak_rss_gb() -> float:
+  """Peak resident memory of this process so far, GB (Linux reports KiB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def iterator_rows_per_second(split, batch_size: int, max_rows: int) -> float:
+  """Rows/s of one shuffled pass (capped at ``max_rows``) through batches + prefetch."""
+  limit = min(len(split), max_rows) // batch_size
+  start = time.perf_counter()
+  rows = 0
+  for b, batch in enumerate(pipeline.prefetch(pipeline.batches(split, batch_size, shuffle=True))):
+    rows += batch['ids'].shape[0]
+    if b + 1 >= limit:
+      break
+  return rows / (time.perf_counter() - start)
+
+
+def run(rows: int, workdir: str) -> dict:
+  """Generates, builds, iterates; returns the measurements."""
+  raw_dir = os.path.join(workdir, 'criteo')
+  os.makedirs(raw_dir, exist_ok=True)
+  path = os.path.join(raw_dir, 'train.txt')
+  start = time.perf_counter()
+  if not os.path.exists(path):
+    write_criteo(path, rows)
+  gen_s = time.perf_counter() - start
+  cfg = data_config_lib.data_defaults()
+  cfg.name = 'criteo'
+  cfg.dir = raw_dir
+  cfg.cache_dir = os.path.join(workdir, 'cache')
+  shutil.rmtree(cfg.cache_dir, ignore_errors=True)
+  rss_before = peak_rss_gb()
+  start = time.perf_counter()
+  real.prepare(cfg)
+  build_s = time.perf_counter() - start
+  build_rss = peak_rss_gb()
+  dataset = real.load(cfg)
+  it_rate = iterator_rows_per_second(dataset.train, _BATCH.value, _ITER_ROWS.value)
+  return {
+      'rows': rows, 'file_gb': os.path.getsize(path) / 1e9, 'generate_s': gen_s,
+      'build_s': build_s, 'build_rows_per_s': rows / build_s,
+      'peak_rss_gb_before_build': rss_before, 'peak_rss_gb_after_build': build_rss,
+      'iterator_rows_per_s': it_rate, 'batch_size': _BATCH.value,
+      'num_features': dataset.num_features, 'machine': machine(),
+  }
+
+
+def machine() -> str:
+  """CPU count, model, memory: the machine the numbers come from."""
+  model = platform.processor()
+  try:
+    with open('/proc/cpuinfo') as f:
+      model = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+  except (OSError, StopIteration):
+    pass
+  mem = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30
+  return f'{os.cpu_count()} CPUs ({model}), {mem:.0f} GiB RAM'
+
+
+def main(argv):
+  del argv
+  workdir = _WORKDIR.value or tempfile.mkdtemp(prefix='bench_data_')
+  try:
+    result = run(_ROWS.value, workdir)
+  finally:
+    if not _KEEP.value and not _WORKDIR.value:
+      shutil.rmtree(workdir, ignore_errors=True)
+  print(f"{'rows':>12} {'file GB':>8} {'build s':>8} {'rows/s':>11} {'peak RSS GB':>11} "
+        f"{'iter rows/s':>12}")
+  print(f"{result['rows']:>12,} {result['file_gb']:>8.2f} {result['build_s']:>8.1f} "
+        f"{result['build_rows_per_s']:>11,.0f} {result['peak_rss_gb_after_build']:>11.2f} "
+        f"{result['iterator_rows_per_s']:>12,.0f}")
+  print(result['machine'])
+  if _JSON.value:
+    with open(_JSON.value, 'w') as f:
+      json.dump(result, f, indent=2)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,115 @@
+"""The default experiment config; every file in ``configs/`` derives from it.
+
+Keys users script against: ``stage``, ``seed``, ``data.*``, ``model.name``, ``embedding.dim``,
+``embedding.granularity``, ``embedding.s_init``, ``optimizer.*``, ``prune.budgets``,
+``train.batch_size``, ``train.max_epochs``, ``train.patience``.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from pep_jax.data.config import data_defaults
+from pep_jax.layers.embedding import EMBEDDINGS  # noqa: F401  (documented alongside)
+from pep_jax.models.ctr import MODELS
+from pep_jax.ops.threshold import GATES, GRANULARITIES
+
+STAGES = ('all', 'prune', 'retrain', 'ue', 'evaluate')
+
+# Keys that may change between runs sharing a work directory without changing any result.
+RESUMABLE_KEYS = ('stage', 'train.log_every_steps', 'train.eval_batch_size', 'ue.dims')
+
+
+def default_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.stage = 'all'  # all | prune | retrain | ue | evaluate
+  c.seed = 42  # initial parameters, data order and dropout
+
+  c.data = data_defaults()
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = 'fm'  # lr | fm | deepfm | autoint | autoint_plus | autoint_lr
+  c.model.mlp_dims = (400, 400, 400)
+  c.model.dropout = 0.2
+  c.model.attn_dim = 64
+  c.model.num_heads = 2
+  c.model.num_layers = 3
+  c.model.attn_dropout = 0.0
+
+  c.embedding = ml_collections.ConfigDict()
+  c.embedding.dim = 24
+  c.embedding.granularity = 'feature_dimension'
+  c.embedding.s_init = -150.0
+  c.embedding.gate = 'sigmoid'
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = 'adam'
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.b1 = 0.9
+  c.optimizer.b2 = 0.999
+  c.optimizer.eps = 1e-8
+  c.optimizer.weight_decay = 1e-5
+  c.optimizer.decoupled_weight_decay = False  # False: coupled L2 as torch.optim.Adam
+  c.optimizer.clip_norm = 100.0
+
+  c.prune = ml_collections.ConfigDict()
+  c.prune.budgets = (50_000, 30_000, 20_000)  # counts, or fractions (<= 1) of the table
+  c.prune.max_epochs = 30
+  c.prune.checkpoint_every_steps = 2000
+
+  c.retrain = ml_collections.ConfigDict()
+  c.retrain.init = 'rewind'  # rewind (V0 * mask) | random (fresh table * mask)
+
+  c.ue = ml_collections.ConfigDict()
+  c.ue.dims = (24,)  # widths of the uniform-embedding baselines
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 1024
+  c.train.eval_batch_size = 8192
+  c.train.max_epochs = 30
+  c.train.patience = 5
+  c.train.checkpoint_every_steps = 2000
+  c.train.log_every_steps = 100
+  return c
+
+
+def validate(config) -> None:
+  """Raises ``ValueError`` naming the first config key with an unusable value."""
+  checks = [
+      ('stage', config.stage in STAGES, STAGES),
+      ('model.name', config.model.name in MODELS, MODELS),
+      ('embedding.granularity', config.embedding.granularity in GRANULARITIES, GRANULARITIES),
+      ('embedding.gate', config.embedding.gate in GATES, tuple(GATES)),
+      ('retrain.init', config.retrain.init in ('rewind', 'random'), ('rewind', 'random')),
+  ]
+  for key, ok, allowed in checks:
+    if not ok:
+      raise ValueError(f'config key {key}: got {_get(config, key)!r}, expected one of {allowed}')
+  positive = ('embedding.dim', 'train.batch_size', 'train.eval_batch_size', 'train.max_epochs',
+              'train.patience', 'train.checkpoint_every_steps', 'train.log_every_steps',
+              'prune.max_epochs', 'prune.checkpoint_every_steps', 'optimizer.learning_rate')
+  for key in positive:
+    if not _get(config, key) > 0:
+      raise ValueError(f'config key {key}: must be positive, got {_get(config, key)!r}')
+  if not config.prune.budgets:
+    raise ValueError('config key prune.budgets: give at least one budget')
+  if any(int(d) <= 0 for d in config.ue.dims):
+    raise ValueError(f'config key ue.dims: widths must be positive, got {config.ue.dims}')
+
+
+def _get(config, dotted: str):
+  for part in dotted.split('.'):
+    config = config[part]
+  return config
+
+
+def flatten(config, prefix: str = '') -> dict:
+  """``{'a.b': value}`` for every leaf of a (nested) config or dict."""
+  out = {}
+  for key, value in config.items():
+    name = f'{prefix}{key}'
+    if isinstance(value, (dict, ml_collections.ConfigDict)):
+      out.update(flatten(value, f'{name}.'))
+    else:
+      out[name] = list(value) if isinstance(value, tuple) else value
+  return out

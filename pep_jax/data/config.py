@@ -1,0 +1,32 @@
+"""Defaults of the ``data`` section of every experiment config."""
+
+import ml_collections
+
+
+def data_defaults() -> ml_collections.ConfigDict:
+  """The ``config.data`` section; dataset configs override what differs."""
+  c = ml_collections.ConfigDict()
+  c.name = 'synthetic'  # synthetic | criteo | avazu | movielens
+  c.dir = ''  # folder with the raw files of a real dataset
+  c.cache_dir = ''  # columnar cache; '' -> <dir>/cache
+  c.split_seed = 42  # seed of the random 80/10/10 split
+  c.split = (0.8, 0.1, 0.1)
+  c.min_count = 10  # rarer values share one out-of-vocabulary index per field
+  c.count_on = 'all'  # 'all' rows (as the paper) or 'train' split only
+  c.max_bad_fraction = 0.001  # fail when more raw lines than this are malformed
+
+  s = ml_collections.ConfigDict()
+  s.seed = 0
+  s.num_rows = 500_000
+  # One entry per field: vocabulary size and the teacher's intrinsic dimension (0 = noise).
+  s.vocab_sizes = (3, 4, 7, 12, 25, 60, 150, 400, 1000, 2500, 6000, 15000,
+                   3, 5, 10, 30, 100, 500, 2000, 8000)
+  s.intrinsic_dims = (1, 2, 1, 3, 2, 4, 3, 6, 4, 8, 5, 6,
+                      0, 0, 0, 0, 0, 0, 0, 0)
+  s.zipf_exponent = 1.1
+  s.latent_dim = 8  # width of the teacher's interaction space (max intrinsic dim)
+  s.first_order_std = 0.4
+  s.interaction_std = 1.2
+  s.base_ctr = 0.25
+  c.synthetic = s
+  return c

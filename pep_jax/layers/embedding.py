@@ -1,0 +1,175 @@
+"""Embedding layers over all fields' vocabularies, one table with per-field offsets.
+
+Three layers share the lookup and differ only in what they apply to the looked-up rows:
+
+* :class:`PEPEmbedding` soft-thresholds them with learnable ``s`` (the pruning stage);
+* :class:`MaskedEmbedding` multiplies them by a fixed binary mask (retraining a ticket);
+* :class:`PlainEmbedding` returns them as they are (the uniform-embedding baseline).
+
+Each takes per-field *local* indices ``[B, F]`` and returns ``[B, F, D]``, so any model written
+against a plain embedding accepts any of them. The table may carry padding rows (so that it
+splits evenly across devices); they are never looked up and never counted as parameters.
+
+Every layer exposes ``effective_table()`` (the table as the model sees it) and
+``nonzeros()``, the parameter count PEP reports: non-zero entries of the real rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pep_jax.ops import threshold as th
+
+
+def field_offsets(field_dims: Sequence[int]) -> np.ndarray:
+  """First table row of each field ``[F]``."""
+  return np.concatenate([[0], np.cumsum(field_dims)[:-1]]).astype(np.int32)
+
+
+def padded_rows(num_rows: int, multiple: int) -> int:
+  """``num_rows`` rounded up to a multiple (tables split evenly over devices)."""
+  return -(-num_rows // multiple) * multiple
+
+
+def xavier_table_init(num_rows: int):
+  """Xavier-uniform over the real ``[num_rows, D]`` table; padding rows are zero.
+
+  The bound ``sqrt(6 / (N + D))`` uses the real row count, so padding for sharding does not
+  change the initial values.
+  """
+
+  def init(key, shape, dtype=jnp.float32):
+    rows, dim = shape
+    bound = np.sqrt(6.0 / (num_rows + dim))
+    table = jax.random.uniform(key, shape, dtype, -bound, bound)
+    return jnp.where(jnp.arange(rows)[:, None] < num_rows, table, 0).astype(dtype)
+
+  return init
+
+
+class _TableEmbedding(nn.Module):
+  """Shared part: the ``[rows, D]`` table, offsets and the lookup."""
+
+  field_dims: Sequence[int]
+  dim: int
+  row_multiple: int = 1  # pad the table's rows to a multiple of this
+
+  @property
+  def num_rows(self) -> int:
+    """Real rows: the number of features over all fields."""
+    return int(sum(self.field_dims))
+
+  @property
+  def table_rows(self) -> int:
+    return padded_rows(self.num_rows, self.row_multiple)
+
+  def setup(self):
+    self.table = self.param('table', xavier_table_init(self.num_rows),
+                            (self.table_rows, self.dim))
+
+  def global_ids(self, ids: jax.Array) -> jax.Array:
+    """Per-field local indices ``[B, F]`` -> table rows ``[B, F]``."""
+    return ids + jnp.asarray(field_offsets(self.field_dims))[None, :]
+
+  def nonzeros(self) -> jax.Array:
+    """Non-zero entries of the real rows of ``effective_table()`` (int32 scalar)."""
+    return jnp.sum(self.effective_table()[:self.num_rows] != 0, dtype=jnp.int32)
+
+
+class PlainEmbedding(_TableEmbedding):
+  """A plain embedding: every feature has ``dim`` entries."""
+
+  def __call__(self, ids: jax.Array) -> jax.Array:
+    return jnp.take(self.table, self.global_ids(ids), axis=0)  # [B, F, D]
+
+  def effective_table(self) -> jax.Array:
+    return self.table
+
+
+class PEPEmbedding(_TableEmbedding):
+  """An embedding reparameterised by PEP: ``S(V, s) = sign(V) relu(|V| - g(s))``.
+
+  Only the looked-up rows are thresholded in the forward pass; ``nonzeros()`` and ``mask()``
+  threshold the whole table.
+
+  Attributes:
+    granularity: shape of ``s`` (see :mod:`pep_jax.ops.threshold`).
+    s_init: initial value of every threshold parameter.
+    gate: name of ``g`` (``'sigmoid'`` in the paper).
+  """
+
+  granularity: str = 'feature_dimension'
+  s_init: float = -15.0
+  gate: str = 'sigmoid'
+
+  def setup(self):
+    super().setup()
+    shape = th.threshold_shape(self.granularity, self.table_rows, len(self.field_dims), self.dim)
+    self.threshold = self.param('threshold', nn.initializers.constant(self.s_init), shape)
+
+  def __call__(self, ids: jax.Array) -> jax.Array:
+    gids = self.global_ids(ids)
+    rows = jnp.take(self.table, gids, axis=0)  # [B, F, D]
+    s = th.lookup_thresholds(self.threshold, self.granularity, gids)
+    return th.soft_threshold(rows, s, th.get_gate(self.gate))
+
+  def effective_table(self) -> jax.Array:
+    s = th.table_thresholds(self.threshold, self.granularity, self.field_dims, self.table_rows)
+    return th.soft_threshold(self.table, s, th.get_gate(self.gate))  # [rows, D]
+
+  def mask(self) -> jax.Array:
+    """The ticket ``1{S != 0}`` of the whole table, bool ``[rows, D]``."""
+    return self.effective_table() != 0
+
+
+class MaskedEmbedding(_TableEmbedding):
+  """A table multiplied by a fixed binary mask (a PEP ticket) while it is retrained.
+
+  The mask lives in the ``'ticket'`` variable collection, not in ``'params'``, so it is never
+  trained; entries outside it get no loss gradient and never reach the model.
+  """
+
+  def setup(self):
+    super().setup()
+    self.ticket_mask = self.variable('ticket', 'mask', jnp.ones, (self.table_rows, self.dim),
+                                     jnp.bool_)
+
+  def __call__(self, ids: jax.Array) -> jax.Array:
+    gids = self.global_ids(ids)
+    rows = jnp.take(self.table, gids, axis=0)  # [B, F, D]
+    mask = jnp.take(self.ticket_mask.value, gids, axis=0)  # [B, F, D]
+    return rows * mask.astype(rows.dtype)
+
+  def effective_table(self) -> jax.Array:
+    return self.table * self.ticket_mask.value.astype(self.table.dtype)
+
+
+EMBEDDINGS = ('pep', 'masked', 'plain')
+
+
+def make_embedding(kind: str, embedding_config, field_dims: Sequence[int], *,
+                   dim: int | None = None, row_multiple: int = 1) -> _TableEmbedding:
+  """The embedding layer of a stage from ``config.embedding``.
+
+  Args:
+    kind: 'pep' (prune), 'masked' (retrain a ticket) or 'plain' (uniform baseline).
+    embedding_config: the ``config.embedding`` section.
+    field_dims: vocabulary size of each field.
+    dim: width; ``embedding_config.dim`` by default.
+    row_multiple: pad the table's rows to a multiple of this (device count of the table axis).
+  """
+  dims = tuple(int(d) for d in field_dims)
+  width = int(dim or embedding_config.dim)
+  if kind == 'pep':
+    return PEPEmbedding(dims, width, row_multiple, granularity=embedding_config.granularity,
+                        s_init=float(embedding_config.s_init), gate=embedding_config.gate)
+  if kind == 'masked':
+    return MaskedEmbedding(dims, width, row_multiple)
+  if kind == 'plain':
+    return PlainEmbedding(dims, width, row_multiple)
+  raise ValueError(f'unknown embedding kind {kind!r}; expected one of {EMBEDDINGS}')
