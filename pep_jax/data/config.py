@@ -14,6 +14,10 @@ def data_defaults() -> ml_collections.ConfigDict:
   c.min_count = 10  # rarer values share one out-of-vocabulary index per field
   c.count_on = 'all'  # 'all' rows (as the paper) or 'train' split only
   c.max_bad_fraction = 0.001  # fail when more raw lines than this are malformed
+  c.source = 'raw'  # 'raw' files in data.dir, or 'tfds' (movielens/1m-ratings, prepared)
+  c.tfds_data_dir = ''  # TFDS data_dir for source='tfds'; '' -> TFDS's default
+  c.workers = 0  # threads that parse and encode raw files; 0 -> every CPU
+  c.verify_cache = True  # check the cache arrays' CRC32 before use (a few s for Criteo)
 
   s = ml_collections.ConfigDict()
   s.seed = 0

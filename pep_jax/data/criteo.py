@@ -59,16 +59,18 @@ def convert(table: pa.Table) -> parsing.RowChecks:
   return parsing.RowChecks(keys, labels, problems)
 
 
-def read(paths: Sequence[str], bad: list[parsing.BadLines], *, workers: int = 1,
+def read(paths: Sequence[str], bad: list[parsing.BadLines], info: dict, *, workers: int = 1,
          block_bytes: int = 32 << 20) -> Iterator[parsing.Chunk]:
   """Yields the good rows of ``train.txt`` in file order; records malformed lines in ``bad``.
 
   Args:
     paths: ``[train.txt]``.
     bad: receives one :class:`~pep_jax.data.parsing.BadLines` for the file.
+    info: facts for ``meta.json`` (none for Criteo).
     workers: parsing threads.
     block_bytes: bytes parsed per block.
   """
+  del info
   (path,) = paths
   report = parsing.BadLines(path)
   bad.append(report)
@@ -81,15 +83,17 @@ def read(paths: Sequence[str], bad: list[parsing.BadLines], *, workers: int = 1,
                                     bad=report, block_bytes=block_bytes, workers=workers)
 
 
-def row_keys(values: Sequence[str | bytes]) -> np.ndarray:
+def row_keys(values: Sequence[str | bytes], meta: dict | None = None) -> np.ndarray:
   """The keys of one raw row without its label: 13 integers then 26 categorical values.
 
   Args:
     values: 39 strings as in ``train.txt`` (empty for missing).
+    meta: the cache's ``meta.json`` (unused; every reader takes it).
 
   Returns:
     uint64 ``[39]``.
   """
+  del meta
   if len(values) != len(FIELD_NAMES):
     raise ValueError(f'a Criteo row has {len(FIELD_NAMES)} feature values, got {len(values)}')
   raw = [v.encode() if isinstance(v, str) else bytes(v) for v in values]

@@ -166,6 +166,22 @@ def integer_tokens(values: np.ndarray) -> np.ndarray:
   return np.where(values > 2, big, values - 2).astype(np.int64)
 
 
+def parse_ints(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+  """Decimal integers given as byte strings.
+
+  Args:
+    values: binary ``[n]``.
+
+  Returns:
+    ``numbers`` int64 ``[n]`` (0 where not ok) and ``ok`` bool ``[n]``: the value is an
+    optional minus sign and 1 to 18 digits (an empty value is not ok).
+  """
+  ok = np.asarray(pc.match_substring_regex(values, _INT_PATTERN).to_numpy(zero_copy_only=False), bool)
+  numeric = pc.if_else(pa.array(ok), values, pa.scalar(b'0', pa.binary()))
+  numbers = np.asarray(numeric.cast(pa.string()).cast(pa.int64()).to_numpy(zero_copy_only=False))
+  return numbers.astype(np.int64), ok
+
+
 def integer_keys(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
   """Keys of integer fields given as byte strings.
 
@@ -177,9 +193,7 @@ def integer_keys(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.nda
     (False where the value is not an integer; its key is then meaningless).
   """
   empty = np.asarray(pc.equal(pc.binary_length(values), 0).to_numpy(zero_copy_only=False), bool)
-  ok = np.asarray(pc.match_substring_regex(values, _INT_PATTERN).to_numpy(zero_copy_only=False), bool)
-  numeric = pc.if_else(pa.array(ok), values, pa.scalar(b'0', pa.binary()))
-  numbers = np.asarray(numeric.cast(pa.string()).cast(pa.int64()).to_numpy(zero_copy_only=False))
+  numbers, ok = parse_ints(values)
   keys = integer_tokens(numbers).view(np.uint64)
   keys[empty] = INT_NULL_KEY
   return keys, ok | empty

@@ -3,11 +3,14 @@
 Every batch has the same shape, so a jitted step compiles once: the last partial batch is
 padded and carries ``weights == 0`` on its padding rows. The order of an epoch depends only on
 ``(seed, epoch)``, so a run resumed at batch k of epoch e sees exactly the batches an
-uninterrupted run would have seen.
+uninterrupted run would have seen. ``prefetch`` builds batches in a background thread and
+``to_device`` places them on the accelerator, so loading overlaps training.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -71,3 +74,67 @@ def batches(
   order = epoch_order(len(split), seed=seed, epoch=epoch, shuffle=shuffle)
   for b in range(start, num_batches(len(split), batch_size)):
     yield make_batch(split, order[b * batch_size:(b + 1) * batch_size], batch_size)
+
+
+def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
+  """Yields the items of ``iterator``, produced ahead by a background thread.
+
+  The producer (e.g. :func:`batches`, whose numpy gathers release the GIL) runs while the
+  consumer trains; at most ``size`` items wait in between. Items and their order are unchanged;
+  an exception in the producer is raised here. Closing this generator stops the thread.
+
+  Args:
+    iterator: any iterator.
+    size: items kept ready.
+  """
+  items: queue.Queue = queue.Queue(maxsize=size)
+  stop = threading.Event()
+  done = object()
+
+  def produce():
+    try:
+      for item in iterator:
+        while not stop.is_set():
+          try:
+            items.put((item, None), timeout=0.1)
+            break
+          except queue.Full:
+            continue
+        if stop.is_set():
+          return
+      items.put((done, None))
+    except BaseException as e:  # handed to the consumer
+      items.put((done, e))
+
+  thread = threading.Thread(target=produce, name='pep_jax-prefetch', daemon=True)
+  thread.start()
+  try:
+    while True:
+      item, error = items.get()
+      if item is done:
+        if error is not None:
+          raise error
+        return
+      yield item
+  finally:
+    stop.set()
+    thread.join()
+
+
+def to_device(batch_iterator: Iterator[Batch], sharding=None) -> Iterator:
+  """Places every array of every batch with ``jax.device_put(x, sharding)``.
+
+  Transfers are asynchronous: wrapped around :func:`prefetch`, the next batch is on its way to
+  the device while the current step runs.
+
+  Args:
+    batch_iterator: numpy batches (dicts of arrays).
+    sharding: a ``jax.sharding.Sharding`` (e.g. the batch sharding of the mesh), a device, or
+      None for the default device.
+
+  Yields:
+    The same batches as ``jax.Array`` dicts.
+  """
+  import jax  # the data package itself does not need jax
+  for batch in batch_iterator:
+    yield {k: jax.device_put(v, sharding) for k, v in batch.items()}
