@@ -49,10 +49,12 @@ class FirstOrder(nn.Module):
   """The LR part: ``b + sum_f w[offset_f + x_f]`` -> ``[B]``."""
 
   field_dims: Sequence[int]
+  init_std: float = 1.0  # N(0, 1): PyTorch's nn.Embedding default, as in the public code
 
   @nn.compact
   def __call__(self, ids: jax.Array) -> jax.Array:
-    weight = self.param('weight', nn.initializers.normal(1.0), (int(sum(self.field_dims)), 1))
+    weight = self.param('weight', nn.initializers.normal(self.init_std),
+                        (int(sum(self.field_dims)), 1))
     bias = self.param('bias', nn.initializers.zeros, (1,))
     gids = ids + jnp.asarray(field_offsets(self.field_dims))[None, :]
     return jnp.sum(jnp.take(weight[:, 0], gids, axis=0), axis=1) + bias[0]
@@ -98,21 +100,23 @@ class LR(nn.Module):
 
   embedding: nn.Module
   field_dims: Sequence[int]
+  linear_init_std: float = 1.0
 
   @nn.compact
   def __call__(self, ids, weights=None, *, train: bool = False):
     del weights, train
-    return FirstOrder(self.field_dims)(ids)
+    return FirstOrder(self.field_dims, self.linear_init_std)(ids)
 
 
 class FM(nn.Module):
   embedding: nn.Module
   field_dims: Sequence[int]
+  linear_init_std: float = 1.0
 
   @nn.compact
   def __call__(self, ids, weights=None, *, train: bool = False):
     del weights, train
-    return FirstOrder(self.field_dims)(ids) + fm_interaction(self.embedding(ids))
+    return FirstOrder(self.field_dims, self.linear_init_std)(ids) + fm_interaction(self.embedding(ids))
 
 
 class DeepFM(nn.Module):
@@ -120,13 +124,14 @@ class DeepFM(nn.Module):
   field_dims: Sequence[int]
   mlp_dims: Sequence[int] = (400, 400, 400)
   dropout: float = 0.2
+  linear_init_std: float = 1.0
 
   @nn.compact
   def __call__(self, ids, weights=None, *, train: bool = False):
     emb = self.embedding(ids)  # [B, F, D]
     deep = MLP(self.mlp_dims, self.dropout)(emb.reshape(emb.shape[0], -1), train=train,
                                              mask=_row_mask(weights))
-    return FirstOrder(self.field_dims)(ids) + fm_interaction(emb) + deep
+    return FirstOrder(self.field_dims, self.linear_init_std)(ids) + fm_interaction(emb) + deep
 
 
 class AutoInt(nn.Module):
@@ -142,6 +147,7 @@ class AutoInt(nn.Module):
   use_linear: bool = False
   mlp_dims: Sequence[int] = (400, 400, 400)
   dropout: float = 0.2
+  linear_init_std: float = 1.0
 
   @nn.compact
   def __call__(self, ids, weights=None, *, train: bool = False):
@@ -158,7 +164,7 @@ class AutoInt(nn.Module):
       logit += MLP(self.mlp_dims, self.dropout)(emb.reshape(emb.shape[0], -1), train=train,
                                                 mask=_row_mask(weights))
     if self.use_linear:
-      logit += FirstOrder(self.field_dims)(ids)
+      logit += FirstOrder(self.field_dims, self.linear_init_std)(ids)
     return logit
 
 
@@ -175,11 +181,13 @@ def build_model(model_config, field_dims: Sequence[int], embedding: nn.Module) -
   """
   name = model_config.name
   dims = tuple(int(d) for d in field_dims)
-  mlp = dict(mlp_dims=tuple(model_config.mlp_dims), dropout=model_config.dropout)
+  std = float(model_config.linear_init_std)
+  mlp = dict(mlp_dims=tuple(model_config.mlp_dims), dropout=model_config.dropout,
+             linear_init_std=std)
   if name == 'lr':
-    return LR(embedding, dims)
+    return LR(embedding, dims, std)
   if name == 'fm':
-    return FM(embedding, dims)
+    return FM(embedding, dims, std)
   if name == 'deepfm':
     return DeepFM(embedding, dims, **mlp)
   if name in ('autoint', 'autoint_plus', 'autoint_lr'):

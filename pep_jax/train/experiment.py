@@ -19,8 +19,8 @@ from pep_jax.data import load_dataset
 from pep_jax.data.base import CTRDataset
 from pep_jax.train import report
 from pep_jax.train.logging import MetricWriter
-from pep_jax.train.prune import run_prune
-from pep_jax.train.retrain import retrain_all, train_uniform
+from pep_jax.train.prune import find_tickets, run_prune
+from pep_jax.train.retrain import retrain_all, retrain_ticket, train_uniform
 from pep_jax.train.setup import write_json
 
 
@@ -47,8 +47,6 @@ def check_workdir(config, workdir: str) -> None:
 
 def collect_rows(config, data: CTRDataset, workdir: str, writer: MetricWriter) -> list[dict]:
   """Summary rows of every finished retrain and UE run, plus the teacher's ceiling."""
-  from pep_jax.train.prune import find_tickets
-  from pep_jax.train.retrain import retrain_ticket
   def finished(run: str) -> bool:
     path = os.path.join(workdir, 'retrain', run, 'result.json')
     return os.path.exists(path) or os.path.exists(path + '.previous')
@@ -93,7 +91,10 @@ def run(config, workdir: str) -> list[dict]:
     writer.close()
   if jax.process_index() == 0 and rows:
     title = f'{config.data.name} / {config.model.name} / d={config.embedding.dim}'
-    print(report.write_summary(rows, workdir, title))
+    fields = report.field_size_table(find_tickets(workdir), data.field_dims,
+                                     data.info.get('intrinsic_dims'))
+    print(report.write_summary(rows, workdir, title, fields))
+    print(f'per-field sizes and the plot: {workdir}/summary.md, {workdir}/frontier.png')
   return rows
 
 

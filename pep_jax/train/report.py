@@ -28,6 +28,26 @@ def markdown_table(rows: list[dict]) -> str:
   return '\n'.join(lines)
 
 
+def field_size_table(tickets: list[dict], field_dims, intrinsic_dims=None) -> str:
+  """Mean embedding size of each field's features in every ticket (markdown).
+
+  With synthetic data, ``intrinsic_dims`` adds the teacher's dimension of each field
+  (0 = noise), the ground truth the sizes can be read against.
+  """
+  if not tickets:
+    return ''
+  head = ['field', 'vocabulary'] + (['intrinsic dim'] if intrinsic_dims else [])
+  head += [f'b{t["budget"]}' for t in tickets]
+  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+  for f, name in enumerate(tickets[0]['field_names']):
+    cells = [name, str(int(field_dims[f]))]
+    if intrinsic_dims:
+      cells.append(str(intrinsic_dims[f]))
+    cells += [f'{t["field_mean_size"][f]:.1f}' for t in tickets]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
 def plot_frontier(rows: list[dict], path: str, title: str) -> None:
   """Test AUC against embedding parameters (log scale), like the paper's Figure 2."""
   import matplotlib
@@ -53,11 +73,16 @@ def plot_frontier(rows: list[dict], path: str, title: str) -> None:
   plt.close(fig)
 
 
-def write_summary(rows: list[dict], workdir: str, title: str) -> str:
-  """Writes ``summary.json``, ``summary.md`` and ``frontier.png``; returns the table."""
+def write_summary(rows: list[dict], workdir: str, title: str, fields: str = '') -> str:
+  """Writes ``summary.json``, ``summary.md`` and ``frontier.png``; returns the table.
+
+  ``fields`` (from :func:`field_size_table`) is appended to ``summary.md``.
+  """
   write_json(os.path.join(workdir, 'summary.json'), rows)
   table = markdown_table(rows)
   with open(os.path.join(workdir, 'summary.md'), 'w') as f:
     f.write(f'# {title}\n\n{table}\n')
+    if fields:
+      f.write(f'\n## Mean embedding size per field in each ticket\n\n{fields}\n')
   plot_frontier(rows, os.path.join(workdir, 'frontier.png'), title)
   return table
