@@ -1,12 +1,12 @@
-"""PEP-fm on criteo with the public scripts' hyper-parameters.
+"""PEP with FM on Criteo, with the public scripts' hyper-parameters.
 
-    python -m pep_jax.main --config=configs/criteo_fm.py --config.data.dir=/path/to/criteo \
-        --workdir=runs/criteo_fm
+    python -m pep_jax.main --config=configs/criteo_fm.py \
+        --config.data.dir=/path/to/criteo --workdir=runs/criteo_fm
 
-`data.dir` holds Criteo's Kaggle train.txt (or train.txt.gz); the columnar cache is built there on first use. The paper
-reports 0.7941 AUC with 1,067 parameters (PEP-0); its figures are
-means of per-batch AUCs selected on the test split, reported here as `test_auc_batch_mean`
-beside the global test AUC of the best validation state.
+`data.dir` holds Criteo's Kaggle train.txt (or train.txt.gz); the columnar cache is built there
+on first use. At its sparsest setting (PEP-0) the paper reports 0.7941 AUC with 1,067
+parameters. Its figures are means of per-batch AUCs selected on the test split: compare them
+with `test_auc_batch_mean`; `test_auc` is the global AUC of the best validation state.
 """
 
 from pep_jax.presets import paper_config

@@ -116,7 +116,8 @@ class FM(nn.Module):
   @nn.compact
   def __call__(self, ids, weights=None, *, train: bool = False):
     del weights, train
-    return FirstOrder(self.field_dims, self.linear_init_std)(ids) + fm_interaction(self.embedding(ids))
+    linear = FirstOrder(self.field_dims, self.linear_init_std)(ids)
+    return linear + fm_interaction(self.embedding(ids))
 
 
 class DeepFM(nn.Module):
