@@ -85,6 +85,22 @@ def test_evaluate_stage_rescores_best_checkpoints(finished_run):
     assert a['test_auc'] == pytest.approx(b['test_auc'], abs=1e-9)
 
 
+def test_random_reinit_ablation_sits_beside_the_rewound_tickets(finished_run, tmp_path):
+  import shutil
+  workdir = str(tmp_path / 'copy')
+  shutil.copytree(finished_run[0], workdir)
+  config = tiny()
+  config.stage = 'retrain'
+  config.retrain.init = 'random'
+  rows = experiment.run(config, workdir)
+  rewound = [r for r in rows if r['method'] == 'pep']
+  random = [r for r in rows if r['method'] == 'pep_random']
+  assert len(random) == len(rewound) > 0
+  assert [r['budget'] for r in random] == [r['budget'] for r in rewound]
+  assert all(a['test_auc'] != b['test_auc'] for a, b in zip(random, rewound))
+  assert rewound == [r for r in finished_run[1] if r['method'] == 'pep']
+
+
 def test_train_step_compiles_once_including_the_last_partial_batch():
   config = tiny()
   data = load_dataset(config.data)

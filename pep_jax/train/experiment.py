@@ -13,6 +13,7 @@ import json
 import os
 
 import jax
+import ml_collections
 
 from pep_jax import config as config_lib
 from pep_jax.data import load_dataset
@@ -20,7 +21,7 @@ from pep_jax.data.base import CTRDataset
 from pep_jax.train import report
 from pep_jax.train.logging import MetricWriter
 from pep_jax.train.prune import find_tickets, run_prune
-from pep_jax.train.retrain import retrain_all, retrain_ticket, train_uniform
+from pep_jax.train.retrain import retrain_all, retrain_ticket, ticket_run_name, train_uniform
 from pep_jax.train.setup import write_json
 
 
@@ -52,9 +53,12 @@ def collect_rows(config, data: CTRDataset, workdir: str, writer: MetricWriter) -
     return os.path.exists(path) or os.path.exists(path + '.previous')
 
   rows = []
-  for ticket in find_tickets(workdir):
-    if finished(f'pep_b{ticket["budget"]}'):
-      rows.append(retrain_ticket(config, data, workdir, ticket, writer))
+  for init in ('rewind', 'random'):  # both, when the re-initialisation ablation was run
+    variant = ml_collections.ConfigDict(config.to_dict())
+    variant.retrain.init = init
+    for ticket in find_tickets(workdir):
+      if finished(ticket_run_name(variant, ticket)):
+        rows.append(retrain_ticket(variant, data, workdir, ticket, writer))
   for dim in config.ue.dims:
     if finished(f'ue_d{int(dim)}'):
       rows.append(train_uniform(config, data, workdir, int(dim), writer))

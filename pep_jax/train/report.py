@@ -55,10 +55,11 @@ def plot_frontier(rows: list[dict], path: str, title: str) -> None:
   import matplotlib.pyplot as plt
 
   fig, ax = plt.subplots(figsize=(6, 4))
-  for method, marker in (('pep', 'o-'), ('ue', 's--')):
+  labels = {'pep': 'PEP', 'pep_random': 'PEP, random re-init', 'ue': 'UE'}
+  for method, marker in (('pep', 'o-'), ('pep_random', '^-'), ('ue', 's--')):
     pts = sorted((r['nonzeros'], r['test_auc']) for r in rows if r['method'] == method)
     if pts:
-      ax.plot(*zip(*pts), marker, label=method.upper())
+      ax.plot(*zip(*pts), marker, label=labels[method])
   for row in rows:
     if row['method'] == 'teacher':
       ax.axhline(row['test_auc'], color='gray', linestyle=':', label='teacher (ceiling)')
