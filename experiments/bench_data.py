@@ -5,12 +5,15 @@
 Generates a file in the exact Criteo format (tab-separated label, I1-I13, C1-C26; empty
 values; negative I2; per-field cardinalities like the real data's, heavy-tailed), builds the
 columnar cache in a fresh folder, then streams the training split through
-``pipeline.batches`` + ``pipeline.prefetch``. Prints one table row per run and writes JSON.
+``pipeline.prefetch(pipeline.batches(...))`` and ``pipeline.threaded_batches(..., workers=2)``.
+Prints one table row per run and writes JSON. Peak RSS is this process's after the build
+(the generator runs in a child process).
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import platform
 import resource
@@ -31,7 +34,8 @@ _JSON = flags.DEFINE_string('json', '', 'write the results here as JSON')
 _WORKDIR = flags.DEFINE_string('workdir', '', 'where the file and cache go (default: a temp dir)')
 _KEEP = flags.DEFINE_bool('keep', False, 'keep the generated file and cache')
 _BATCH = flags.DEFINE_integer('batch_size', 4096, 'iterator batch size')
-_ITER_ROWS = flags.DEFINE_integer('iter_rows', 20_000_000, 'rows read in the iterator benchmark (at most one epoch)')
+_ITER_ROWS = flags.DEFINE_integer('iter_rows', 0, 'rows read per iterator benchmark; 0: one epoch')
+_BUILD = flags.DEFINE_bool('build', True, 'build the cache; --nobuild reuses the one in --workdir')
 
 # Distinct values per categorical field in the real train.txt (C1..C26), as commonly reported.
 CRITEO_CARDINALITY = (1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683,
@@ -90,15 +94,24 @@ def peak_rss_gb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def iterator_rows_per_second(split, batch_size: int, max_rows: int) -> float:
-  """Rows/s of one shuffled pass (capped at ``max_rows``) through batches + prefetch."""
-  limit = min(len(split), max_rows) // batch_size
+def iterator_rows_per_second(split, batch_size: int, max_rows: int, *, workers: int) -> float:
+  """Rows/s of one shuffled pass (capped at ``max_rows``) through the batch iterator.
+
+  ``workers=0``: ``prefetch(batches(...))`` (one background thread); otherwise
+  ``threaded_batches(..., workers=workers)``.
+  """
+  limit = pipeline.num_batches(min(len(split), max_rows or len(split)), batch_size)
+  if workers:
+    it = pipeline.threaded_batches(split, batch_size, shuffle=True, workers=workers)
+  else:
+    it = pipeline.prefetch(pipeline.batches(split, batch_size, shuffle=True))
   start = time.perf_counter()
   rows = 0
-  for b, batch in enumerate(pipeline.prefetch(pipeline.batches(split, batch_size, shuffle=True))):
+  for b, batch in enumerate(it):
     rows += batch['ids'].shape[0]
     if b + 1 >= limit:
       break
+  it.close()
   return rows / (time.perf_counter() - start)
 
 
@@ -108,26 +121,39 @@ def run(rows: int, workdir: str) -> dict:
   os.makedirs(raw_dir, exist_ok=True)
   path = os.path.join(raw_dir, 'train.txt')
   start = time.perf_counter()
-  if not os.path.exists(path):
-    write_criteo(path, rows)
+  if not os.path.exists(path):  # in a child process, so the peak RSS below is the build's
+    child = multiprocessing.get_context('spawn').Process(target=write_criteo, args=(path, rows))
+    child.start()
+    child.join()
+    if child.exitcode:
+      raise RuntimeError(f'generating {path} failed')
   gen_s = time.perf_counter() - start
   cfg = data_config_lib.data_defaults()
   cfg.name = 'criteo'
   cfg.dir = raw_dir
   cfg.cache_dir = os.path.join(workdir, 'cache')
-  shutil.rmtree(cfg.cache_dir, ignore_errors=True)
+  if _BUILD.value:
+    shutil.rmtree(cfg.cache_dir, ignore_errors=True)
   rss_before = peak_rss_gb()
   start = time.perf_counter()
-  real.prepare(cfg)
+  folder = real.prepare(cfg)
   build_s = time.perf_counter() - start
   build_rss = peak_rss_gb()
+  if not _BUILD.value:
+    with open(os.path.join(folder, 'meta.json')) as f:
+      build_s = json.load(f)['build_seconds']  # as measured when it was built
   dataset = real.load(cfg)
-  it_rate = iterator_rows_per_second(dataset.train, _BATCH.value, _ITER_ROWS.value)
+  prefetch_rate = iterator_rows_per_second(dataset.train, _BATCH.value, _ITER_ROWS.value,
+                                           workers=0)
+  threaded_rate = iterator_rows_per_second(dataset.train, _BATCH.value, _ITER_ROWS.value,
+                                           workers=2)
   return {
       'rows': rows, 'file_gb': os.path.getsize(path) / 1e9, 'generate_s': gen_s,
+      'cache_built_in_this_run': _BUILD.value,
       'build_s': build_s, 'build_rows_per_s': rows / build_s,
       'peak_rss_gb_before_build': rss_before, 'peak_rss_gb_after_build': build_rss,
-      'iterator_rows_per_s': it_rate, 'batch_size': _BATCH.value,
+      'iterator_rows_per_s_prefetch': prefetch_rate,
+      'iterator_rows_per_s_threaded_2': threaded_rate, 'batch_size': _BATCH.value,
       'num_features': dataset.num_features, 'machine': machine(),
   }
 
@@ -153,10 +179,11 @@ def main(argv):
     if not _KEEP.value and not _WORKDIR.value:
       shutil.rmtree(workdir, ignore_errors=True)
   print(f"{'rows':>12} {'file GB':>8} {'build s':>8} {'rows/s':>11} {'peak RSS GB':>11} "
-        f"{'iter rows/s':>12}")
+        f"{'iter rows/s (prefetch)':>23} {'iter rows/s (2 threads)':>24}")
   print(f"{result['rows']:>12,} {result['file_gb']:>8.2f} {result['build_s']:>8.1f} "
         f"{result['build_rows_per_s']:>11,.0f} {result['peak_rss_gb_after_build']:>11.2f} "
-        f"{result['iterator_rows_per_s']:>12,.0f}")
+        f"{result['iterator_rows_per_s_prefetch']:>23,.0f} "
+        f"{result['iterator_rows_per_s_threaded_2']:>24,.0f}")
   print(result['machine'])
   if _JSON.value:
     with open(_JSON.value, 'w') as f:

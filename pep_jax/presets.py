@@ -45,6 +45,8 @@ def paper_config(dataset: str, model: str, arg: str | None = None):
   c.train.patience = p['patience']
   c.train.max_epochs = 100 if dataset == 'movielens' else 30
   c.ue.dims = p['ue_dims']
+  if dataset == 'movielens':
+    c.data.min_count = 1  # every value keeps its index: the paper's field sizes
   if arg == 'small':
     c.prune.max_epochs = 8
     c.train.max_epochs = 3

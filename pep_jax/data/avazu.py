@@ -24,7 +24,7 @@ FIELD_KINDS = ('str',) * len(FIELD_NAMES)
 HEADER = ','.join(COLUMNS).encode()
 FILES = ('train',)
 DOWNLOAD = ("Kaggle's 'Click-Through Rate Prediction' competition (Avazu): extract the file "
-            "train (about 6 GB, 40,428,967 rows plus a header) into data.dir; train.gz, "
+            "train (40,428,967 rows after a header line) into data.dir; train.gz, "
             "train.csv and train.csv.gz work too")
 
 

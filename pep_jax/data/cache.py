@@ -15,7 +15,8 @@ Layout of a cache folder::
   train_ids.npy valid_ids.npy test_ids.npy   int32 [N_split, F]
   train_labels.npy ...                       uint8 [N_split]
   split.npy                                  uint8 [N]: 0 train, 1 valid, 2 test, per kept row
-  vocab.npz                                  per field: keys in index order, counts per index
+  vocab_keys.npy vocab_counts.npy           per field (concatenated): keys in index order,
+                                             rows per index
   meta.json                                  field names/dims, row counts, bad lines, settings
   manifest.json                              settings, raw-file signatures, array checksums
 
@@ -93,15 +94,15 @@ def split_assignment(first_row: int, num_rows: int, seed: int,
                      fractions: Sequence[float]) -> np.ndarray:
   """The split of rows ``first_row .. first_row + num_rows - 1``, independent of block sizes.
 
-  Row r draws ``u = splitmix64(r + splitmix64(seed)) / 2^64`` and goes to train if
+  Row r draws ``u = (splitmix64(r + splitmix64(seed)) >> 11) / 2^53`` and goes to train if
   ``u < f0``, valid if ``u < f0 + f1``, else test.
 
   Returns:
     uint8 ``[num_rows]``: 0 train, 1 valid, 2 test.
   """
-  salt = parsing._mix64(np.array([seed], np.uint64))[0]
+  salt = parsing.mix64(np.array([seed], np.uint64))[0]
   rows = np.arange(first_row, first_row + num_rows, dtype=np.uint64) + salt
-  u = (parsing._mix64(rows) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+  u = (parsing.mix64(rows) >> np.uint64(11)).astype(np.float64) * 2.0**-53
   f0, f1 = float(fractions[0]), float(fractions[1])
   return np.where(u < f0, 0, np.where(u < f0 + f1, 1, 2)).astype(np.uint8)
 
@@ -175,21 +176,22 @@ class Vocabulary:
       return f'<hash {int(key):016x}>'
     return 'NULL' if raw == b'' else raw.decode('utf-8', 'backslashreplace')
 
-  def save(self, path: str) -> None:
-    arrays = {}
-    for f, name in enumerate(self.field_names):
-      arrays[f'keys_{f}'] = self.keys[f]
-      arrays[f'counts_{f}'] = self.counts[f]
-    np.savez(path, field_names=np.array(self.field_names),
-             field_kinds=np.array(self.field_kinds), **arrays)
+  def save(self, folder: str) -> None:
+    """Writes ``vocab_keys.npy`` and ``vocab_counts.npy`` (all fields, concatenated)."""
+    np.save(os.path.join(folder, 'vocab_keys.npy'), np.concatenate(self.keys).astype(np.uint64))
+    np.save(os.path.join(folder, 'vocab_counts.npy'), np.concatenate(self.counts).astype(np.int64))
 
   @classmethod
-  def load(cls, path: str) -> Vocabulary:
-    with np.load(path) as z:
-      names = tuple(str(s) for s in z['field_names'])
-      return cls(names, tuple(str(s) for s in z['field_kinds']),
-                 tuple(z[f'keys_{f}'] for f in range(len(names))),
-                 tuple(z[f'counts_{f}'] for f in range(len(names))))
+  def load(cls, folder: str) -> Vocabulary:
+    """The vocabulary of a cache folder (names, kinds and sizes from its ``meta.json``)."""
+    with open(os.path.join(folder, 'meta.json')) as f:
+      meta = json.load(f)
+    dims = np.array(meta['field_dims'], np.int64)
+    keys = np.load(os.path.join(folder, 'vocab_keys.npy'))
+    counts = np.load(os.path.join(folder, 'vocab_counts.npy'))
+    return cls(tuple(meta['field_names']), tuple(meta['field_kinds']),
+               tuple(np.split(keys, np.cumsum(dims - 1)[:-1])),
+               tuple(np.split(counts, np.cumsum(dims)[:-1])))
 
 
 def field_vocabulary(keys: np.ndarray, min_count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -280,7 +282,7 @@ def build(source: Source, settings: Settings, folder: str, *, max_bad_fraction: 
     meta['build_seconds'] = round(time.perf_counter() - start, 2)
     with open(os.path.join(tmp, 'meta.json'), 'w') as f:
       json.dump(meta, f, indent=1)
-    arrays = sorted(n for n in os.listdir(tmp) if n.endswith(('.npy', '.npz')) or n == 'meta.json')
+    arrays = sorted(n for n in os.listdir(tmp) if n.endswith('.npy') or n == 'meta.json')
     manifest = {'settings': settings.to_json(), 'inputs': input_signature(source.inputs),
                 'files': {n: _file_facts(os.path.join(tmp, n)) for n in arrays}}
     with open(os.path.join(tmp, 'manifest.json'), 'w') as f:
@@ -343,9 +345,9 @@ def _build_into(source: Source, settings: Settings, tmp: str, *, max_bad_fractio
   fields = list(parsing.ordered_map(count_field, range(num_fields), workers=workers))
   vocab = Vocabulary(source.field_names, source.field_kinds,
                      tuple(k for k, _ in fields), tuple(c for _, c in fields))
-  vocab.save(os.path.join(tmp, 'vocab.npz'))
+  vocab.save(tmp)
   np.save(os.path.join(tmp, 'split.npy'), split_all)
-  del split_all, counted
+  del split_all  # the vocabulary is built; free the split column before pass 2
 
   # Pass 2: encode row blocks, append to the split files.
   writers = {}
@@ -381,6 +383,7 @@ def _build_into(source: Source, settings: Settings, tmp: str, *, max_bad_fractio
   meta = {
       'dataset': source.name,
       'field_names': list(source.field_names),
+      'field_kinds': list(source.field_kinds),
       'field_dims': field_dims,
       'num_features': int(sum(field_dims)),
       'num_rows': int(num_rows),

@@ -25,7 +25,7 @@ COLUMNS = ('label',) + FIELD_NAMES
 FILES = ('train.txt',)
 DOWNLOAD = (
     "Criteo's Kaggle 'Display Advertising Challenge' data (also published by Criteo as "
-    "'Criteo dac', dac.tar.gz): extract train.txt (about 11 GB, 45,840,617 lines) into data.dir; "
+    "'Criteo dac', dac.tar.gz): extract train.txt (45,840,617 lines) into data.dir; "
     "train.txt.gz works too")
 
 

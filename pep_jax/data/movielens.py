@@ -46,44 +46,36 @@ def raw_paths(directory: str) -> list[str]:
 
 
 def read_table(path: str, columns: Sequence[str], bad: list[parsing.BadLines]
-               ) -> tuple[pa.Table, parsing.BadLines, bytes]:
+               ) -> tuple[pa.Table, np.ndarray, parsing.BadLines]:
   """Parses a whole ``::`` file into binary columns; lines with a wrong column count are bad.
 
   Returns:
-    The table, the file's report (appended to ``bad``) and the block as parsed (for line numbers).
+    The table, each row's 1-based line number, and the file's report (appended to ``bad``).
   """
   with parsing.open_raw(path) as f:
     block = f.read().replace(b'::', _SEP)
   report = parsing.BadLines(path)
   bad.append(report)
-  if not block:
-    return pa.table({c: pa.array([], pa.binary()) for c in columns}), report, block
-  table, skipped = parsing.parse_block(block, columns, _SEP.decode())
-  report.total_lines = table.num_rows + skipped
-  if skipped:
-    report.add('wrong number of columns', count=skipped)
-  return table, report, block
+  table, rows, dropped = parsing.parse_block(block, columns, _SEP.decode())
+  report.total_lines = table.num_rows + len(dropped)
+  report.add('wrong number of columns', lines=dropped + 1)
+  return table, rows + 1, report
 
 
-def _flag(report: parsing.BadLines, block: bytes, num_columns: int, skipped: int,
+def _flag(report: parsing.BadLines, lines: np.ndarray,
           problems: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
-  """Records rows with problems in ``report`` (with line numbers); returns the good-row mask."""
-  n = len(problems[0][1])
-  is_bad = np.zeros(n, bool)
-  why = []
+  """Records rows with problems in ``report``; returns the good-row mask.
+
+  Args:
+    report: the file's report.
+    lines: int64 ``[n]``, each row's line number.
+    problems: ``(reason, bad)`` pairs, ``bad`` bool ``[n]``; a row counts under its first reason.
+  """
+  is_bad = np.zeros(len(lines), bool)
   for reason, mask in problems:
     new = mask & ~is_bad
-    if new.any():
-      report.add(reason, count=int(new.sum()))
-    why.append(new)
+    report.add(reason, lines=lines[new][:parsing.MAX_BAD_EXAMPLES], count=int(new.sum()))
     is_bad |= mask
-  if is_bad.any() or skipped:
-    rows = np.flatnonzero(is_bad)[:parsing.MAX_BAD_EXAMPLES]
-    reasons = [next(problems[k][0] for k in range(len(problems)) if why[k][r]) for r in rows]
-    for line, reason in parsing.block_bad_lines(block, _SEP.decode(), num_columns, skipped,
-                                                rows, reasons):
-      if report.need_examples():
-        report.examples.append((line + 1, reason))
   return ~is_bad
 
 
@@ -147,21 +139,18 @@ def read(paths: Sequence[str], bad: list[parsing.BadLines], info: dict, *, worke
   users_path, movies_path, ratings_path = paths
 
   def load(path, columns, id_column):
-    table, report, block = read_table(path, columns, bad)
-    skipped = report.count
+    table, lines, report = read_table(path, columns, bad)
     ids, ok = parsing.parse_ints(table.column(id_column))
     first = np.zeros(len(ids), bool)
     if ok.any():
       _, where = np.unique(np.where(ok, ids, -1), return_index=True)
       first[where] = True
-    good = _flag(report, block, len(columns), skipped,
-                 [(f'non-integer {id_column} id', ~ok), (f'repeated {id_column} id', ~first)])
+    good = _flag(report, lines, [(f'non-integer {id_column} id', ~ok), (f'repeated {id_column} id', ~first)])
     return table.filter(pa.array(good)), ids[good]
 
   users_table, user_ids = load(users_path, USER_COLUMNS, 'user')
   movies_table, movie_ids = load(movies_path, MOVIE_COLUMNS, 'movie')
-  table, report, block = read_table(ratings_path, RATING_COLUMNS, bad)
-  skipped = report.count
+  table, lines, report = read_table(ratings_path, RATING_COLUMNS, bad)
   if table.num_rows == 0 or len(user_ids) == 0 or len(movie_ids) == 0:
     return  # the empty file fails the bad-line check
   columns = {name: parsing.parse_ints(table.column(name)) for name in RATING_COLUMNS}
@@ -170,7 +159,7 @@ def read(paths: Sequence[str], bad: list[parsing.BadLines], info: dict, *, worke
   movie, movie_ok = columns['movie']
   known_user = np.isin(user, user_ids) & user_ok
   known_movie = np.isin(movie, movie_ids) & movie_ok
-  good = _flag(report, block, len(RATING_COLUMNS), skipped, [
+  good = _flag(report, lines, [
       ('non-integer value', ~(rating_ok & user_ok & movie_ok & columns['timestamp'][1])),
       ('rating outside 1..5', (rating < 1) | (rating > 5)),
       ('unknown user id', ~known_user),

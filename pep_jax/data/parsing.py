@@ -23,6 +23,7 @@ import gzip
 import io
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -34,12 +35,13 @@ INT_NULL_KEY = np.uint64(1 << 63)  # the NULL token of an integer field (int64 m
 HASH_BIT = np.uint64(1 << 63)  # set on every hashed categorical key
 MAX_BAD_EXAMPLES = 10  # line numbers kept for the report
 _INT_PATTERN = r'^-?[0-9]{1,18}$'  # integers that fit int64 with room to spare
+re_int = re.compile(_INT_PATTERN.encode()).match  # the same test on one bytes value
 
 
 # ----------------------------------------------------------------------------- keys
 
 
-def _mix64(z: np.ndarray) -> np.ndarray:
+def mix64(z: np.ndarray) -> np.ndarray:
   """The splitmix64 finaliser, a bijection of uint64 (wrapping arithmetic)."""
   z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
   z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
@@ -115,8 +117,8 @@ def _hash_strings(windows: np.ndarray, starts: np.ndarray, lengths: np.ndarray) 
     sel = np.flatnonzero(num_words > w)
     rest = np.minimum(lengths[sel] - 8 * w, 8)
     word = windows[starts[sel] + 8 * w] & _LOW_BYTES[rest]
-    h[sel] = _mix64(h[sel] ^ word)
-  return _mix64(h ^ lengths.astype(np.uint64))
+    h[sel] = mix64(h[sel] ^ word)
+  return mix64(h ^ lengths.astype(np.uint64))
 
 
 def key_to_bytes(key: int) -> bytes | None:
@@ -249,11 +251,25 @@ def read_blocks(path: str, block_bytes: int, *, skip: int = 0) -> Iterator[bytes
       yield tail
 
 
-def parse_block(block: bytes, column_names: Sequence[str], delimiter: str) -> tuple[pa.Table, int]:
-  """Parses one block into a table of raw byte columns.
+def _read_table(block: bytes, column_names: Sequence[str], delimiter: str) -> pa.Table:
+  """pyarrow's CSV parser on whole lines: binary columns, no quoting, empty lines kept."""
+  return pa_csv.read_csv(
+      io.BytesIO(block),
+      read_options=pa_csv.ReadOptions(column_names=list(column_names), use_threads=False,
+                                      block_size=max(len(block) + 1, 1 << 20)),
+      parse_options=pa_csv.ParseOptions(delimiter=delimiter, quote_char=False, double_quote=False,
+                                        escape_char=False, ignore_empty_lines=False),
+      convert_options=pa_csv.ConvertOptions(
+          column_types={name: pa.binary() for name in column_names},
+          strings_can_be_null=False, quoted_strings_can_be_null=False))
 
-  Rows with the wrong number of columns are skipped and counted. Quotes have no meaning, and
-  an empty line is a row of empty values (so it fails the label check of its reader).
+
+def parse_block(block: bytes, column_names: Sequence[str], delimiter: str
+                ) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+  """Parses one block of whole lines into a table of raw byte columns.
+
+  Lines with the wrong number of columns are left out. Quotes have no meaning, and an empty
+  line is a row of empty values (so it fails the label check of its reader).
 
   Args:
     block: whole lines.
@@ -261,51 +277,49 @@ def parse_block(block: bytes, column_names: Sequence[str], delimiter: str) -> tu
     delimiter: one character.
 
   Returns:
-    The table (one binary column per name, one row per well-formed line, in line order) and
-    the number of lines skipped for their column count.
+    The table (one binary column per name, one row per well-formed line, in line order),
+    ``rows`` int64 ``[num_rows]``: each row's 0-based line number in the block, and
+    ``dropped`` int64 ``[k]``: the lines left out for their column count.
   """
-  skipped = [0]
-
-  def skip_row(row) -> str:
-    del row
-    skipped[0] += 1
-    return 'skip'
-
-  table = pa_csv.read_csv(
-      io.BytesIO(block),
-      read_options=pa_csv.ReadOptions(column_names=list(column_names), use_threads=False,
-                                      block_size=max(len(block) + 1, 1 << 20)),
-      parse_options=pa_csv.ParseOptions(delimiter=delimiter, quote_char=False, double_quote=False,
-                                        escape_char=False, ignore_empty_lines=False,
-                                        invalid_row_handler=skip_row),
-      convert_options=pa_csv.ConvertOptions(
-          column_types={name: pa.binary() for name in column_names},
-          strings_can_be_null=False, quoted_strings_can_be_null=False))
-  return table, skipped[0]
+  if not block:
+    return _empty_table(column_names), np.zeros(0, np.int64), np.zeros(0, np.int64)
+  try:
+    table = _read_table(block, column_names, delimiter)
+    return table, np.arange(table.num_rows, dtype=np.int64), np.zeros(0, np.int64)
+  except pa.ArrowInvalid:  # some line has the wrong column count: drop those lines first
+    pass
+  starts, ends, columns = line_columns(block, delimiter)
+  ok = (columns == len(column_names)) | (ends == starts)
+  buf = np.frombuffer(block, np.uint8)
+  keep_byte = np.repeat(ok, np.diff(np.append(starts, len(buf))))
+  clean = buf[keep_byte].tobytes()
+  table = _read_table(clean, column_names, delimiter) if clean else _empty_table(column_names)
+  return table, np.flatnonzero(ok), np.flatnonzero(~ok)
 
 
-def line_numbers(block: bytes, delimiter: str, num_columns: int) -> tuple[np.ndarray, np.ndarray]:
-  """Where each line of a block lies and whether pyarrow kept it as a row.
+def _empty_table(column_names: Sequence[str]) -> pa.Table:
+  return pa.table({name: pa.array([], pa.binary()) for name in column_names})
+
+
+def line_columns(block: bytes, delimiter: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Where each line of a block starts and ends, and its number of columns.
 
   Line ends are ``\\n``, ``\\r\\n`` and a lone ``\\r``, as pyarrow counts them.
 
   Returns:
-    ``kept`` int64 ``[rows]``: the 0-based line number (within the block) of every table row,
-    and ``dropped`` int64 ``[skipped]``: those of the lines skipped for their column count.
+    ``starts``, ``ends`` (the terminator's position, or the block length for a last line
+    without one) and ``columns``, int64 ``[lines]``.
   """
   buf = np.frombuffer(block, np.uint8)
   nl = buf == ord('\n')
-  cr = buf == ord('\r')
-  lone_cr = cr & ~np.append(nl[1:], False)
+  lone_cr = (buf == ord('\r')) & ~np.append(nl[1:], False)
   ends = np.flatnonzero(nl | lone_cr)
   if len(ends) == 0 or ends[-1] != len(buf) - 1:
-    ends = np.append(ends, len(buf))  # a last line without its newline
+    ends = np.append(ends, len(buf))
   starts = np.append(0, ends[:-1] + 1)
-  delims = np.concatenate([[0], np.cumsum(buf == ord(delimiter))])
-  columns = delims[ends] - delims[starts] + 1
-  empty = (ends - starts) == 0
-  ok = (columns == num_columns) | empty
-  return np.flatnonzero(ok), np.flatnonzero(~ok)
+  delims = np.flatnonzero(buf == ord(delimiter))
+  columns = np.searchsorted(delims, ends) - np.searchsorted(delims, starts) + 1
+  return starts, ends, columns
 
 
 # ----------------------------------------------------------------------------- bad lines
@@ -326,6 +340,8 @@ class BadLines:
     """Records ``count`` bad lines for ``reason`` (``lines``: their numbers, if known)."""
     lines = list(lines)
     n = len(lines) if count is None else count
+    if n == 0:
+      return
     self.count += n
     self.reasons[reason] += n
     for line in lines[:max(0, MAX_BAD_EXAMPLES - len(self.examples))]:
@@ -358,25 +374,6 @@ class BadLines:
     return {'file': os.path.basename(self.path), 'lines': self.total_lines,
             'bad': self.count, 'reasons': dict(self.reasons),
             'first_bad_lines': [line for line, _ in sorted(self.examples)], 'notes': self.notes}
-
-
-def block_bad_lines(block: bytes, delimiter: str, num_columns: int, num_skipped: int,
-                    row_bad: np.ndarray, row_reasons: Sequence[str]) -> list[tuple[int, str]]:
-  """The 0-based in-block line numbers and reasons of a block's bad lines.
-
-  Args:
-    block: the raw block.
-    delimiter, num_columns: as given to :func:`parse_block`.
-    num_skipped: lines pyarrow skipped for their column count.
-    row_bad: int64 ``[k]``: indices of table rows found bad afterwards.
-    row_reasons: the reason of each of them.
-  """
-  kept, dropped = line_numbers(block, delimiter, num_columns)
-  if len(dropped) != num_skipped:  # cannot happen for a consistent count; keep rows honest
-    raise RuntimeError('line accounting mismatch while locating malformed lines')
-  out = [(int(line), 'wrong number of columns') for line in dropped[:MAX_BAD_EXAMPLES]]
-  out += [(int(kept[r]), why) for r, why in zip(row_bad[:MAX_BAD_EXAMPLES], row_reasons)]
-  return sorted(out)[:MAX_BAD_EXAMPLES]
 
 
 # ----------------------------------------------------------------------------- parallel map
@@ -462,7 +459,7 @@ def read_delimited(path: str, *, column_names: Sequence[str], delimiter: str,
   """
 
   def work(block: bytes):
-    table, skipped = parse_block(block, column_names, delimiter)
+    table, rows, dropped = parse_block(block, column_names, delimiter)
     checks = convert(table)
     is_bad = np.zeros(table.num_rows, bool)
     reasons = {}
@@ -473,14 +470,12 @@ def read_delimited(path: str, *, column_names: Sequence[str], delimiter: str,
         reasons[reason] = int(new.sum())
         why[new] = r
       is_bad |= mask
-    examples = []
-    if (skipped or is_bad.any()) and bad.need_examples():
-      rows = np.flatnonzero(is_bad)[:MAX_BAD_EXAMPLES]
-      examples = block_bad_lines(block, delimiter, len(column_names), skipped, rows,
-                                 [checks.problems[why[r]][0] for r in rows])
+    examples = [(int(line), 'wrong number of columns') for line in dropped[:MAX_BAD_EXAMPLES]]
+    examples += [(int(rows[r]), checks.problems[why[r]][0])
+                 for r in np.flatnonzero(is_bad)[:MAX_BAD_EXAMPLES]]
     good = ~is_bad
     chunk = Chunk(np.ascontiguousarray(checks.keys[:, good]), checks.labels[good])
-    return chunk, table.num_rows + skipped, skipped, reasons, examples
+    return chunk, table.num_rows + len(dropped), len(dropped), reasons, sorted(examples)
 
   line0 = first_line
   for chunk, num_lines, skipped, reasons, examples in ordered_map(

@@ -9,6 +9,8 @@ uninterrupted run would have seen. ``prefetch`` builds batches in a background t
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import queue
 import threading
 from collections.abc import Iterator
@@ -46,8 +48,8 @@ def make_batch(split: Split, rows: np.ndarray, batch_size: int) -> Batch:
   if n:
     # Sorted rows read a memory-mapped file front to back; the batch order is irrelevant.
     rows = np.sort(rows)
-    ids[:n] = split.ids[rows]
-    labels[:n] = split.labels[rows]
+    np.take(split.ids, rows, axis=0, out=ids[:n])  # straight into the batch: no temporary
+    labels[:n] = np.take(split.labels, rows)
     weights[:n] = 1.0
   return {'ids': ids, 'labels': labels, 'weights': weights}
 
@@ -91,20 +93,24 @@ def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
   stop = threading.Event()
   done = object()
 
+  def put(entry) -> bool:
+    """Waits for room unless the consumer has gone; False once it has."""
+    while not stop.is_set():
+      try:
+        items.put(entry, timeout=0.1)
+        return True
+      except queue.Full:
+        continue
+    return False
+
   def produce():
     try:
       for item in iterator:
-        while not stop.is_set():
-          try:
-            items.put((item, None), timeout=0.1)
-            break
-          except queue.Full:
-            continue
-        if stop.is_set():
+        if not put((item, None)):
           return
-      items.put((done, None))
+      put((done, None))
     except BaseException as e:  # handed to the consumer
-      items.put((done, e))
+      put((done, e))
 
   thread = threading.Thread(target=produce, name='pep_jax-prefetch', daemon=True)
   thread.start()
@@ -119,6 +125,39 @@ def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
   finally:
     stop.set()
     thread.join()
+
+
+def threaded_batches(
+    split: Split,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int = 0,
+    epoch: int = 0,
+    start: int = 0,
+    workers: int = 2,
+    size: int = 4,
+) -> Iterator[Batch]:
+  """The batches of :func:`batches` (same arguments, same batches, same order), each gathered
+  by one of ``workers`` background threads, up to ``size`` batches ahead.
+
+  A gather from a large memory-mapped split waits on memory, not on the GIL, so two threads
+  deliver about twice the rows per second of one.
+  """
+  order = epoch_order(len(split), seed=seed, epoch=epoch, shuffle=shuffle)
+  pending: collections.deque = collections.deque()
+  with concurrent.futures.ThreadPoolExecutor(max(1, workers), 'pep_jax-batches') as pool:
+    try:
+      for b in range(start, num_batches(len(split), batch_size)):
+        pending.append(pool.submit(make_batch, split, order[b * batch_size:(b + 1) * batch_size],
+                                   batch_size))
+        if len(pending) >= max(size, workers):
+          yield pending.popleft().result()
+      while pending:
+        yield pending.popleft().result()
+    finally:
+      for future in pending:
+        future.cancel()
 
 
 def to_device(batch_iterator: Iterator[Batch], sharding=None) -> Iterator:

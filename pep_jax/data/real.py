@@ -42,6 +42,11 @@ def settings(data_config) -> cache.Settings:
                         split=split, split_seed=int(data_config.split_seed))
 
 
+def _workers(data_config) -> int:
+  """Threads for building: ``data.workers``, or every CPU when 0."""
+  return int(data_config.workers) or parsing.default_workers()
+
+
 def cache_folder(data_config) -> str:
   """``<data.cache_dir or data.dir/cache>/<dataset>-<settings hash>``."""
   root = data_config.cache_dir or os.path.join(data_config.dir, 'cache')
@@ -61,7 +66,7 @@ def missing_files_message(data_config) -> str:
 def source(data_config) -> cache.Source:
   """The reader of the configured dataset; FileNotFoundError if its raw files are missing."""
   module = _module(data_config)
-  workers = int(data_config.workers) or parsing.default_workers()
+  workers = _workers(data_config)
   if data_config.source == 'tfds':
     from pep_jax.data import tfds_builders
     return tfds_builders.source(data_config)
@@ -83,9 +88,8 @@ def prepare(data_config, *, force: bool = False) -> str:
     return folder
   logging.info('building the %s cache in %s (%s)', data_config.name, folder, reason)
   print(f'Building the {data_config.name} cache in {folder} ({reason}) ...', flush=True)
-  workers = int(data_config.workers) or parsing.default_workers()
   meta = cache.build(src, settings(data_config), folder,
-                     max_bad_fraction=data_config.max_bad_fraction, workers=workers)
+                     max_bad_fraction=data_config.max_bad_fraction, workers=_workers(data_config))
   print(cache.summary(meta), flush=True)
   return folder
 
@@ -104,7 +108,7 @@ def row_encoder(data_config) -> Callable[[Sequence[str | bytes]], np.ndarray]:
   """
   folder = prepare(data_config)
   module = _module(data_config)
-  vocab = cache.Vocabulary.load(os.path.join(folder, 'vocab.npz'))
+  vocab = cache.Vocabulary.load(folder)
   with open(os.path.join(folder, 'meta.json')) as f:
     meta = json.load(f)
 

@@ -94,8 +94,9 @@ def generate(cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   # Scale both parts to their configured spread, then pick the bias for the base CTR.
   first_scale = cfg.first_order_std / max(raw_first.std(), 1e-12)
   pair_scale = cfg.interaction_std / max(raw_pairs.std(), 1e-12)
-  centred = first_scale * (raw_first - raw_first.mean()) + pair_scale * (raw_pairs - raw_pairs.mean())
-  bias = _bias_for_ctr(centred, cfg.base_ctr) - first_scale * raw_first.mean() - pair_scale * raw_pairs.mean()
+  mean = first_scale * raw_first.mean() + pair_scale * raw_pairs.mean()
+  centred = first_scale * raw_first + pair_scale * raw_pairs - mean
+  bias = _bias_for_ctr(centred, cfg.base_ctr) - mean
   logits = teacher_logits(ids, w, u, first_scale, pair_scale, bias)
   labels = (rng.random(n) < 1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
   return ids, labels, logits

@@ -1,0 +1,36 @@
+"""Builds the columnar cache of a real dataset ahead of training.
+
+    python -m pep_jax.data.prepare --config=configs/criteo_fm.py --config.data.dir=/data/criteo
+
+Prints the cache folder and its summary (field dims, rows, bad lines). ``--force`` rebuilds.
+"""
+
+import json
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from pep_jax.data import cache, real
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'experiment config file', lock_config=True)
+_FORCE = flags.DEFINE_bool('force', False, 'rebuild even if a valid cache exists')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  data_config = _CONFIG.value.data
+  if data_config.name == 'synthetic':
+    raise app.UsageError('config key data.name is synthetic: there is nothing to prepare')
+  folder = real.prepare(data_config, force=_FORCE.value)
+  with open(os.path.join(folder, 'meta.json')) as f:
+    meta = json.load(f)
+  logging.info('cache ready: %s', folder)
+  print(f'cache: {folder}')
+  print(cache.summary(meta))
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['config'])
+  app.run(main)
