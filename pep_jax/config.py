@@ -17,7 +17,9 @@ from pep_jax.ops.threshold import GATES, GRANULARITIES
 STAGES = ('all', 'prune', 'retrain', 'ue', 'evaluate')
 
 # Keys that may change between runs sharing a work directory without changing any result.
-RESUMABLE_KEYS = ('stage', 'train.log_every_steps', 'train.eval_batch_size', 'ue.dims')
+RESUMABLE_KEYS = ('stage', 'train.log_every_steps', 'train.eval_batch_size', 'ue.dims',
+                  'retrain.init',
+                  'mesh.data', 'mesh.table')
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -35,6 +37,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.num_heads = 2
   c.model.num_layers = 3
   c.model.attn_dropout = 0.0
+  c.model.linear_init_std = 1.0  # first-order weights ~ N(0, std^2); 1.0 as the public code
 
   c.embedding = ml_collections.ConfigDict()
   c.embedding.dim = 24
@@ -70,6 +73,15 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.patience = 5
   c.train.checkpoint_every_steps = 2000
   c.train.log_every_steps = 100
+
+  # Devices (see pep_jax/sharding): the table's rows are split over `table`, copied over `data`;
+  # batches are split over both. -1: every device the other axis leaves.
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = 1
+  c.mesh.table = -1
+  # Table rows are padded to a multiple of this (a multiple of mesh.table). Fixed, not the
+  # device count, so a checkpoint restores on any mesh whose table axis divides it.
+  c.mesh.row_multiple = 1024
   return c
 
 
@@ -93,6 +105,15 @@ def validate(config) -> None:
       raise ValueError(f'config key {key}: must be positive, got {_get(config, key)!r}')
   if not config.prune.budgets:
     raise ValueError('config key prune.budgets: give at least one budget')
+  for key in ('mesh.data', 'mesh.table'):
+    if not (_get(config, key) == -1 or _get(config, key) > 0):
+      raise ValueError(f'config key {key}: expected a positive size or -1 (all remaining '
+                       f'devices), got {_get(config, key)!r}')
+  if config.mesh.data == -1 and config.mesh.table == -1:
+    raise ValueError('config keys mesh.data and mesh.table: at most one of them may be -1')
+  if not config.mesh.row_multiple > 0:
+    raise ValueError(f'config key mesh.row_multiple: must be positive, got '
+                     f'{config.mesh.row_multiple!r}')
   if any(int(d) <= 0 for d in config.ue.dims):
     raise ValueError(f'config key ue.dims: widths must be positive, got {config.ue.dims}')
 

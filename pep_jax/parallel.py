@@ -7,17 +7,24 @@ import jax
 _COORDINATOR_VARS = ('JAX_COORDINATOR_ADDRESS', 'COORDINATOR_ADDRESS')
 
 
+def _env_int(name: str) -> int | None:
+  value = os.environ.get(name)
+  return int(value) if value else None
+
+
 def initialize_distributed() -> bool:
   """Starts JAX's multi-host runtime when launched as one of several processes.
 
   Returns True when it was initialised. On Cloud TPU pods and SLURM clusters JAX reads the
-  topology from the environment; elsewhere set ``JAX_COORDINATOR_ADDRESS``,
-  ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``.
+  topology from the environment; elsewhere set ``JAX_COORDINATOR_ADDRESS`` (host:port of
+  process 0), ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` on every process.
   """
-  multi = any(os.environ.get(v) for v in _COORDINATOR_VARS) or \
-      int(os.environ.get('JAX_NUM_PROCESSES', '1')) > 1 or 'SLURM_NTASKS' in os.environ and \
-      int(os.environ['SLURM_NTASKS']) > 1 or 'TPU_WORKER_HOSTNAMES' in os.environ and \
-      ',' in os.environ['TPU_WORKER_HOSTNAMES']
-  if multi:
-    jax.distributed.initialize()
-  return multi
+  coordinator = next((os.environ[v] for v in _COORDINATOR_VARS if os.environ.get(v)), None)
+  num_processes = _env_int('JAX_NUM_PROCESSES')
+  slurm = (_env_int('SLURM_NTASKS') or 1) > 1
+  tpu_pod = ',' in os.environ.get('TPU_WORKER_HOSTNAMES', '')
+  if not (coordinator or (num_processes or 1) > 1 or slurm or tpu_pod):
+    return False
+  jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                             process_id=_env_int('JAX_PROCESS_ID'))
+  return True

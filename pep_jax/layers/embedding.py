@@ -9,6 +9,8 @@ Three layers share the lookup and differ only in what they apply to the looked-u
 Each takes per-field *local* indices ``[B, F]`` and returns ``[B, F, D]``, so any model written
 against a plain embedding accepts any of them. The table may carry padding rows (so that it
 splits evenly across devices); they are never looked up and never counted as parameters.
+Given a ``mesh``, every lookup goes through :func:`pep_jax.sharding.take_rows`, which reads a
+table split by rows over the devices without gathering it.
 
 Every layer exposes ``effective_table()`` (the table as the model sees it) and
 ``nonzeros()``, the parameter count PEP reports: non-zero entries of the real rows.
@@ -24,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pep_jax.ops import threshold as th
+from pep_jax.sharding.lookup import take_rows
 
 
 def field_offsets(field_dims: Sequence[int]) -> np.ndarray:
@@ -39,15 +42,15 @@ def padded_rows(num_rows: int, multiple: int) -> int:
 def xavier_table_init(num_rows: int):
   """Xavier-uniform over the real ``[num_rows, D]`` table; padding rows are zero.
 
-  The bound ``sqrt(6 / (N + D))`` uses the real row count, so padding for sharding does not
-  change the initial values.
+  The bound ``sqrt(6 / (N + D))`` uses the real row count and the values are drawn for the
+  real rows only, so padding for sharding does not change the initial values.
   """
 
   def init(key, shape, dtype=jnp.float32):
     rows, dim = shape
     bound = np.sqrt(6.0 / (num_rows + dim))
-    table = jax.random.uniform(key, shape, dtype, -bound, bound)
-    return jnp.where(jnp.arange(rows)[:, None] < num_rows, table, 0).astype(dtype)
+    table = jax.random.uniform(key, (num_rows, dim), dtype, -bound, bound)
+    return jnp.pad(table, ((0, rows - num_rows), (0, 0)))
 
   return init
 
@@ -58,6 +61,7 @@ class _TableEmbedding(nn.Module):
   field_dims: Sequence[int]
   dim: int
   row_multiple: int = 1  # pad the table's rows to a multiple of this
+  mesh: jax.sharding.Mesh | None = None  # rows split over its 'table' axis (None: one device)
 
   @property
   def num_rows(self) -> int:
@@ -72,20 +76,26 @@ class _TableEmbedding(nn.Module):
     self.table = self.param('table', xavier_table_init(self.num_rows),
                             (self.table_rows, self.dim))
 
+  def take(self, table: jax.Array, gids: jax.Array) -> jax.Array:
+    """Rows ``gids [B, F]`` of ``table`` or of an array shaped like it -> ``[B, F, ...]``."""
+    return take_rows(table, gids, self.mesh)
+
   def global_ids(self, ids: jax.Array) -> jax.Array:
     """Per-field local indices ``[B, F]`` -> table rows ``[B, F]``."""
     return ids + jnp.asarray(field_offsets(self.field_dims))[None, :]
 
   def nonzeros(self) -> jax.Array:
     """Non-zero entries of the real rows of ``effective_table()`` (int32 scalar)."""
-    return jnp.sum(self.effective_table()[:self.num_rows] != 0, dtype=jnp.int32)
+    table = self.effective_table()  # [rows, D]; rows masked by index, so a sharded table
+    real = jnp.arange(table.shape[0])[:, None] < self.num_rows  # is never resliced
+    return jnp.sum((table != 0) & real, dtype=jnp.int32)
 
 
 class PlainEmbedding(_TableEmbedding):
   """A plain embedding: every feature has ``dim`` entries."""
 
   def __call__(self, ids: jax.Array) -> jax.Array:
-    return jnp.take(self.table, self.global_ids(ids), axis=0)  # [B, F, D]
+    return self.take(self.table, self.global_ids(ids))  # [B, F, D]
 
   def effective_table(self) -> jax.Array:
     return self.table
@@ -114,8 +124,11 @@ class PEPEmbedding(_TableEmbedding):
 
   def __call__(self, ids: jax.Array) -> jax.Array:
     gids = self.global_ids(ids)
-    rows = jnp.take(self.table, gids, axis=0)  # [B, F, D]
-    s = th.lookup_thresholds(self.threshold, self.granularity, gids)
+    rows = self.take(self.table, gids)  # [B, F, D]
+    if th.is_per_feature(self.granularity):
+      s = self.take(self.threshold, gids)  # [B, F, 1|D]
+    else:
+      s = th.lookup_thresholds(self.threshold, self.granularity, gids)
     return th.soft_threshold(rows, s, th.get_gate(self.gate))
 
   def effective_table(self) -> jax.Array:
@@ -141,8 +154,8 @@ class MaskedEmbedding(_TableEmbedding):
 
   def __call__(self, ids: jax.Array) -> jax.Array:
     gids = self.global_ids(ids)
-    rows = jnp.take(self.table, gids, axis=0)  # [B, F, D]
-    mask = jnp.take(self.ticket_mask.value, gids, axis=0)  # [B, F, D]
+    rows = self.take(self.table, gids)  # [B, F, D]
+    mask = self.take(self.ticket_mask.value, gids)  # [B, F, D]
     return rows * mask.astype(rows.dtype)
 
   def effective_table(self) -> jax.Array:
@@ -153,7 +166,8 @@ EMBEDDINGS = ('pep', 'masked', 'plain')
 
 
 def make_embedding(kind: str, embedding_config, field_dims: Sequence[int], *,
-                   dim: int | None = None, row_multiple: int = 1) -> _TableEmbedding:
+                   dim: int | None = None, row_multiple: int = 1,
+                   mesh: jax.sharding.Mesh | None = None) -> _TableEmbedding:
   """The embedding layer of a stage from ``config.embedding``.
 
   Args:
@@ -162,14 +176,15 @@ def make_embedding(kind: str, embedding_config, field_dims: Sequence[int], *,
     field_dims: vocabulary size of each field.
     dim: width; ``embedding_config.dim`` by default.
     row_multiple: pad the table's rows to a multiple of this (device count of the table axis).
+    mesh: the mesh whose ``'table'`` axis splits the table's rows (None: one device).
   """
   dims = tuple(int(d) for d in field_dims)
   width = int(dim or embedding_config.dim)
   if kind == 'pep':
-    return PEPEmbedding(dims, width, row_multiple, granularity=embedding_config.granularity,
+    return PEPEmbedding(dims, width, row_multiple, mesh, granularity=embedding_config.granularity,
                         s_init=float(embedding_config.s_init), gate=embedding_config.gate)
   if kind == 'masked':
-    return MaskedEmbedding(dims, width, row_multiple)
+    return MaskedEmbedding(dims, width, row_multiple, mesh)
   if kind == 'plain':
-    return PlainEmbedding(dims, width, row_multiple)
+    return PlainEmbedding(dims, width, row_multiple, mesh)
   raise ValueError(f'unknown embedding kind {kind!r}; expected one of {EMBEDDINGS}')

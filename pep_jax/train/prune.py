@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from pep_jax.data import pipeline
 from pep_jax.data.base import CTRDataset
+from pep_jax.ops import threshold as th
 from pep_jax.train import loop
 from pep_jax.train.checkpoint import Checkpointer
 from pep_jax.train.logging import MetricWriter, Progress
@@ -64,16 +67,30 @@ def load_ticket_mask(workdir: str, ticket: dict, target) -> np.ndarray:
   return state['mask']
 
 
+def field_size_totals(stage: Stage, mask, field_dims) -> np.ndarray:
+  """Sum of the embedding sizes of each field's features ``[F]`` (padding rows excluded).
+
+  Computed where the mask lives (split by rows over the mesh); only ``F`` numbers come back.
+  """
+  num_rows, num_fields = stage.embedding.num_rows, len(field_dims)
+
+  def totals(mask):
+    rows = mask.shape[0]
+    sizes = jnp.where(jnp.arange(rows) < num_rows, th.row_sizes(mask), 0)  # [rows]
+    return jax.ops.segment_sum(sizes, th.row_fields(field_dims, rows), num_segments=num_fields)
+
+  return np.asarray(jax.jit(totals, out_shardings=stage.shardings.replicated)(mask))
+
+
 def _write_ticket(stage: Stage, state, workdir: str, budget: int, nonzeros: int, step: int,
                   epoch: int, data: CTRDataset) -> dict:
   mask = stage.embedding_call(state, 'mask')
-  sizes = np.asarray(mask[:data.num_features]).sum(axis=1)  # [N] per-feature size
-  bounds = np.cumsum(data.field_dims)[:-1]
+  sizes = field_size_totals(stage, mask, data.field_dims) / np.asarray(data.field_dims)
   meta = {
       'budget': budget, 'nonzeros': nonzeros, 'step': step, 'epoch': epoch,
       'table_entries': stage.table_entries,
       'sparsity': 1.0 - nonzeros / stage.table_entries,
-      'field_mean_size': [float(x.mean()) for x in np.split(sizes, bounds)],
+      'field_mean_size': [float(x) for x in sizes],
       'field_names': list(data.field_names),
   }
   ckpt = Checkpointer(ticket_dir(workdir, budget), max_to_keep=None)
@@ -108,7 +125,8 @@ def run_prune(config, data: CTRDataset, workdir: str, writer: MetricWriter) -> d
   progress = Progress('prune', config.prune.max_epochs * per_epoch, start, bs)
   nonzeros = None
   batches = loop.resumable_batches(data.train, bs, seed=config.seed, start_step=start,
-                                   max_epochs=config.prune.max_epochs)
+                                   max_epochs=config.prune.max_epochs,
+                                   sharding=stage.batch_sharding)
   for step, epoch_end, batch in batches if remaining else ():
     state, metrics = stage.train_step(state, batch, {})
     nonzeros, loss = int(metrics['nonzeros']), float(metrics['loss'])
@@ -138,7 +156,7 @@ def run_prune(config, data: CTRDataset, workdir: str, writer: MetricWriter) -> d
       'reached': sorted(done),
       'unreached': [b for b in budgets if b not in done],
   }
-  if result['unreached']:
+  if result['unreached'] and jax.process_index() == 0:
     print(f'prune: budgets {result["unreached"]} not reached within prune.max_epochs='
           f'{config.prune.max_epochs} (non-zeros at the end: {nonzeros}); raise the cap, '
           'raise embedding.s_init or choose larger budgets.')

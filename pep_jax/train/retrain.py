@@ -46,7 +46,8 @@ def train_to_best(config, data: CTRDataset, stage: Stage, state, constants: dict
   pending = None  # metrics of the previous step, read one step late
 
   batches = loop.resumable_batches(data.train, bs, seed=config.seed, start_step=start,
-                                   max_epochs=config.train.max_epochs)
+                                   max_epochs=config.train.max_epochs,
+                                   sharding=stage.batch_sharding)
   for step, epoch_end, batch in () if stopped else batches:
     state, metrics = stage.train_step(state, batch, constants)
     if pending is not None:
@@ -60,7 +61,8 @@ def train_to_best(config, data: CTRDataset, stage: Stage, state, constants: dict
       loss = float(pending['loss'])
       loop.check_loss(loss, name, step, latest.directory)
       pending = None
-      valid = loop.evaluate(stage.eval_step, state, constants, data.valid, ebs)
+      valid = loop.evaluate(stage.eval_step, state, constants, data.valid, ebs,
+                            stage.batch_sharding)
       epoch = step // per_epoch - 1
       progress['history'].append({'epoch': epoch, 'step': step, 'train_loss': loss,
                                   **{f'valid_{k}': v for k, v in valid.items()}})
@@ -83,8 +85,10 @@ def train_to_best(config, data: CTRDataset, stage: Stage, state, constants: dict
     raise RuntimeError(f'{name}: no epoch finished (train.max_epochs={config.train.max_epochs})')
   best_state, _ = best.restore(progress['best_epoch'], state)
   best.close()
-  valid = loop.evaluate(stage.eval_step, best_state, constants, data.valid, ebs)
-  test = loop.evaluate(stage.eval_step, best_state, constants, data.test, ebs)
+  valid = loop.evaluate(stage.eval_step, best_state, constants, data.valid, ebs,
+                        stage.batch_sharding)
+  test = loop.evaluate(stage.eval_step, best_state, constants, data.test, ebs,
+                       stage.batch_sharding)
   nonzeros = int(stage.embedding_call(best_state, 'nonzeros', constants))
   result = {
       'nonzeros': nonzeros,
@@ -109,10 +113,16 @@ def _finished(run_dir: str) -> dict | None:
   return None
 
 
+def ticket_run_name(config, ticket: dict) -> str:
+  """Folder of a ticket's retraining: ``pep_b<budget>``, or ``pep_random_b<budget>``."""
+  prefix = 'pep' if config.retrain.init == 'rewind' else 'pep_random'
+  return f'{prefix}_b{ticket["budget"]}'
+
+
 def retrain_ticket(config, data: CTRDataset, workdir: str, ticket: dict,
                    writer: MetricWriter) -> dict:
   """Retrains one ticket (or returns its finished result)."""
-  run_dir = os.path.join(workdir, 'retrain', f'pep_b{ticket["budget"]}')
+  run_dir = os.path.join(workdir, 'retrain', ticket_run_name(config, ticket))
   done = _finished(run_dir)
   if done is None:
     stage = build_stage(config, data, 'masked')
@@ -121,22 +131,27 @@ def retrain_ticket(config, data: CTRDataset, workdir: str, ticket: dict,
       raise FileNotFoundError(f'{init.directory}/0 (the initial state V0) is missing: run the '
                               'prune stage first (config.stage=prune or all)')
     state = stage.initial_state()
-    pep_state, _ = init.restore(0, build_stage(config, data, 'pep').initial_state())
+    pep_target = build_stage(config, data, 'pep', mesh=stage.mesh).abstract_state()
+    pep_state, _ = init.restore(0, pep_target)
     init.close()
     params = _rewind(state.params, pep_state.params)
+    table = params['embedding']['table']
     if config.retrain.init == 'random':
       key = jax.random.PRNGKey(config.seed + 7919)
-      table = params['embedding']['table']
-      params['embedding']['table'] = xavier_table_init(stage.embedding.num_rows)(key, table.shape)
+      fresh = xavier_table_init(stage.embedding.num_rows)
+      params['embedding']['table'] = jax.jit(lambda k: fresh(k, table.shape),
+                                             out_shardings=table.sharding)(key)
     elif config.retrain.init != 'rewind':
       raise ValueError(f"config key retrain.init: expected 'rewind' or 'random', got "
                        f'{config.retrain.init!r}')
-    state = state.replace(params=params, opt_state=stage.tx.init(params))
-    mask = load_ticket_mask(workdir, ticket, jnp.zeros(params['embedding']['table'].shape, bool))
+    state = stage.with_params(state, params)
+    mask = load_ticket_mask(workdir, ticket, jax.ShapeDtypeStruct(table.shape, jnp.bool_,
+                                                                  sharding=stage.row_sharding))
     constants = {'ticket': {'embedding': {'mask': mask}}}
     done = train_to_best(config, data, stage, state, constants, run_dir,
                          f'retrain b{ticket["budget"]}', writer)
-  return {'method': 'pep', 'budget': ticket['budget'], 'ticket_nonzeros': ticket['nonzeros'],
+  method = 'pep' if config.retrain.init == 'rewind' else 'pep_random'
+  return {'method': method, 'budget': ticket['budget'], 'ticket_nonzeros': ticket['nonzeros'],
           **_row(done)}
 
 

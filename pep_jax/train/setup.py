@@ -1,4 +1,9 @@
-"""Builds what a stage trains: embedding, model, optimizer, jitted steps and initial state."""
+"""Builds what a stage trains: embedding, model, optimizer, jitted steps and initial state.
+
+Everything is placed on the run's mesh (:mod:`pep_jax.sharding`): the initial state is
+created by a program compiled with the state's shardings, so the table and its optimizer
+state are born split by rows and never exist whole on one device.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +15,26 @@ from typing import Any
 import flax.linen as nn
 import jax
 import optax
+from jax.sharding import Mesh
 
+from pep_jax import sharding
 from pep_jax.data.base import CTRDataset
 from pep_jax.layers.embedding import make_embedding
 from pep_jax.models.ctr import build_model
+from pep_jax.ops.threshold import is_per_feature
 from pep_jax.train import steps as steps_lib
 from pep_jax.train.checkpoint import Checkpointer
 from pep_jax.train.optim import build_optimizer
 
 
 def write_json(path: str, obj: Any) -> None:
-  """Writes JSON atomically (temporary file, then rename)."""
+  """Writes JSON atomically (temporary file, then rename).
+
+  Every process of a multi-host run writes the same content; each through its own temporary
+  file, so processes sharing a file system never rename one another's.
+  """
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = f'{path}.tmp'
+  tmp = f'{path}.tmp{jax.process_index()}'
   with open(tmp, 'w') as f:
     json.dump(obj, f, indent=2)
   os.replace(tmp, path)
@@ -39,17 +51,46 @@ class Stage:
   train_step: Any
   eval_step: Any
   num_fields: int
+  mesh: Mesh
+  shardings: steps_lib.StepShardings
 
   @property
   def table_entries(self) -> int:
     """Entries of the real (unpadded) table: the parameter count of a dense embedding."""
     return self.embedding.num_rows * self.embedding.dim
 
-  def initial_state(self, seed: int | None = None) -> steps_lib.TrainState:
+  @property
+  def batch_sharding(self):
+    return self.shardings.batch
+
+  @property
+  def row_sharding(self):
+    """Sharding of arrays shaped like the table (e.g. a ticket mask)."""
+    return sharding.specs.table_rows(self.mesh)
+
+  def _init(self, seed: int):
+    def init() -> steps_lib.TrainState:
+      variables = steps_lib.init_variables(self.model, self.num_fields, seed, self.mesh.size)
+      return steps_lib.new_state(variables['params'], variables.get('batch_stats', {}),
+                                 self.tx, seed)
+    return init
+
+  def abstract_state(self, seed: int | None = None) -> steps_lib.TrainState:
+    """Shapes, dtypes and shardings of the initial state, computing nothing."""
     seed = self.config.seed if seed is None else seed
-    variables = steps_lib.init_variables(self.model, self.num_fields, seed)
-    return steps_lib.new_state(variables['params'], variables.get('batch_stats', {}), self.tx,
-                               seed)
+    shapes = jax.eval_shape(self._init(seed))
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes,
+                        self.shardings.state)
+
+  def initial_state(self, seed: int | None = None) -> steps_lib.TrainState:
+    """The initial state, created in place on the mesh."""
+    seed = self.config.seed if seed is None else seed
+    return jax.jit(self._init(seed), out_shardings=self.shardings.state)()
+
+  def with_params(self, state: steps_lib.TrainState, params) -> steps_lib.TrainState:
+    """``state`` with new parameters and a fresh optimizer state for them, on the mesh."""
+    return jax.jit(lambda st, p: st.replace(params=p, opt_state=self.tx.init(p)),
+                   out_shardings=self.shardings.state)(state, params)
 
   def initial_state_saved(self, directory: str) -> steps_lib.TrainState:
     """The initial state, saved to ``directory`` on first use and read back afterwards.
@@ -70,10 +111,30 @@ class Stage:
         state, constants or {})
 
 
-def build_stage(config, data: CTRDataset, kind: str, *, dim: int | None = None) -> Stage:
-  """The stage of ``kind`` ('pep', 'masked' or 'plain') for ``config`` and ``data``."""
-  embedding = make_embedding(kind, config.embedding, data.field_dims, dim=dim)
+def build_stage(config, data: CTRDataset, kind: str, *, dim: int | None = None,
+                mesh: Mesh | None = None) -> Stage:
+  """The stage of ``kind`` ('pep', 'masked' or 'plain') for ``config`` and ``data``.
+
+  Args:
+    mesh: devices to run on; by default every device, shaped by ``config.mesh``.
+  """
+  mesh = sharding.build_mesh(config.mesh) if mesh is None else mesh
+  sharding.check_divides(mesh, config.train.batch_size, 'train.batch_size')
+  sharding.check_divides(mesh, config.train.eval_batch_size, 'train.eval_batch_size')
+  embedding = make_embedding(kind, config.embedding, data.field_dims, dim=dim,
+                             row_multiple=sharding.row_multiple(mesh, config.mesh), mesh=mesh)
   model = build_model(config.model, data.field_dims, embedding)
   tx = build_optimizer(config.optimizer)
-  train_step, eval_step = steps_lib.make_steps(model, tx, count_nonzeros=kind == 'pep')
-  return Stage(config, model, embedding, tx, train_step, eval_step, data.num_fields)
+  stage = Stage(config, model, embedding, tx, None, None, data.num_fields, mesh, None)
+  per_feature = kind == 'pep' and is_per_feature(config.embedding.granularity)
+  state_shapes = jax.eval_shape(stage._init(config.seed))
+  constants = {}
+  if kind == 'masked':
+    constants = {'ticket': {'embedding': {'mask': sharding.specs.table_rows(mesh)}}}
+  stage.shardings = steps_lib.StepShardings(
+      state=sharding.specs.tree_shardings(mesh, state_shapes, per_feature_threshold=per_feature),
+      batch=sharding.specs.batch_sharding(mesh), constants=constants,
+      replicated=sharding.specs.replicated(mesh))
+  stage.train_step, stage.eval_step = steps_lib.make_steps(
+      model, tx, count_nonzeros=kind == 'pep', shardings=stage.shardings)
+  return stage

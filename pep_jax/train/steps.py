@@ -7,6 +7,7 @@ once per stage (the batch shape never changes).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,16 @@ import jax.numpy as jnp
 import optax
 
 PyTree = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class StepShardings:
+  """Where the steps' arguments and results live (see :mod:`pep_jax.sharding.specs`)."""
+
+  state: PyTree  # a NamedSharding per TrainState leaf
+  batch: Any  # the batch sharding, for every array of a batch
+  constants: PyTree  # a NamedSharding per leaf of `constants`
+  replicated: Any  # metrics and probabilities
 
 
 @flax.struct.dataclass
@@ -36,9 +47,9 @@ def weighted_bce(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> ja
   return jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
-def init_variables(model: nn.Module, num_fields: int, seed: int) -> dict:
-  """``model.init`` on a dummy batch; deterministic in ``seed``."""
-  ids = jnp.zeros((2, num_fields), jnp.int32)
+def init_variables(model: nn.Module, num_fields: int, seed: int, batch_size: int = 2) -> dict:
+  """``model.init`` on a dummy batch (``batch_size`` rows); deterministic in ``seed``."""
+  ids = jnp.zeros((batch_size, num_fields), jnp.int32)
   return model.init({'params': jax.random.PRNGKey(seed)}, ids, train=False)
 
 
@@ -48,8 +59,8 @@ def new_state(params: PyTree, batch_stats: PyTree, tx: optax.GradientTransformat
                     opt_state=tx.init(params), rng=jax.random.PRNGKey(seed + 1))
 
 
-def make_steps(model: nn.Module, tx: optax.GradientTransformation, *,
-               count_nonzeros: bool) -> tuple[Callable, Callable]:
+def make_steps(model: nn.Module, tx: optax.GradientTransformation, *, count_nonzeros: bool,
+               shardings: StepShardings | None = None) -> tuple[Callable, Callable]:
   """The jitted ``train_step`` and ``eval_step`` of a stage.
 
   ``train_step(state, batch, constants) -> (state, metrics)``: one optimizer update; the
@@ -61,6 +72,10 @@ def make_steps(model: nn.Module, tx: optax.GradientTransformation, *,
   ``constants`` holds non-trained variable collections (``{'ticket': {...}}`` when retraining a
   ticket, ``{}`` otherwise); it is an argument, not a closure, so the mask is not baked into
   the compiled program.
+
+  With ``shardings``, both steps are compiled for the mesh: the state stays where it lives
+  (table rows split, dense parameters replicated), batches are split, metrics and
+  probabilities come back replicated so every host can read them.
   """
 
   def variables(params, batch_stats, constants):
@@ -92,7 +107,13 @@ def make_steps(model: nn.Module, tx: optax.GradientTransformation, *,
                          batch['weights'], train=False)
     return jax.nn.sigmoid(logits)
 
-  return jax.jit(train_step, donate_argnums=0), jax.jit(eval_step)
+  if shardings is None:
+    return jax.jit(train_step, donate_argnums=0), jax.jit(eval_step)
+  sh = shardings
+  inputs = (sh.state, sh.batch, sh.constants)
+  return (jax.jit(train_step, in_shardings=inputs, out_shardings=(sh.state, sh.replicated),
+                  donate_argnums=0),
+          jax.jit(eval_step, in_shardings=inputs, out_shardings=sh.replicated))
 
 
 def embedding_call(model: nn.Module, state: TrainState, constants: dict, method: str):
