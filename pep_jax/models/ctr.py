@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pep_jax.layers.embedding import field_offsets
+from pep_jax.layers.embedding import field_offsets, padded_rows
+from pep_jax.sharding.lookup import take_rows
 
 
 def _torch_uniform(key, shape, dtype=jnp.float32, fan_in=None):
@@ -46,18 +47,36 @@ class TorchDense(nn.Module):
 
 
 class FirstOrder(nn.Module):
-  """The LR part: ``b + sum_f w[offset_f + x_f]`` -> ``[B]``."""
+  """The LR part: ``b + sum_f w[offset_f + x_f]`` -> ``[B]``.
+
+  ``w`` has one row per feature, like the embedding table, and is padded and split over
+  devices the same way (it takes ``row_multiple`` and ``mesh`` from the model's embedding).
+  """
 
   field_dims: Sequence[int]
   init_std: float = 1.0  # N(0, 1): PyTorch's nn.Embedding default, as in the public code
+  row_multiple: int = 1
+  mesh: jax.sharding.Mesh | None = None
 
   @nn.compact
   def __call__(self, ids: jax.Array) -> jax.Array:
-    weight = self.param('weight', nn.initializers.normal(self.init_std),
-                        (int(sum(self.field_dims)), 1))
+    num_rows = int(sum(self.field_dims))
+
+    def init(key, shape):
+      weight = self.init_std * jax.random.normal(key, (num_rows, 1))
+      return jnp.pad(weight, ((0, shape[0] - num_rows), (0, 0)))  # padding rows are zero
+
+    weight = self.param('weight', init, (padded_rows(num_rows, self.row_multiple), 1))
     bias = self.param('bias', nn.initializers.zeros, (1,))
     gids = ids + jnp.asarray(field_offsets(self.field_dims))[None, :]
-    return jnp.sum(jnp.take(weight[:, 0], gids, axis=0), axis=1) + bias[0]
+    return jnp.sum(take_rows(weight, gids, self.mesh)[..., 0], axis=1) + bias[0]
+
+
+def first_order(model: nn.Module) -> FirstOrder:
+  """The LR part of ``model``, laid out like its embedding table."""
+  emb = model.embedding
+  return FirstOrder(model.field_dims, model.linear_init_std, getattr(emb, 'row_multiple', 1),
+                    getattr(emb, 'mesh', None), name='linear')
 
 
 def fm_interaction(emb: jax.Array) -> jax.Array:
@@ -105,7 +124,7 @@ class LR(nn.Module):
   @nn.compact
   def __call__(self, ids, weights=None, *, train: bool = False):
     del weights, train
-    return FirstOrder(self.field_dims, self.linear_init_std)(ids)
+    return first_order(self)(ids)
 
 
 class FM(nn.Module):
@@ -116,7 +135,7 @@ class FM(nn.Module):
   @nn.compact
   def __call__(self, ids, weights=None, *, train: bool = False):
     del weights, train
-    linear = FirstOrder(self.field_dims, self.linear_init_std)(ids)
+    linear = first_order(self)(ids)
     return linear + fm_interaction(self.embedding(ids))
 
 
@@ -132,7 +151,7 @@ class DeepFM(nn.Module):
     emb = self.embedding(ids)  # [B, F, D]
     deep = MLP(self.mlp_dims, self.dropout)(emb.reshape(emb.shape[0], -1), train=train,
                                              mask=_row_mask(weights))
-    return FirstOrder(self.field_dims, self.linear_init_std)(ids) + fm_interaction(emb) + deep
+    return first_order(self)(ids) + fm_interaction(emb) + deep
 
 
 class AutoInt(nn.Module):
@@ -165,7 +184,7 @@ class AutoInt(nn.Module):
       logit += MLP(self.mlp_dims, self.dropout)(emb.reshape(emb.shape[0], -1), train=train,
                                                 mask=_row_mask(weights))
     if self.use_linear:
-      logit += FirstOrder(self.field_dims, self.linear_init_std)(ids)
+      logit += first_order(self)(ids)
     return logit
 
 
