@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs.demo import get_config
+from pep_jax.config import default_config
 from pep_jax import sharding
 from pep_jax.data.base import CTRDataset, Split
 from pep_jax.train.setup import build_stage
@@ -38,7 +38,7 @@ SMALL_FIELD = 100
 
 
 def bench_config(dim: int, batch_size: int):
-  c = get_config()
+  c = default_config()  # PEP-FM
   c.embedding.dim = dim
   c.embedding.granularity = 'feature_dimension'
   c.train.batch_size = batch_size

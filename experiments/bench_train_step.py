@@ -1,12 +1,14 @@
-"""Train-step throughput of every stage on a Criteo-shaped table.
+"""Train-step throughput of every stage on a Criteo-sized or a small table.
 
     python experiments/bench_train_step.py --json=bench_train_step.json
+    python experiments/bench_train_step.py --shape=small --steps=300 --json=bench_small.json
 
-The table has Criteo's size as the paper prepares it (39 fields, 1,086,810 features) at the
-public scripts' width d=24; batch 1024; the faithful optimizer (dense Adam over the whole
-table every step). Prints one row per (model, stage) with ms/step and samples/s, and writes
-the same rows as JSON. The public PyTorch code needs about 2.1 s per PEP-FM step on such a
-table on a 2-core CPU (see the README's performance section).
+The default table has Criteo's size as the paper prepares it (39 fields, 1,086,810 features)
+at the public scripts' width d=24; ``--shape=small`` is MovieLens-sized (1,280 features,
+d=32). Batch 1024, the faithful optimizer (dense Adam over the whole table every step). Prints
+one row per (model, stage) with ms/step and samples/s, and writes the same rows as JSON. The
+public PyTorch code needs about 2.1 s per PEP-FM step on the Criteo-sized table and about
+11 ms on the small one on a 2-core CPU (see the README's performance section).
 """
 
 import argparse
@@ -27,6 +29,9 @@ CRITEO_SHAPED = (
     [40, 90, 80, 50, 200, 110, 80, 70, 100, 10, 30, 60, 70] +
     [1400, 550, 200000, 180000, 290, 22, 11000, 600, 3, 40000, 5000, 190000, 3100, 26, 11000,
      220000, 10, 4000, 2000, 4, 150000, 15, 15, 40000, 70, 26715])
+# MovieLens-sized: 7 fields, 1,280 features (the public code's small benchmark), at d=32.
+SMALL = [278, 2, 7, 21, 800, 81, 91]
+SHAPES = {'criteo': (CRITEO_SHAPED, 24), 'small': (SMALL, 32)}
 
 
 def fake_data(field_dims, rows, seed=0):
@@ -61,18 +66,20 @@ def main():
   parser.add_argument('--models', default='fm,deepfm')
   parser.add_argument('--steps', type=int, default=30)
   parser.add_argument('--batch_size', type=int, default=1024)
+  parser.add_argument('--shape', default='criteo', choices=sorted(SHAPES))
   parser.add_argument('--json', default='bench_train_step.json')
   args = parser.parse_args()
 
-  data = fake_data(CRITEO_SHAPED, 16 * args.batch_size)
+  field_dims, dim = SHAPES[args.shape]
+  data = fake_data(field_dims, 16 * args.batch_size)
   rows = []
-  print(f'table: {data.num_features:,} features x 24 = {data.num_features * 24:,} entries; '
+  print(f'table: {data.num_features:,} features x {dim} = {data.num_features * dim:,} entries; '
         f'batch {args.batch_size}; device {jax.devices()[0].device_kind}')
   print(f'{"model":8s} {"stage":8s} {"ms/step":>9s} {"samples/s":>11s}')
   for model in args.models.split(','):
     config = default_config()
     config.model.name = model
-    config.embedding.dim = 24
+    config.embedding.dim = dim
     config.train.batch_size = args.batch_size
     for kind, label in (('pep', 'prune'), ('masked', 'retrain'), ('plain', 'ue')):
       sec = time_stage(config, data, kind, args.steps)
@@ -83,7 +90,7 @@ def main():
     json.dump({'machine': {'platform': platform.platform(), 'processor': platform.processor(),
                            'cpus': __import__('os').cpu_count(),
                            'device': jax.devices()[0].device_kind, 'jax': jax.__version__},
-               'features': data.num_features, 'dim': 24, 'batch_size': args.batch_size,
+               'shape': args.shape, 'features': data.num_features, 'dim': dim, 'batch_size': args.batch_size,
                'rows': rows}, f, indent=2)
 
 
