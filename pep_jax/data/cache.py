@@ -40,6 +40,7 @@ import numpy as np
 
 from pep_jax.data import parsing
 from pep_jax.data.base import CTRDataset, Split
+from pep_jax.data.split import split_assignment
 
 FORMAT_VERSION = 1
 SPLITS = ('train', 'valid', 'test')
@@ -88,23 +89,6 @@ class Source:
 
 
 # ----------------------------------------------------------------------------- split
-
-
-def split_assignment(first_row: int, num_rows: int, seed: int,
-                     fractions: Sequence[float]) -> np.ndarray:
-  """The split of rows ``first_row .. first_row + num_rows - 1``, independent of block sizes.
-
-  Row r draws ``u = (splitmix64(r + splitmix64(seed)) >> 11) / 2^53`` and goes to train if
-  ``u < f0``, valid if ``u < f0 + f1``, else test.
-
-  Returns:
-    uint8 ``[num_rows]``: 0 train, 1 valid, 2 test.
-  """
-  salt = parsing.mix64(np.array([seed], np.uint64))[0]
-  rows = np.arange(first_row, first_row + num_rows, dtype=np.uint64) + salt
-  u = (parsing.mix64(rows) >> np.uint64(11)).astype(np.float64) * 2.0**-53
-  f0, f1 = float(fractions[0]), float(fractions[1])
-  return np.where(u < f0, 0, np.where(u < f0 + f1, 1, 2)).astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------- vocabulary

@@ -1,8 +1,21 @@
-"""The random train/valid/test split, deterministic from a seed."""
+"""The random train/valid/test split, deterministic from a seed.
+
+Two ways, one per kind of source:
+
+* :func:`split_rows` permutes all rows (exact 80/10/10 sizes) when the whole dataset is in
+  memory, as the synthetic data is;
+* :func:`split_assignment` assigns each row by a hash of its row number (sizes 80/10/10 up to
+  sampling noise) when rows stream from raw files too large to permute, as the real datasets'
+  cache build does. The result does not depend on how the file is cut into blocks.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+
+from pep_jax.data import parsing
 
 
 def split_rows(num_rows: int, fractions, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -22,3 +35,20 @@ def split_rows(num_rows: int, fractions, seed: int) -> tuple[np.ndarray, np.ndar
   n_valid = int(round(fractions[1] * num_rows))
   parts = np.split(order, [n_train, n_train + n_valid])
   return tuple(np.sort(p) for p in parts)
+
+
+def split_assignment(first_row: int, num_rows: int, seed: int,
+                     fractions: Sequence[float]) -> np.ndarray:
+  """The split of rows ``first_row .. first_row + num_rows - 1``, independent of block sizes.
+
+  Row r draws ``u = (splitmix64(r + splitmix64(seed)) >> 11) / 2^53`` and goes to train if
+  ``u < f0``, valid if ``u < f0 + f1``, else test.
+
+  Returns:
+    uint8 ``[num_rows]``: 0 train, 1 valid, 2 test.
+  """
+  salt = parsing.mix64(np.array([seed], np.uint64))[0]
+  rows = np.arange(first_row, first_row + num_rows, dtype=np.uint64) + salt
+  u = (parsing.mix64(rows) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+  f0, f1 = float(fractions[0]), float(fractions[1])
+  return np.where(u < f0, 0, np.where(u < f0 + f1, 1, 2)).astype(np.uint8)
