@@ -59,7 +59,7 @@ def resumable_batches(split: Split, batch_size: int, *, seed: int, start_step: i
     it = _process_batches(split, batch_size, rows, seed=seed, epoch=epoch, start=first)
     if sharding is not None:
       it = (global_batch(b, sharding, batch_size) for b in it)
-    if prefetch and hasattr(pipeline, 'prefetch'):
+    if prefetch:
       it = pipeline.prefetch(it, prefetch)
     for i, batch in enumerate(it, start=first):
       step += 1
