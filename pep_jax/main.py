@@ -7,7 +7,7 @@ The config is locked, so a mistyped key fails instead of being ignored.
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from pep_jax.parallel import initialize_distributed
+from pep_jax.parallel import exit_on_user_error, initialize_distributed
 from pep_jax.train import experiment
 
 FLAGS = flags.FLAGS
@@ -26,7 +26,7 @@ def main(argv):
   if jax.process_index() == 0:
     print(f'JAX devices: {jax.devices()} (process {jax.process_index()} of '
           f'{jax.process_count()})')
-  experiment.run(FLAGS.config, FLAGS.workdir)
+  exit_on_user_error(experiment.run, FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == '__main__':

@@ -12,8 +12,10 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from pep_jax.data import cache, real
+from pep_jax.parallel import exit_on_user_error
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'experiment config file', lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'experiment config file',
+                                          lock_config=True)
 _FORCE = flags.DEFINE_bool('force', False, 'rebuild even if a valid cache exists')
 
 
@@ -23,7 +25,7 @@ def main(argv):
   data_config = _CONFIG.value.data
   if data_config.name == 'synthetic':
     raise app.UsageError('config key data.name is synthetic: there is nothing to prepare')
-  folder = real.prepare(data_config, force=_FORCE.value)
+  folder = exit_on_user_error(real.prepare, data_config, force=_FORCE.value)
   with open(os.path.join(folder, 'meta.json')) as f:
     meta = json.load(f)
   logging.info('cache ready: %s', folder)
