@@ -54,6 +54,18 @@ def make_batch(split: Split, rows: np.ndarray, batch_size: int) -> Batch:
   return {'ids': ids, 'labels': labels, 'weights': weights}
 
 
+def batch_rows(num_rows: int, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0,
+               start: int = 0) -> Iterator[np.ndarray]:
+  """The row indices of every batch of one epoch, from batch index ``start`` on.
+
+  The single definition of an epoch's batches: :func:`batches`, :func:`threaded_batches` and
+  the multi-host reader all slice this, so they agree row for row.
+  """
+  order = epoch_order(num_rows, seed=seed, epoch=epoch, shuffle=shuffle)
+  for b in range(start, num_batches(num_rows, batch_size)):
+    yield order[b * batch_size:(b + 1) * batch_size]
+
+
 def batches(
     split: Split,
     batch_size: int,
@@ -73,9 +85,9 @@ def batches(
     epoch: epoch number (changes the permutation).
     start: first batch to yield (for resuming inside an epoch).
   """
-  order = epoch_order(len(split), seed=seed, epoch=epoch, shuffle=shuffle)
-  for b in range(start, num_batches(len(split), batch_size)):
-    yield make_batch(split, order[b * batch_size:(b + 1) * batch_size], batch_size)
+  for rows in batch_rows(len(split), batch_size, shuffle=shuffle, seed=seed, epoch=epoch,
+                         start=start):
+    yield make_batch(split, rows, batch_size)
 
 
 def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
@@ -144,13 +156,12 @@ def threaded_batches(
   A gather from a large memory-mapped split waits on memory, not on the GIL, so two threads
   deliver about twice the rows per second of one.
   """
-  order = epoch_order(len(split), seed=seed, epoch=epoch, shuffle=shuffle)
   pending: collections.deque = collections.deque()
   with concurrent.futures.ThreadPoolExecutor(max(1, workers), 'pep_jax-batches') as pool:
     try:
-      for b in range(start, num_batches(len(split), batch_size)):
-        pending.append(pool.submit(make_batch, split, order[b * batch_size:(b + 1) * batch_size],
-                                   batch_size))
+      for rows in batch_rows(len(split), batch_size, shuffle=shuffle, seed=seed, epoch=epoch,
+                             start=start):
+        pending.append(pool.submit(make_batch, split, rows, batch_size))
         if len(pending) >= max(size, workers):
           yield pending.popleft().result()
       while pending:

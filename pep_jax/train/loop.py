@@ -33,9 +33,8 @@ def _process_batches(split: Split, batch_size: int, rows: tuple[int, int], *, se
     yield from pipeline.batches(split, batch_size, shuffle=True, seed=seed, epoch=epoch,
                                 start=start)
     return
-  order = pipeline.epoch_order(len(split), seed=seed, epoch=epoch, shuffle=True)
-  for b in range(start, pipeline.num_batches(len(split), batch_size)):
-    rows_b = order[b * batch_size:(b + 1) * batch_size]
+  for rows_b in pipeline.batch_rows(len(split), batch_size, shuffle=True, seed=seed,
+                                   epoch=epoch, start=start):
     yield pipeline.make_batch(split, rows_b[lo:hi], hi - lo)
 
 
