@@ -6,7 +6,6 @@ A header line, then one line per impression with 24 comma-separated columns: ``i
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -30,11 +29,8 @@ DOWNLOAD = ("Kaggle's 'Click-Through Rate Prediction' competition (Avazu): extra
 
 def raw_paths(directory: str) -> list[str]:
   """``[train]`` (or ``train.gz``, ``train.csv``, ``train.csv.gz``); empty if none exists."""
-  for name in ('train', 'train.gz', 'train.csv', 'train.csv.gz'):
-    path = os.path.join(directory, name)
-    if os.path.isfile(path):
-      return [path]
-  return []
+  path = parsing.first_file(directory, ('train', 'train.gz', 'train.csv', 'train.csv.gz'))
+  return [path] if path else []
 
 
 def convert(table: pa.Table) -> parsing.RowChecks:

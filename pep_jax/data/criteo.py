@@ -8,7 +8,6 @@ label may be empty. Integer value v becomes the token ``floor(ln(v)^2)`` if v > 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -31,11 +30,8 @@ DOWNLOAD = (
 
 def raw_paths(directory: str) -> list[str]:
   """The raw file in ``directory``: ``[train.txt]`` or ``[train.txt.gz]``; empty if neither exists."""
-  for name in ('train.txt', 'train.txt.gz'):
-    path = os.path.join(directory, name)
-    if os.path.exists(path):
-      return [path]
-  return []
+  path = parsing.first_file(directory, ('train.txt', 'train.txt.gz'))
+  return [path] if path else []
 
 
 def convert(table: pa.Table) -> parsing.RowChecks:

@@ -34,13 +34,8 @@ RATING_COLUMNS = ('user', 'movie', 'rating', 'timestamp')
 def raw_paths(directory: str) -> list[str]:
   """The three files (each may be ``.gz``) in ``directory`` or ``directory/ml-1m``; else []."""
   for folder in (directory, os.path.join(directory, 'ml-1m')):
-    found = []
-    for name in FILES:
-      for candidate in (name, name + '.gz'):
-        if os.path.isfile(os.path.join(folder, candidate)):
-          found.append(os.path.join(folder, candidate))
-          break
-    if len(found) == len(FILES):
+    found = [parsing.first_file(folder, (name, name + '.gz')) for name in FILES]
+    if all(found):
       return found
   return []
 

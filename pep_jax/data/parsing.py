@@ -41,6 +41,15 @@ re_int = re.compile(_INT_PATTERN.encode()).match  # the same test on one bytes v
 # ----------------------------------------------------------------------------- keys
 
 
+def first_file(folder: str, names: Sequence[str]) -> str | None:
+  """The path of the first of ``names`` that is a file in ``folder``, or None."""
+  for name in names:
+    path = os.path.join(folder, name)
+    if os.path.isfile(path):
+      return path
+  return None
+
+
 def mix64(z: np.ndarray) -> np.ndarray:
   """The splitmix64 finaliser, a bijection of uint64 (wrapping arithmetic)."""
   z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)

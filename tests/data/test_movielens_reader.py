@@ -19,7 +19,7 @@ MOVIES = [b'1::Toy Story (1995)::Animation|Children\'s|Comedy',
 
 
 def write(tmp_path, rng, n=400):
-  ratings, expected = [], []
+  ratings = []
   for _ in range(n):
     user, movie = int(rng.integers(1, 6)), int(rng.integers(1, 5))
     rating, ts = int(rng.integers(1, 6)), 978300000 + int(rng.integers(0, 10**7))
