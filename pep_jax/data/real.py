@@ -16,6 +16,7 @@ import numpy as np
 
 from pep_jax.data import avazu, cache, criteo, movielens, parsing
 from pep_jax.data.base import CTRDataset
+from pep_jax.data.split import check_fractions
 
 MODULES = {'criteo': criteo, 'avazu': avazu, 'movielens': movielens}
 
@@ -29,12 +30,11 @@ def _module(data_config):
 def settings(data_config) -> cache.Settings:
   """The cache settings a data config asks for (validated)."""
   if data_config.count_on not in ('all', 'train'):
-    raise ValueError(f"config key data.count_on: {data_config.count_on!r}, expected 'all' or 'train'")
+    raise ValueError(f'config key data.count_on: {data_config.count_on!r}, '
+                     "expected 'all' or 'train'")
   if data_config.source not in ('raw', 'tfds'):
     raise ValueError(f"config key data.source: {data_config.source!r}, expected 'raw' or 'tfds'")
-  split = tuple(float(x) for x in data_config.split)
-  if len(split) != 3 or min(split) < 0 or abs(sum(split) - 1) > 1e-6:
-    raise ValueError(f'config key data.split: {split} must be three fractions summing to 1')
+  split = check_fractions(data_config.split)
   if data_config.min_count < 1:
     raise ValueError(f'config key data.min_count: {data_config.min_count} must be >= 1')
   return cache.Settings(dataset=data_config.name, source=data_config.source,

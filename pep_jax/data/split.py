@@ -18,6 +18,15 @@ import numpy as np
 from pep_jax.data import parsing
 
 
+def check_fractions(fractions) -> tuple[float, float, float]:
+  """``data.split`` as three floats; raises ``ValueError`` naming the key unless they are three
+  non-negative fractions summing to 1."""
+  out = tuple(float(x) for x in fractions)
+  if len(out) != 3 or min(out) < 0 or abs(sum(out) - 1) > 1e-6:
+    raise ValueError(f'config key data.split must be three fractions summing to 1, got {out}')
+  return out
+
+
 def split_rows(num_rows: int, fractions, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Row indices of the train, valid and test splits (each sorted, int64).
 
@@ -26,10 +35,7 @@ def split_rows(num_rows: int, fractions, seed: int) -> tuple[np.ndarray, np.ndar
     fractions: three fractions summing to 1 (config key ``data.split``).
     seed: split seed (config key ``data.split_seed``).
   """
-  fractions = np.asarray(fractions, np.float64)
-  if fractions.shape != (3,) or np.any(fractions < 0) or abs(fractions.sum() - 1) > 1e-6:
-    raise ValueError(f'config key data.split must be three fractions summing to 1, got '
-                     f'{tuple(fractions)}')
+  fractions = check_fractions(fractions)
   order = np.random.default_rng(seed).permutation(num_rows)
   n_train = int(round(fractions[0] * num_rows))
   n_valid = int(round(fractions[1] * num_rows))

@@ -81,16 +81,6 @@ class Checkpointer:
           '--workdir.') from e
     return restored['state'], dict(restored['progress'] or {})
 
-  def restore_progress(self, step: int) -> dict:
-    """The JSON part of ``step`` alone."""
-    path = os.path.join(self.directory, str(step))
-    try:
-      restored = self._manager.restore(
-          step, args=ocp.args.Composite(progress=ocp.args.JsonRestore()))
-    except Exception as e:
-      raise CheckpointError(f'checkpoint {path} could not be read ({type(e).__name__}: {e})') from e
-    return dict(restored['progress'] or {})
-
   def wait(self) -> None:
     """Blocks until asynchronous saves are on disk."""
     self._manager.wait_until_finished()
