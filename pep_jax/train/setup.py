@@ -8,6 +8,7 @@ state are born split by rows and never exist whole on one device.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Any
@@ -53,6 +54,7 @@ class Stage:
   num_fields: int
   mesh: Mesh
   shardings: steps_lib.StepShardings
+  _embedding_fns: dict = dataclasses.field(default_factory=dict, repr=False)
 
   @property
   def table_entries(self) -> int:
@@ -107,8 +109,15 @@ class Stage:
     return state
 
   def embedding_call(self, state, method: str, constants: dict | None = None):
-    return jax.jit(lambda st, c: steps_lib.embedding_call(self.model, st, c, method))(
-        state, constants or {})
+    """A method of the embedding layer (``'mask'``, ``'nonzeros'``) on ``state``.
+
+    Each method is jitted once per stage, not at every call (a prune run writes several
+    tickets).
+    """
+    if method not in self._embedding_fns:
+      self._embedding_fns[method] = jax.jit(
+          functools.partial(steps_lib.embedding_call, self.model, method=method))
+    return self._embedding_fns[method](state, constants or {})
 
 
 def build_stage(config, data: CTRDataset, kind: str, *, dim: int | None = None,
