@@ -44,6 +44,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.embedding.granularity = 'feature_dimension'
   c.embedding.s_init = -150.0
   c.embedding.gate = 'sigmoid'
+  c.embedding.gate_scale = 1.0  # threshold = gate_scale * g(s) (the public code's gk)
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = 'adam'
@@ -99,7 +100,8 @@ def validate(config) -> None:
       raise ValueError(f'config key {key}: got {_get(config, key)!r}, expected one of {allowed}')
   positive = ('embedding.dim', 'train.batch_size', 'train.eval_batch_size', 'train.max_epochs',
               'train.patience', 'train.checkpoint_every_steps', 'train.log_every_steps',
-              'prune.max_epochs', 'prune.checkpoint_every_steps', 'optimizer.learning_rate')
+              'prune.max_epochs', 'prune.checkpoint_every_steps', 'optimizer.learning_rate',
+              'embedding.gate_scale')
   for key in positive:
     if not _get(config, key) > 0:
       raise ValueError(f'config key {key}: must be positive, got {_get(config, key)!r}')

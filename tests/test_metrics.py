@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
-from pep_jax.train.metrics import auc, evaluate_predictions, logloss
+from pep_jax.metrics import auc, evaluate_predictions, logloss
 
 
 @pytest.mark.parametrize('seed', range(5))

@@ -158,3 +158,16 @@ def test_unknown_names_are_rejected_with_the_config_key():
 def test_row_fields():
   np.testing.assert_array_equal(th.row_fields(FIELD_DIMS, 13),
                                 [0] * 4 + [1] * 2 + [2] * 5 + [2, 2])
+
+
+def test_gate_scale_multiplies_the_threshold_and_bounds_it():
+  v = jnp.asarray([[1.5, -0.9, 0.3]])
+  s = jnp.full((1, 3), 50.0)  # sigmoid(50) == 1 in float32
+  np.testing.assert_allclose(th.soft_threshold(v, s, th.get_gate('sigmoid')), [[0.5, 0.0, 0.0]])
+  np.testing.assert_allclose(th.soft_threshold(v, s, th.get_gate('sigmoid', 2.0)),
+                             [[0.0, 0.0, 0.0]])
+  s = jnp.zeros((1, 3))  # threshold 0.5 * scale
+  np.testing.assert_allclose(th.soft_threshold(v, s, th.get_gate('sigmoid', 0.2)),
+                             [[1.4, -0.8, 0.2]], rtol=1e-6)
+  with pytest.raises(ValueError, match='embedding.gate_scale'):
+    th.get_gate('sigmoid', 0.0)

@@ -19,7 +19,7 @@ import numpy as np
 
 from pep_jax.data.base import CTRDataset, Split
 from pep_jax.data.split import split_rows
-from pep_jax.train.metrics import auc as roc_auc
+from pep_jax.metrics import auc as roc_auc
 
 
 def _check(cfg) -> None:

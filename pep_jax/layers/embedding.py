@@ -111,11 +111,13 @@ class PEPEmbedding(_TableEmbedding):
     granularity: shape of ``s`` (see :mod:`pep_jax.ops.threshold`).
     s_init: initial value of every threshold parameter.
     gate: name of ``g`` (``'sigmoid'`` in the paper).
+    gate_scale: thresholds are ``gate_scale * g(s)`` (1 in the paper).
   """
 
   granularity: str = 'feature_dimension'
   s_init: float = -15.0
   gate: str = 'sigmoid'
+  gate_scale: float = 1.0
 
   def setup(self):
     super().setup()
@@ -129,11 +131,11 @@ class PEPEmbedding(_TableEmbedding):
       s = self.take(self.threshold, gids)  # [B, F, 1|D]
     else:
       s = th.lookup_thresholds(self.threshold, self.granularity, gids)
-    return th.soft_threshold(rows, s, th.get_gate(self.gate))
+    return th.soft_threshold(rows, s, th.get_gate(self.gate, self.gate_scale))
 
   def effective_table(self) -> jax.Array:
     s = th.table_thresholds(self.threshold, self.granularity, self.field_dims, self.table_rows)
-    return th.soft_threshold(self.table, s, th.get_gate(self.gate))  # [rows, D]
+    return th.soft_threshold(self.table, s, th.get_gate(self.gate, self.gate_scale))  # [rows, D]
 
   def mask(self) -> jax.Array:
     """The ticket ``1{S != 0}`` of the whole table, bool ``[rows, D]``."""
@@ -182,7 +184,8 @@ def make_embedding(kind: str, embedding_config, field_dims: Sequence[int], *,
   width = int(dim or embedding_config.dim)
   if kind == 'pep':
     return PEPEmbedding(dims, width, row_multiple, mesh, granularity=embedding_config.granularity,
-                        s_init=float(embedding_config.s_init), gate=embedding_config.gate)
+                        s_init=float(embedding_config.s_init), gate=embedding_config.gate,
+                        gate_scale=float(embedding_config.gate_scale))
   if kind == 'masked':
     return MaskedEmbedding(dims, width, row_multiple, mesh)
   if kind == 'plain':

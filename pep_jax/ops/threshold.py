@@ -47,12 +47,19 @@ GATES: dict[str, Gate] = {
 }
 
 
-def get_gate(name: str) -> Gate:
-  """Looks up a gate ``g`` by name (config key ``embedding.gate``)."""
+def get_gate(name: str, scale: float = 1.0) -> Gate:
+  """The gate ``t = scale * g(s)`` for ``g`` named ``name`` (config key ``embedding.gate``).
+
+  ``scale`` is ``embedding.gate_scale`` (the public code's ``gk``): with a sigmoid, thresholds
+  are bounded by ``scale`` instead of 1, which decides how small a table pruning can reach.
+  """
   if name not in GATES:
     raise ValueError(f'config key embedding.gate: unknown gate {name!r}; expected one of '
                      f'{sorted(GATES)}')
-  return GATES[name]
+  if not scale > 0:
+    raise ValueError(f'config key embedding.gate_scale: must be positive, got {scale!r}')
+  gate = GATES[name]
+  return gate if scale == 1.0 else lambda s: scale * gate(s)
 
 
 @jax.custom_jvp

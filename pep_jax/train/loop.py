@@ -10,7 +10,7 @@ import numpy as np
 from pep_jax.data import pipeline
 from pep_jax.data.base import Split
 from pep_jax.sharding.batches import global_batch, process_rows
-from pep_jax.train.metrics import evaluate_predictions
+from pep_jax.metrics import evaluate_predictions
 
 
 class NonFiniteLossError(FloatingPointError):

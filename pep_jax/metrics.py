@@ -2,6 +2,9 @@
 
 The public PEP code reports the mean of per-batch (1024 rows) AUCs and loglosses; a global AUC
 over the whole split is the figure to compare across papers. Both are reported.
+
+This module depends on numpy alone, so every layer (data, training, experiments, serving) may
+import it.
 """
 
 from __future__ import annotations
