@@ -108,7 +108,7 @@ def model_config(name):
 def test_every_model_takes_every_embedding(name, kind):
   ids = random_ids(16)
   emb_cfg = ml_collections.ConfigDict(dict(dim=4, granularity='feature_dimension', s_init=-3.0,
-                                           gate='sigmoid'))
+                                           gate='sigmoid', gate_scale=1.0))
   model = build_model(model_config(name), FIELD_DIMS, make_embedding(kind, emb_cfg, FIELD_DIMS))
   variables = model.init(jax.random.PRNGKey(0), ids, train=False)
   logits = model.apply(variables, ids, train=False)
