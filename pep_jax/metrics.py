@@ -28,14 +28,7 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
   n_neg = len(labels) - n_pos
   if n_pos == 0 or n_neg == 0:
     return float('nan')
-  order = np.argsort(scores, kind='mergesort')
-  sorted_scores = scores[order]
-  # Average rank (1-based) of each group of tied scores.
-  starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
-  ends = np.r_[starts[1:], len(scores)]
-  group_rank = (starts + ends + 1) / 2.0
-  ranks = np.empty(len(scores))
-  ranks[order] = np.repeat(group_rank, ends - starts)
+  ranks = average_ranks(scores)
   return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
@@ -64,3 +57,23 @@ def evaluate_predictions(labels: np.ndarray, probs: np.ndarray, batch_size: int 
       'auc_batch_mean': float(np.mean(batch_aucs)) if batch_aucs else float('nan'),
       'logloss_batch_mean': float(np.mean(batch_losses)),
   }
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+  """1-based ranks of ``values [N]``; tied values share the mean of their ranks."""
+  values = np.asarray(values, np.float64)
+  order = np.argsort(values, kind='mergesort')
+  sorted_values = values[order]
+  starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+  ends = np.r_[starts[1:], len(values)]
+  ranks = np.empty(len(values))
+  ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+  return ranks
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+  """Spearman's rank correlation (Pearson's r of the average ranks); NaN if either is constant."""
+  rx, ry = average_ranks(x), average_ranks(y)
+  rx, ry = rx - rx.mean(), ry - ry.mean()
+  denom = np.sqrt(np.sum(rx * rx) * np.sum(ry * ry))
+  return float(np.sum(rx * ry) / denom) if denom > 0 else float('nan')

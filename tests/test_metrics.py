@@ -39,3 +39,20 @@ def test_batch_mean_is_the_mean_of_batch_aucs():
   assert out['logloss_batch_mean'] == pytest.approx(np.mean([log_loss(y, p, labels=[0, 1])
                                                              for y, p in batches]))
   assert out['auc'] == pytest.approx(roc_auc_score(labels, probs))
+
+
+def test_spearman_against_a_brute_force_rank_correlation():
+  from pep_jax.metrics import spearman
+  rng = np.random.default_rng(3)
+  for _ in range(20):
+    n = int(rng.integers(3, 30))
+    x = rng.integers(0, 5, n).astype(float)  # many ties
+    y = x + rng.normal(size=n)
+    # Brute force: each value's rank is 1 + (#smaller) + (#equal - 1) / 2.
+    def ranks(v):
+      return np.array([1 + np.sum(v < a) + (np.sum(v == a) - 1) / 2 for a in v])
+    rx, ry = ranks(x), ranks(y)
+    expected = np.corrcoef(rx, ry)[0, 1] if rx.std() > 0 and ry.std() > 0 else np.nan
+    np.testing.assert_allclose(spearman(x, y), expected, rtol=1e-12, atol=1e-12)
+  assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+  assert np.isnan(spearman([1, 1, 1], [1, 2, 3]))
