@@ -14,18 +14,22 @@ from pep_jax.layers.embedding import EMBEDDINGS  # noqa: F401  (documented along
 from pep_jax.models.ctr import MODELS
 from pep_jax.ops.threshold import GATES, GRANULARITIES
 
-STAGES = ('all', 'prune', 'retrain', 'ue', 'evaluate')
+# all: search, then train every candidate; search (prune: its older name): searches only;
+# retrain: candidates of finished searches; evaluate: re-score every finished run.
+STAGES = ('all', 'search', 'prune', 'retrain', 'evaluate')
 
 # Keys that may change between runs sharing a work directory without changing any result.
-RESUMABLE_KEYS = ('stage', 'train.log_every_steps', 'train.eval_batch_size', 'ue.dims',
-                  'retrain.init',
+RESUMABLE_KEYS = ('stage', 'methods', 'train.log_every_steps', 'train.eval_batch_size',
+                  'ue.dims', 'retrain.init',
                   'mesh.data', 'mesh.table')
 
 
 def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.stage = 'all'  # all | prune | retrain | ue | evaluate
+  c.stage = 'all'  # all | search | retrain | evaluate
   c.seed = 42  # initial parameters, data order and dropout
+  # Methods `stage` runs, in order (pep_jax/methods): ue, pep, sseds, mde, mgqe, dartsemb.
+  c.methods = ('pep', 'ue')
 
   c.data = data_defaults()
 
@@ -66,6 +70,40 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.ue = ml_collections.ConfigDict()
   c.ue.dims = (24,)  # widths of the uniform-embedding baselines
+
+  # SSEDS (pep_jax/methods/sseds.py): one-shot saliency of a trained uniform model at
+  # embedding.dim (the ue_d<dim> run, reused when finished).
+  c.sseds = ml_collections.ConfigDict()
+  c.sseds.budgets = (0.5, 0.2, 0.1)  # counts, or fractions (<= 1) of the uniform table
+  c.sseds.budget_unit = 'params'  # params: sum_n d_n * vocab_n | slots: kept (field, dim) pairs
+  c.sseds.granularity = 'field'  # field: a mask [fields, d] | feature: one per table entry
+  c.sseds.score_batches = 1  # batches the saliency |dL/d alpha| is averaged over
+  c.sseds.min_width = 0  # dimensions every field keeps at least
+  c.sseds.align = 'pad'  # pad: kept columns in place, zeros elsewhere | projection: d_n -> d
+  c.sseds.init = 'reinit'  # reinit | warm (pre-trained values) | rewind (their initial values)
+
+  # MDE (pep_jax/methods/mde.py): features split by training frequency into blocks of widths
+  # dim * (popularity / top popularity) ** alpha, projected to dim. One model per grid point.
+  c.mde = ml_collections.ConfigDict()
+  c.mde.dims = (16,)  # the paper's grid: 4, 8, 16, 32
+  c.mde.blocks = (8,)  # 8, 16
+  c.mde.alphas = (0.2,)  # 0.1, 0.2, 0.3
+
+  # MGQE (pep_jax/methods/mgqe.py): product quantisation with shared centroids per subspace;
+  # the most frequent features may use every centroid, the others a share of them.
+  c.mgqe = ml_collections.ConfigDict()
+  c.mgqe.dims = (16,)  # the paper's grid: 8, 16, 32
+  c.mgqe.subspaces = (4,)  # 4, 8, 16
+  c.mgqe.centroids = (256,)  # 64, 128, 256, 512
+  c.mgqe.frequent_fraction = 0.1  # share of features (by frequency) with every centroid
+  c.mgqe.rare_centroid_fraction = 0.25  # share of the centroids the other features may use
+
+  # DartsEmb (pep_jax/methods/dartsemb.py): first-order DARTS over candidate widths per field,
+  # then the chosen widths retrained from scratch.
+  c.dartsemb = ml_collections.ConfigDict()
+  c.dartsemb.candidate_sets = ((1, 2, 8), (2, 4, 16), (4, 8, 32))
+  c.dartsemb.search_epochs = 2
+  c.dartsemb.arch_learning_rate = 3e-3
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 1024

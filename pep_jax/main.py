@@ -1,7 +1,7 @@
 """Command line: ``python -m pep_jax.main --config=configs/demo.py --workdir=runs/demo``.
 
-Overrides come after the config: ``--config.prune.budgets='(0.5,0.2)'``, ``--config.stage=ue``.
-The config is locked, so a mistyped key fails instead of being ignored.
+Overrides come after the config: ``--config.prune.budgets='(0.5,0.2)'``,
+``--config.methods='("ue",)'``. The config is locked, so a mistyped key fails instead of being ignored.
 """
 
 from absl import app, flags, logging

@@ -1,10 +1,12 @@
-"""One experiment in one work directory: prune -> retrain tickets -> uniform baselines -> summary.
+"""One experiment in one work directory: every method's search, its slim models, the summary.
 
-``run(config, workdir)`` is what ``python -m pep_jax.main`` calls. Every stage is resumable and
-skipped once finished, so the same command started again after a crash carries on where the
-last checkpoint left off. A work directory belongs to one config: running another config
-into it (other than the keys in ``pep_jax.config.RESUMABLE_KEYS``) is refused, so results
-from different settings never mix.
+``run(config, workdir)`` is what ``python -m pep_jax.main`` calls. For each method named in
+``config.methods`` (:mod:`pep_jax.methods`) it runs the search, then trains every candidate the
+search proposes with :func:`pep_jax.train.fit.train_to_best`, and writes one summary row per
+candidate. Every step is resumable and skipped once finished, so the same command started again
+after a crash carries on where the last checkpoint left off. A work directory belongs to one
+config: running another config into it (other than the keys in
+``pep_jax.config.RESUMABLE_KEYS``) is refused, so results from different settings never mix.
 """
 
 from __future__ import annotations
@@ -13,15 +15,14 @@ import json
 import os
 
 import jax
-import ml_collections
 
 from pep_jax import config as config_lib
+from pep_jax import methods as methods_lib
 from pep_jax.data import load_dataset
 from pep_jax.data.base import CTRDataset
-from pep_jax.train import report
+from pep_jax.methods.base import Candidate, Context, fit_candidate
+from pep_jax.train import fit, report
 from pep_jax.train.logging import MetricWriter
-from pep_jax.train.prune import find_tickets, run_prune
-from pep_jax.train.retrain import retrain_all, retrain_ticket, ticket_run_name, train_uniform
 from pep_jax.train.setup import write_json
 
 
@@ -46,64 +47,68 @@ def check_workdir(config, workdir: str) -> None:
     write_json(path, current)
 
 
-def collect_rows(config, data: CTRDataset, workdir: str, writer: MetricWriter) -> list[dict]:
-  """Summary rows of every finished retrain and UE run, plus the teacher's ceiling."""
-  def finished(run: str) -> bool:
-    path = os.path.join(workdir, 'retrain', run, 'result.json')
-    return os.path.exists(path) or os.path.exists(path + '.previous')
+def summary_row(ctx: Context, cand: Candidate, result: dict) -> dict:
+  """One row of ``summary.json``: the candidate's setting, stored size and metrics."""
+  row = {'method': cand.method, 'setting': cand.setting, 'run': cand.run, 'budget': None,
+         **cand.report,
+         'params': result['params'], 'bytes': result['bytes'], 'nonzeros': result['nonzeros'],
+         'sparsity': 1.0 - result['params'] / ctx.table_entries}
+  row.update({k: v for k, v in result.items() if k not in ('history', 'params', 'bytes',
+                                                            'nonzeros', 'field_mean_size')})
+  row['field_mean_size'] = result['field_mean_size']
+  row.update(report.importance(result['field_mean_size'], ctx.data))
+  return row
 
-  rows = []
-  for init in ('rewind', 'random'):  # both, when the re-initialisation ablation was run
-    variant = ml_collections.ConfigDict(config.to_dict())
-    variant.retrain.init = init
-    for ticket in find_tickets(workdir):
-      if finished(ticket_run_name(variant, ticket)):
-        rows.append(retrain_ticket(variant, data, workdir, ticket, writer))
-  for dim in config.ue.dims:
-    if finished(f'ue_d{int(dim)}'):
-      rows.append(train_uniform(config, data, workdir, int(dim), writer))
-  if 'teacher_test_auc' in data.info:
-    rows.append({'method': 'teacher', 'budget': None, 'nonzeros': None, 'sparsity': None,
-                 'valid_auc': data.info['teacher_valid_auc'],
-                 'test_auc': data.info['teacher_test_auc'], 'test_logloss': None,
-                 'test_auc_batch_mean': None})
-  return rows
+
+def teacher_row(data: CTRDataset) -> list[dict]:
+  """The planted teacher's ceiling, for synthetic data."""
+  if 'teacher_test_auc' not in data.info:
+    return []
+  return [{'method': 'teacher', 'setting': None, 'budget': None, 'params': None, 'bytes': None,
+           'nonzeros': None, 'sparsity': None, 'valid_auc': data.info['teacher_valid_auc'],
+           'test_auc': data.info['teacher_test_auc'], 'test_logloss': None,
+           'test_auc_batch_mean': None}]
 
 
 def run(config, workdir: str) -> list[dict]:
-  """Runs ``config.stage`` in ``workdir`` and writes the summary; returns its rows."""
+  """Runs ``config.stage`` of every method in ``config.methods``; returns the summary rows.
+
+  ``all`` searches and trains every candidate of each method in turn; ``search`` (or its older
+  name ``prune``) only searches; ``retrain`` trains the candidates of finished searches;
+  ``evaluate`` scores every finished run's best checkpoint again. The summary collects every
+  finished run.
+  """
   config_lib.validate(config)
+  modules = [methods_lib.get(name) for name in config.methods]
   os.makedirs(workdir, exist_ok=True)
   check_workdir(config, workdir)
   data = load_dataset(config.data)
   writer = MetricWriter(workdir)
+  ctx = Context(config, data, workdir, writer)
+  for method in modules:
+    method.check(ctx)
+  stage = config.stage
+  if stage == 'evaluate':
+    _reevaluate(workdir)
+  rows = []
   try:
-    stage = config.stage
-    if stage in ('all', 'prune'):
-      result = run_prune(config, data, workdir, writer)
-      print(f'prune: {len(result["reached"])} of {len(result["budgets"])} budgets reached '
-            f'after {result["steps"]} steps; final non-zeros {result["final_nonzeros"]}')
-    if stage in ('all', 'retrain'):
-      retrain_all(config, data, workdir, writer)
-    if stage in ('all', 'ue'):
-      for dim in config.ue.dims:
-        train_uniform(config, data, workdir, int(dim), writer)
-    if stage == 'evaluate':
-      _reevaluate(workdir)
-    rows = collect_rows(config, data, workdir, writer)
+    for method in modules:
+      cands = method.candidates(ctx, search=stage in ('all', 'search', 'prune'))
+      for cand in cands:
+        if stage in ('all', 'retrain', 'evaluate') or ctx.finished(cand.run) is not None:
+          rows.append(summary_row(ctx, cand, fit_candidate(ctx, method, cand)))
+    rows += teacher_row(data)
   finally:
     writer.close()
   if jax.process_index() == 0 and rows:
     title = f'{config.data.name} / {config.model.name} / d={config.embedding.dim}'
-    fields = report.field_size_table(find_tickets(workdir), data.field_dims,
-                                     data.info.get('intrinsic_dims'))
-    print(report.write_summary(rows, workdir, title, fields))
+    print(report.write_summary(rows, workdir, title, data))
     print(f'per-field sizes and the plot: {workdir}/summary.md, {workdir}/frontier.png')
   return rows
 
 
 def _reevaluate(workdir: str) -> None:
-  """Sets finished results aside so ``collect_rows`` scores every best checkpoint again.
+  """Sets finished results aside so that :func:`run` scores every best checkpoint again.
 
   A finished run resumes at its last step with nothing left to train, restores its best
   checkpoint and writes a fresh ``result.json``.

@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -125,25 +126,58 @@ def build_stage(config, data: CTRDataset, kind: str, *, dim: int | None = None,
   """The stage of ``kind`` ('pep', 'masked' or 'plain') for ``config`` and ``data``.
 
   Args:
+    dim: width; ``config.embedding.dim`` by default.
     mesh: devices to run on; by default every device, shaped by ``config.mesh``.
+  """
+  def layer(row_multiple: int, mesh: Mesh) -> nn.Module:
+    return make_embedding(kind, config.embedding, data.field_dims, dim=dim,
+                          row_multiple=row_multiple, mesh=mesh)
+
+  constants = {'ticket': {'embedding': {'mask': ROWS}}} if kind == 'masked' else {}
+  return make_stage(config, data, layer, mesh=mesh, count_nonzeros=kind == 'pep',
+                    per_feature_threshold=kind == 'pep' and is_per_feature(
+                        config.embedding.granularity),
+                    constants=constants)
+
+
+ROWS, REPLICATED = 'rows', 'replicated'  # where a constant lives: split like the table, or copied
+
+
+def make_stage(config, data: CTRDataset, layer: Callable[[int, Mesh], nn.Module], *,
+               mesh: Mesh | None = None, count_nonzeros: bool = False,
+               per_feature_threshold: bool = False, constants: dict | None = None,
+               tx: optax.GradientTransformation | None = None,
+               steps: Callable | None = None) -> Stage:
+  """A stage around any embedding layer: the one constructor every method uses.
+
+  Args:
+    layer: ``(row_multiple, mesh) -> embedding layer`` (the layer pads its per-feature arrays to
+      ``row_multiple`` rows so they split over the mesh).
+    mesh: devices to run on; by default every device, shaped by ``config.mesh``.
+    count_nonzeros: the train step also returns the layer's ``nonzeros()``.
+    per_feature_threshold: the layer's ``threshold`` has one row per table row.
+    constants: the tree of non-trained collections the steps take (``{'ticket': {'embedding':
+      {'mask': ROWS}}}``), each leaf saying where it lives (:data:`ROWS` or :data:`REPLICATED`).
+    tx: the optimizer; ``config.optimizer``'s by default.
+    steps: ``(model, tx, count_nonzeros, shardings) -> (train_step, eval_step)``; the ordinary
+      :func:`pep_jax.train.steps.make_steps` by default.
   """
   mesh = sharding.build_mesh(config.mesh) if mesh is None else mesh
   sharding.check_divides(mesh, config.train.batch_size, 'train.batch_size')
   sharding.check_divides(mesh, config.train.eval_batch_size, 'train.eval_batch_size')
-  embedding = make_embedding(kind, config.embedding, data.field_dims, dim=dim,
-                             row_multiple=sharding.row_multiple(mesh, config.mesh), mesh=mesh)
+  embedding = layer(sharding.row_multiple(mesh, config.mesh), mesh)
   model = build_model(config.model, data.field_dims, embedding)
-  tx = build_optimizer(config.optimizer)
+  tx = build_optimizer(config.optimizer) if tx is None else tx
   stage = Stage(config, model, embedding, tx, None, None, data.num_fields, mesh, None)
-  per_feature = kind == 'pep' and is_per_feature(config.embedding.granularity)
   state_shapes = jax.eval_shape(stage._init(config.seed))
-  constants = {}
-  if kind == 'masked':
-    constants = {'ticket': {'embedding': {'mask': sharding.specs.table_rows(mesh)}}}
+  place = {ROWS: sharding.specs.table_rows(mesh), REPLICATED: sharding.specs.replicated(mesh)}
   stage.shardings = steps_lib.StepShardings(
-      state=sharding.specs.tree_shardings(mesh, state_shapes, per_feature_threshold=per_feature),
-      batch=sharding.specs.batch_sharding(mesh), constants=constants,
+      state=sharding.specs.tree_shardings(mesh, state_shapes,
+                                          per_feature_threshold=per_feature_threshold),
+      batch=sharding.specs.batch_sharding(mesh),
+      constants=jax.tree.map(place.__getitem__, constants or {}),
       replicated=sharding.specs.replicated(mesh))
-  stage.train_step, stage.eval_step = steps_lib.make_steps(
-      model, tx, count_nonzeros=kind == 'pep', shardings=stage.shardings)
+  steps = steps or (lambda m, t, count, sh: steps_lib.make_steps(m, t, count_nonzeros=count,
+                                                                 shardings=sh))
+  stage.train_step, stage.eval_step = steps(model, tx, count_nonzeros, stage.shardings)
   return stage

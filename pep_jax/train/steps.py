@@ -47,6 +47,15 @@ def weighted_bce(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> ja
   return jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
+def aux_loss(updates: dict) -> jax.Array:
+  """Sum of every auxiliary loss a layer sowed into the ``'losses'`` collection (0 if none).
+
+  Layers that need a term besides the click loss (a quantiser's commitment loss) add it with
+  ``self.sow('losses', name, value)``.
+  """
+  return sum((jnp.sum(x) for x in jax.tree.leaves(updates.get('losses', {}))), jnp.zeros(()))
+
+
 def init_variables(model: nn.Module, num_fields: int, seed: int, batch_size: int = 2) -> dict:
   """``model.init`` on a dummy batch (``batch_size`` rows); deterministic in ``seed``."""
   ids = jnp.zeros((batch_size, num_fields), jnp.int32)
@@ -63,8 +72,8 @@ def make_steps(model: nn.Module, tx: optax.GradientTransformation, *, count_nonz
                shardings: StepShardings | None = None) -> tuple[Callable, Callable]:
   """The jitted ``train_step`` and ``eval_step`` of a stage.
 
-  ``train_step(state, batch, constants) -> (state, metrics)``: one optimizer update; the
-  state is donated. ``metrics`` holds ``loss`` and, with ``count_nonzeros``, ``nonzeros``: the
+  ``train_step(state, batch, constants) -> (state, metrics)``: one optimizer update of the
+  click loss plus :func:`aux_loss`; the state is donated. ``metrics`` holds ``loss`` and, with ``count_nonzeros``, ``nonzeros``: the
   non-zero entries of the embedding table *after* the update, counted on the device.
 
   ``eval_step(state, batch, constants) -> probs [B]``.
@@ -87,8 +96,8 @@ def make_steps(model: nn.Module, tx: optax.GradientTransformation, *, count_nonz
     def loss_fn(params):
       logits, updates = model.apply(
           variables(params, state.batch_stats, constants), batch['ids'], batch['weights'],
-          train=True, rngs={'dropout': dropout_key}, mutable=['batch_stats'])
-      return weighted_bce(logits, batch['labels'], batch['weights']), updates
+          train=True, rngs={'dropout': dropout_key}, mutable=['batch_stats', 'losses'])
+      return weighted_bce(logits, batch['labels'], batch['weights']) + aux_loss(updates), updates
 
     (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     param_updates, opt_state = tx.update(grads, state.opt_state, state.params)

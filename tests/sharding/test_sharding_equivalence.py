@@ -8,21 +8,21 @@ from multidevice import run_on_devices
 RUN = '''
 import os, tempfile
 from pep_jax.data import load_dataset
-from pep_jax.train.logging import MetricWriter
-from pep_jax.train.prune import run_prune, find_tickets, load_ticket_mask
-from pep_jax.train.retrain import retrain_all
+from pep_jax.methods.pep import find_tickets, load_ticket_mask
+from pep_jax.train import experiment
 from pep_jax.train.setup import build_stage
 
 config = tiny_config()
+config.methods = ('pep',)
 data = load_dataset(config.data)
 out = {}
 for n in (1, 2, 4, 8):
   on_first_devices(n)
   workdir = tempfile.mkdtemp()
-  writer = MetricWriter(workdir)
-  prune = run_prune(config, data, workdir, writer)
-  rows = retrain_all(config, data, workdir, writer)
-  writer.close()
+  rows = [r for r in experiment.run(config, workdir) if r['method'] == 'pep']
+  with open(os.path.join(workdir, 'prune', 'result.json')) as f:
+    prune = json.load(f)
+  del prune['seconds']  # wall-clock time differs between runs
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     metrics = [json.loads(line) for line in f]
   stage = build_stage(config, data, 'masked')

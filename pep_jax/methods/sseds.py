@@ -1,0 +1,331 @@
+"""SSEDS: single-shot embedding dimension search (Qu et al., SIGIR 2022).
+
+1. Pre-train the uniform model at ``embedding.dim`` to its best validation state: the UE run
+   ``ue_d<dim>``, reused when the work directory already has it.
+2. Put a mask ``alpha`` (all ones) on the looked-up embeddings, ``e~ = alpha * e``: shape
+   ``[fields, d]`` (``sseds.granularity='field'``, the paper) or one entry per table entry
+   (``'feature'``, PEP's own granularity).
+3. Saliency ``|dL/d alpha|`` at ``alpha = 1`` in eval mode (no dropout, running batch
+   statistics), averaged over ``sseds.score_batches`` training batches.
+4. Rank every slot globally (no per-field quota) and keep the best ones under each budget of
+   ``sseds.budgets``: a strict prefix of the ranking whose stored parameters (``sum_n d_n *
+   vocab_n``; ``sseds.budget_unit='slots'`` counts kept slots instead) fit the budget. A field
+   may end with no dimension; ``sseds.min_width`` keeps each field's best columns first.
+5. Retrain the slim model: ``align='pad'`` keeps the kept columns in place and zeros elsewhere
+   (a masked table, no extra parameters); ``align='projection'`` gives field ``n`` a
+   ``[vocab_n, d_n]`` table and a ``d_n -> d`` projection. It starts from fresh values
+   (``init='reinit'``), from the pre-trained model (``'warm'``) or from the pre-trained model's
+   initial values (``'rewind'``, as PEP's tickets).
+
+Work directory: ``sseds/search/0/`` (scores and every budget's mask) and ``sseds/result.json``
+(the search's done marker with its cost: pre-training seconds, scoring seconds and passes).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pep_jax.layers.embedding import PlainEmbedding
+from pep_jax.methods import ue
+from pep_jax.methods.base import (Candidate, Context, dense_bytes, field_means, fit_candidate,
+                                  read_json, resolve_budgets, sparse_table_bytes)
+from pep_jax.ops import threshold as th
+from pep_jax.train import loop
+from pep_jax.train.checkpoint import Checkpointer
+from pep_jax.train.setup import REPLICATED, ROWS, Stage, build_stage, make_stage, write_json
+from pep_jax.train.steps import weighted_bce
+
+NAME = 'sseds'
+GRANULARITIES = ('field', 'feature')
+UNITS = ('params', 'slots')
+ALIGNS = ('pad', 'projection')
+INITS = ('reinit', 'warm', 'rewind')
+REINIT_SEED_OFFSET = 104_729  # a fresh model's seed, away from the pre-trained model's
+
+
+class ProbedEmbedding(PlainEmbedding):
+  """A plain table whose looked-up rows are multiplied by a probe ``alpha`` (the SSEDS mask).
+
+  ``alpha`` lives in the ``'probe'`` collection: ``[F, D]`` per (field, dimension), or
+  ``[rows, D]`` per table entry. Its parameters are a :class:`PlainEmbedding`'s, so a uniform
+  model's checkpoint restores into it.
+  """
+
+  granularity: str = 'field'
+
+  def setup(self):
+    super().setup()
+    shape = ((len(self.field_dims), self.dim) if self.granularity == 'field'
+             else (self.table_rows, self.dim))
+    self.alpha = self.variable('probe', 'alpha', jnp.ones, shape)
+
+  def __call__(self, ids: jax.Array) -> jax.Array:
+    rows = super().__call__(ids)  # [B, F, D]
+    if self.granularity == 'field':
+      return rows * self.alpha.value[None]
+    return rows * self.take(self.alpha.value, self.global_ids(ids))
+
+
+def check(ctx: Context) -> None:
+  c = ctx.config.sseds
+  for key, value, allowed in (('granularity', c.granularity, GRANULARITIES),
+                              ('budget_unit', c.budget_unit, UNITS),
+                              ('align', c.align, ALIGNS), ('init', c.init, INITS)):
+    if value not in allowed:
+      raise ValueError(f'config key sseds.{key}: got {value!r}, expected one of {allowed}')
+  if c.align == 'projection' and c.granularity != 'field':
+    raise ValueError("config key sseds.align: 'projection' needs sseds.granularity='field' "
+                     '(a per-feature mask has no per-field width to project from)')
+  if not c.score_batches >= 1:
+    raise ValueError(f'config key sseds.score_batches: must be at least 1, got '
+                     f'{c.score_batches!r}')
+  if not 0 <= c.min_width <= ctx.config.embedding.dim:
+    raise ValueError(f'config key sseds.min_width: must be in 0..embedding.dim='
+                     f'{ctx.config.embedding.dim}, got {c.min_width!r}')
+  resolve_budgets(c.budgets, _total(ctx), 'sseds.budgets')
+
+
+def _slot_costs(ctx: Context) -> np.ndarray:
+  """Cost of one kept slot of each mask row ``[N]`` in the budget's unit."""
+  c = ctx.config.sseds
+  if c.granularity == 'feature':
+    return np.ones(ctx.data.num_features, np.int64)  # an entry is a parameter and a slot
+  if c.budget_unit == 'slots':
+    return np.ones(ctx.data.num_fields, np.int64)
+  return np.asarray(ctx.data.field_dims, np.int64)
+
+
+def _total(ctx: Context) -> int:
+  return int(_slot_costs(ctx).sum()) * int(ctx.config.embedding.dim)
+
+
+def select(scores: np.ndarray, costs: np.ndarray, budget: int, min_width: int = 0) -> np.ndarray:
+  """The kept slots: the best-scored prefix of the global ranking that fits ``budget``.
+
+  Args:
+    scores: ``[N, D]`` saliency of every slot (rows: fields or features).
+    costs: ``[N]`` cost of one slot of each row (its vocabulary size, or 1).
+    budget: the most the kept slots may cost in all.
+    min_width: every row first keeps its ``min_width`` best slots.
+
+  Returns:
+    bool ``[N, D]``. Ties in score are broken by position (row-major), so the result is
+    deterministic.
+
+  Raises:
+    ValueError: naming ``sseds.min_width`` when the forced slots alone exceed the budget.
+  """
+  n, d = scores.shape
+  flat = scores.ravel()
+  slot_cost = np.repeat(costs, d)
+  keep = np.zeros(n * d, bool)
+  if min_width:
+    best_in_row = np.argsort(-scores, axis=1, kind='stable')[:, :min_width]  # [N, m]
+    keep[(np.arange(n)[:, None] * d + best_in_row).ravel()] = True
+  spent = int(slot_cost[keep].sum())
+  if spent > budget:
+    raise ValueError(f'config key sseds.min_width: keeping {min_width} dimension(s) in every '
+                     f'field costs {spent}, more than the budget {budget} (sseds.budgets)')
+  order = np.lexsort((np.arange(n * d), -flat))  # best first, ties by position
+  order = order[~keep[order]]
+  fits = spent + np.cumsum(slot_cost[order]) <= budget
+  count = int(np.argmin(fits)) if not fits.all() else len(order)  # strict prefix
+  keep[order[:count]] = True
+  return keep.reshape(n, d)
+
+
+def _score_fn(stage: Stage):
+  """``(alpha, state, batch) -> dL/d alpha`` in eval mode, jitted for the stage's mesh."""
+  model = stage.model
+
+  def grad(alpha, state, batch):
+    def loss(a):
+      variables = {'params': state.params, 'batch_stats': state.batch_stats,
+                   'probe': {'embedding': {'alpha': a}}}
+      logits = model.apply(variables, batch['ids'], batch['weights'], train=False)
+      return weighted_bce(logits, batch['labels'], batch['weights'])
+    return jax.grad(loss)(alpha)
+
+  alpha_sharding = stage.shardings.constants['probe']['embedding']['alpha']
+  return jax.jit(grad, in_shardings=(alpha_sharding, stage.shardings.state,
+                                     stage.shardings.batch),
+                 out_shardings=alpha_sharding)
+
+
+def probe_stage(ctx: Context) -> Stage:
+  config, data = ctx.config, ctx.data
+  granularity = config.sseds.granularity
+
+  def layer(row_multiple, mesh):
+    return ProbedEmbedding(tuple(int(x) for x in data.field_dims), int(config.embedding.dim),
+                           row_multiple, mesh, granularity=granularity)
+
+  place = REPLICATED if granularity == 'field' else ROWS
+  return make_stage(config, data, layer, constants={'probe': {'embedding': {'alpha': place}}})
+
+
+def saliency(ctx: Context, stage: Stage, state) -> np.ndarray:
+  """Mean over ``sseds.score_batches`` training batches of ``|dL/d alpha|`` at alpha = 1.
+
+  Returns:
+    float64 ``[F, D]`` (field granularity) or ``[num_features, D]`` (feature granularity).
+  """
+  config = ctx.config
+  shape = stage.shardings.constants['probe']['embedding']['alpha']
+  rows = ctx.data.num_fields if config.sseds.granularity == 'field' else stage.embedding.table_rows
+  alpha = jax.jit(lambda: jnp.ones((rows, config.embedding.dim)), out_shardings=shape)()
+  grad = _score_fn(stage)
+  n = int(config.sseds.score_batches)
+  per_epoch = -(-len(ctx.data.train) // config.train.batch_size)
+  batches = loop.resumable_batches(ctx.data.train, config.train.batch_size, seed=config.seed,
+                                   start_step=0, max_epochs=-(-n // per_epoch),
+                                   sharding=stage.batch_sharding)
+  total = None
+  for _, (_, _, batch) in zip(range(n), batches):
+    g = jnp.abs(grad(alpha, state, batch))
+    total = g if total is None else total + g
+  batches.close()  # stops the prefetching thread
+  scores = np.asarray(total, np.float64) / n
+  return scores[:ctx.data.num_features] if config.sseds.granularity == 'feature' else scores
+
+
+def _search_dir(workdir: str) -> str:
+  return os.path.join(workdir, 'sseds')
+
+
+def run_search(ctx: Context) -> dict:
+  """Pre-trains (or reuses) the base model, scores it once and writes each budget's mask."""
+  path = os.path.join(_search_dir(ctx.workdir), 'result.json')
+  done = read_json(path)
+  if done is not None:
+    return done
+  config = ctx.config
+  dim = int(config.embedding.dim)
+  base = ue.candidate(dim)
+  pretrained = fit_candidate(ctx, ue, base)
+  stage = probe_stage(ctx)
+  best = Checkpointer(os.path.join(ctx.run_dir(base.run), 'best'), max_to_keep=1)
+  state, _ = best.restore(pretrained['best_epoch'], stage.abstract_state())
+  best.close()
+
+  start = time.perf_counter()
+  scores = saliency(ctx, stage, state)
+  costs = _slot_costs(ctx)
+  budgets = resolve_budgets(config.sseds.budgets, _total(ctx), 'sseds.budgets')
+  masks = {f'b{b}': select(scores, costs, b, int(config.sseds.min_width)) for b in budgets}
+  seconds = time.perf_counter() - start
+
+  ckpt = Checkpointer(os.path.join(_search_dir(ctx.workdir), 'search'), max_to_keep=None)
+  ckpt.save(0, {'scores': scores, 'masks': masks})
+  ckpt.close()
+  result = {
+      'budgets': budgets, 'unit': config.sseds.budget_unit,
+      'granularity': config.sseds.granularity,
+      'cost': {b: int((masks[f'b{b}'] * costs[:, None]).sum()) for b in budgets},
+      'pretrain_run': base.run, 'pretrain_seconds': pretrained['train_seconds'],
+      'score_seconds': seconds, 'score_passes': int(config.sseds.score_batches),
+  }
+  write_json(path, result)
+  return result
+
+
+def candidates(ctx: Context, search: bool = True) -> list[Candidate]:
+  result = (run_search(ctx) if search
+            else read_json(os.path.join(_search_dir(ctx.workdir), 'result.json')))
+  if result is None:
+    raise FileNotFoundError(f'{_search_dir(ctx.workdir)}/result.json is missing: run the SSEDS '
+                            'search first (config.stage=search or all)')
+  seconds = result['pretrain_seconds'] + result['score_seconds']
+  return [Candidate(NAME, f'sseds_b{b}', f'b{b}',
+                    report={'budget': b, 'search_seconds': seconds,
+                            'score_seconds': result['score_seconds'],
+                            'score_passes': result['score_passes']},
+                    info={'budget': b})
+          for b in result['budgets']]
+
+
+def load_mask(ctx: Context, budget: int) -> np.ndarray:
+  """The kept slots of a budget: bool ``[F, D]`` or ``[num_features, D]``."""
+  result = read_json(os.path.join(_search_dir(ctx.workdir), 'result.json'))
+  ckpt = Checkpointer(os.path.join(_search_dir(ctx.workdir), 'search'), max_to_keep=None)
+  rows = ctx.data.num_fields if result['granularity'] == 'field' else ctx.data.num_features
+  shape = (rows, int(ctx.config.embedding.dim))
+  target = {'scores': np.zeros(shape, np.float64),
+            'masks': {f'b{b}': np.zeros(shape, bool) for b in result['budgets']}}
+  state, _ = ckpt.restore(0, target)
+  ckpt.close()
+  return np.asarray(state['masks'][f'b{budget}'])
+
+
+def widths(mask: np.ndarray) -> list[int]:
+  """Kept dimensions of each field of a field-granularity mask."""
+  return [int(x) for x in mask.sum(axis=1)]
+
+
+def build(ctx: Context, cand: Candidate) -> Stage:
+  if ctx.config.sseds.align == 'pad':
+    return build_stage(ctx.config, ctx.data, 'masked')
+  raise NotImplementedError  # projection: wired with the per-field width layer
+
+
+def _row_mask(ctx: Context, mask: np.ndarray, stage: Stage) -> jax.Array:
+  """The kept slots as a table-shaped mask ``[table_rows, D]``, split like the table."""
+  table_rows = stage.embedding.table_rows
+  if ctx.config.sseds.granularity == 'feature':
+    full = np.zeros((table_rows, mask.shape[1]), bool)
+    full[:len(mask)] = mask
+    return jax.device_put(full, stage.row_sharding)
+  field_mask = jnp.asarray(mask)
+  num_rows = stage.embedding.num_rows
+
+  def expand():
+    rows = th.row_fields(ctx.data.field_dims, table_rows)
+    real = jnp.arange(table_rows) < num_rows
+    return field_mask[rows] & real[:, None]
+
+  return jax.jit(expand, out_shardings=stage.row_sharding)()
+
+
+def initial(ctx: Context, cand: Candidate, stage: Stage):
+  config = ctx.config
+  mask = load_mask(ctx, cand.info['budget'])
+  if config.sseds.init == 'reinit':
+    state = stage.initial_state(seed=config.seed + REINIT_SEED_OFFSET)
+  elif config.sseds.init == 'rewind':
+    state = stage.initial_state()  # the uniform model's initial values: same seed and paths
+  else:
+    result = read_json(os.path.join(_search_dir(ctx.workdir), 'result.json'))
+    pretrained = ctx.finished(result['pretrain_run'])
+    best = Checkpointer(os.path.join(ctx.run_dir(result['pretrain_run']), 'best'),
+                        max_to_keep=1)
+    trained, _ = best.restore(pretrained['best_epoch'], stage.abstract_state())
+    best.close()
+    state = stage.with_params(stage.initial_state(), trained.params)
+    state = state.replace(batch_stats=trained.batch_stats)
+  return state, {'ticket': {'embedding': {'mask': _row_mask(ctx, mask, stage)}}}
+
+
+def account(ctx: Context, cand: Candidate, stage: Stage, state, constants) -> dict:
+  del state, constants
+  mask = load_mask(ctx, cand.info['budget'])
+  dims = np.asarray(ctx.data.field_dims, np.int64)
+  d = int(ctx.config.embedding.dim)
+  if ctx.config.sseds.granularity == 'feature':
+    entries = int(mask.sum())
+    return {'params': entries, 'bytes': sparse_table_bytes(entries, len(mask), d),
+            'field_mean_size': field_means(mask.sum(axis=1), dims)}
+  kept = np.asarray(widths(mask))
+  params = int((kept * dims).sum())
+  if ctx.config.sseds.align == 'projection':
+    params += int(kept.sum()) * d  # one d_n x d projection per field
+    return {'params': params, 'bytes': dense_bytes(params),
+            'field_mean_size': [float(k) for k in kept]}
+  column_masks = len(kept) * -(-d // 8)  # which columns each field keeps, one bit each
+  return {'params': params, 'bytes': dense_bytes(params) + column_masks,
+          'field_mean_size': [float(k) for k in kept]}
