@@ -1,0 +1,156 @@
+"""SSEDS: saliency against finite differences, the budgeted selection, and a run end to end."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import demo
+from pep_jax.data import load_dataset, pipeline
+from pep_jax.methods import sseds
+from pep_jax.methods.base import Context
+from pep_jax.train import experiment
+from pep_jax.train.setup import build_stage
+from pep_jax.train.steps import weighted_bce
+
+
+def tiny(**sseds_overrides):
+  c = demo.get_config('tiny')
+  c.methods = ('sseds',)
+  c.sseds.budgets = (0.5, 0.2)
+  for key, value in sseds_overrides.items():
+    c.sseds[key] = value
+  return c
+
+
+@pytest.fixture(scope='module')
+def data():
+  return load_dataset(tiny().data)
+
+
+def first_batch(config, data):
+  return next(iter(pipeline.batches(data.train, config.train.batch_size, shuffle=True,
+                                    seed=config.seed, epoch=0)))
+
+
+@pytest.mark.parametrize('granularity', ['field', 'feature'])
+def test_saliency_equals_finite_differences_of_the_loss(data, granularity):
+  config = tiny(granularity=granularity, score_batches=1)
+  ctx = Context(config, data, '', None)
+  stage = sseds.probe_stage(ctx)
+  state = stage.initial_state()
+  scores = sseds.saliency(ctx, stage, state)  # |dL/d alpha| on the first training batch
+  batch = first_batch(config, data)
+  rows = data.num_fields if granularity == 'field' else stage.embedding.table_rows
+
+  def loss(alpha):
+    variables = {'params': state.params, 'batch_stats': state.batch_stats,
+                 'probe': {'embedding': {'alpha': alpha}}}
+    logits = stage.model.apply(variables, batch['ids'], batch['weights'], train=False)
+    return float(weighted_bce(logits, batch['labels'], batch['weights']))
+
+  ones = np.ones((rows, config.embedding.dim), np.float32)
+  rng = np.random.default_rng(0)
+  slots = [tuple(s) for s in np.argwhere(scores > np.quantile(scores, 0.8))]
+  slots = [slots[i] for i in rng.choice(len(slots), size=8, replace=False)]
+  eps = 0.05
+  for n, j in slots:
+    up, down = ones.copy(), ones.copy()
+    up[n, j] += eps
+    down[n, j] -= eps
+    fd = (loss(jnp.asarray(up)) - loss(jnp.asarray(down))) / (2 * eps)
+    assert abs(fd) == pytest.approx(scores[n, j], rel=0.03, abs=2e-5), (n, j)
+
+
+def test_feature_saliency_is_the_table_times_its_gradient(data):
+  """dL/d alpha_rj = sum over lookups of e_rj * dL/de_rj = V_rj * dL/dV_rj."""
+  config = tiny(granularity='feature', score_batches=1)
+  ctx = Context(config, data, '', None)
+  probe = sseds.probe_stage(ctx)
+  state = probe.initial_state()
+  scores = sseds.saliency(ctx, probe, state)
+  plain = build_stage(config, data, 'plain')
+  batch = first_batch(config, data)
+
+  def loss(params):
+    logits = plain.model.apply({'params': params, 'batch_stats': state.batch_stats},
+                               batch['ids'], batch['weights'], train=False)
+    return weighted_bce(logits, batch['labels'], batch['weights'])
+
+  grads = jax.grad(loss)(state.params)['embedding']['table']
+  table = state.params['embedding']['table']
+  expected = np.abs(np.asarray(table * grads))[:data.num_features]
+  np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-9)
+
+
+def test_selection_is_the_best_prefix_that_fits():
+  scores = np.array([[0.9, 0.1, 0.5],
+                     [0.8, 0.7, 0.05]])
+  costs = np.array([10, 1])
+  # Ranking: (0,0) 10, (1,0) 1, (1,1) 1, (0,2) 10, (0,1) 10, (1,2) 1.
+  np.testing.assert_array_equal(sseds.select(scores, costs, 12),
+                                [[True, False, False], [True, True, False]])
+  # (0,2) does not fit 21 - 12 = 9 more: a strict prefix stops there, skipping cheaper slots.
+  np.testing.assert_array_equal(sseds.select(scores, costs, 21),
+                                [[True, False, False], [True, True, False]])
+  np.testing.assert_array_equal(sseds.select(scores, costs, 22),
+                                [[True, False, True], [True, True, False]])
+  # A row may end with nothing; min_width keeps its best slot first.
+  np.testing.assert_array_equal(sseds.select(scores, costs, 2), np.zeros((2, 3), bool))
+  np.testing.assert_array_equal(sseds.select(scores, costs, 12, min_width=1),
+                                [[True, False, False], [True, True, False]])
+  with pytest.raises(ValueError, match='sseds.min_width'):
+    sseds.select(scores, costs, 5, min_width=1)
+
+
+def test_selection_properties_on_random_scores():
+  rng = np.random.default_rng(1)
+  for _ in range(50):
+    n, d = rng.integers(1, 6), rng.integers(1, 6)
+    scores = rng.random((n, d))
+    costs = rng.integers(1, 20, n)
+    budget = int(rng.integers(1, int(costs.sum() * d) + 1))
+    keep = sseds.select(scores, costs, budget)
+    spent = (keep * costs[:, None]).sum()
+    assert spent <= budget
+    order = np.argsort(-scores.ravel(), kind='stable')
+    kept_in_order = keep.ravel()[order]
+    count = int(kept_in_order.sum())
+    assert kept_in_order[:count].all()  # a prefix of the ranking
+    if count < n * d:  # the next slot would not fit
+      assert spent + np.repeat(costs, d)[order[count]] > budget
+
+
+def test_bad_settings_name_their_key(tmp_path):
+  for overrides, key in (({'budgets': (10_000_000,)}, 'sseds.budgets'),
+                         ({'granularity': 'row'}, 'sseds.granularity'),
+                         ({'align': 'projection', 'granularity': 'feature'}, 'sseds.align'),
+                         ({'score_batches': 0}, 'sseds.score_batches'),
+                         ({'min_width': 99}, 'sseds.min_width')):
+    with pytest.raises(ValueError, match=key):
+      experiment.run(tiny(**overrides), str(tmp_path / key))
+
+
+def test_end_to_end_reuses_the_uniform_run_and_keeps_its_budgets(tmp_path):
+  workdir = str(tmp_path)
+  config = tiny()
+  config.methods = ('ue', 'sseds')
+  rows = experiment.run(config, workdir)
+  ue_result = os.path.join(workdir, 'retrain', 'ue_d8', 'result.json')
+  mtime = os.path.getmtime(ue_result)
+  with open(os.path.join(workdir, 'sseds', 'result.json')) as f:
+    search = json.load(f)
+  assert search['pretrain_run'] == 'ue_d8' and search['score_passes'] == 1
+  assert os.path.getmtime(ue_result) == mtime  # pre-training reused, not repeated
+  found = [r for r in rows if r['method'] == 'sseds']
+  table = 368 * 8
+  assert [r['budget'] for r in found] == [round(0.5 * table), round(0.2 * table)]
+  for row in found:
+    assert 0 < row['params'] <= row['budget']
+    assert row['params'] == sum(w * v for w, v in zip(row['field_mean_size'],
+                                                      (3, 10, 50, 200, 5, 100)))
+    assert row['nonzeros'] <= row['params']  # retrained masked table, zeros elsewhere
+    assert row['search_seconds'] > 0 and 0.5 < row['test_auc'] < 1
