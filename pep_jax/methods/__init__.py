@@ -1,0 +1,1 @@
+"""Embedding-size methods, one module each: its layer, its search helpers, its accounting."""
