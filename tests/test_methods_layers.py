@@ -200,6 +200,17 @@ def test_mgqe_losses_and_gradients():
   np.testing.assert_allclose(grads['table'], expected_q, rtol=1e-5, atol=1e-8)
 
 
+def test_mgqe_loss_is_small_beside_the_task_loss_at_init():
+  field_dims = (20_000,)
+  layer = mgqe.MGQEEmbedding(field_dims, 16, num_subspaces=4, num_centroids=64)
+  ids = jnp.asarray(np.random.default_rng(0).integers(0, 20_000, (256, 1)), jnp.int32)
+  variables = layer.init(jax.random.PRNGKey(0), ids)
+  assert set(variables) == {'params', 'layout'}  # nothing sown while initialising
+  _, state = layer.apply(variables, ids, mutable=['losses'])
+  (loss,) = state['losses']['vq']
+  assert 0 < loss < 1e-2 * np.log(2)
+
+
 def test_mgqe_subspaces_must_divide_dim():
   with pytest.raises(ValueError, match='mgqe.subspaces'):
     mgqe.MGQEEmbedding(FIELD_DIMS, 8, 3, 4).init(jax.random.PRNGKey(0), random_ids(2))
@@ -291,7 +302,7 @@ def test_every_layer_plugs_into_the_models(model_name, kind):
   model = build_model(config, FIELD_DIMS, embedding)
   ids = random_ids(16)
   variables = model.init(jax.random.PRNGKey(0), ids, train=False)
-  variables = {k: v for k, v in variables.items() if k != 'losses'}
+  assert 'losses' not in variables
   if layout is not None:
     variables['layout'] = {'embedding': layout}
   logits, state = model.apply(variables, ids, jnp.ones(16), train=True,
