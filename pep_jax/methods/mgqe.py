@@ -97,14 +97,14 @@ class MGQEEmbedding(nn.Module):
 
       mean over looked-up (row, entry) of (sg(q) - c)^2 + commitment * (q - sg(c))^2.
 
-  Its weight (1, with ``commitment`` inside): as a mean over embedding *entries* rather than a
-  sum over them it is the per-entry squared quantisation error, which is bounded by the spread
-  of the query entries around their centroids, not by the width. Xavier tables start with entry
-  variance ``2 / (rows + dim)``, so at initialisation the term is far below 1e-2 of a logloss near
-  ``log 2`` for any table of more than a few hundred features (a 20,000-row test table checks
-  this), and it only shrinks as the centroids follow the queries; the task keeps the queries.
-  Under Adam the scale of the centroids' gradient, which comes only from this term, hardly
-  matters: they still move at the learning rate. Nothing is sown while the layer is initialised.
+  Its weight is 1 (``commitment`` inside) on a mean over embedding *entries*, not a sum over
+  them: the term is the per-entry squared quantisation error and does not grow with ``dim``.
+  Xavier tables start with entry variance ``2 / (rows + dim)``, so at initialisation the term is
+  far below 1e-2 of a logloss near ``log 2`` for any table of more than a few hundred features
+  (tested on 20,000 rows), and the codebook part pushes it down as the centroids follow the
+  queries. Under Adam the scale of the centroids' gradient, which comes only from this term,
+  hardly matters: they still move at the learning rate. Nothing is sown while the layer is
+  initialised.
 
   Attributes:
     field_dims: vocabulary size of each field.
