@@ -172,5 +172,12 @@ def flatten(config, prefix: str = '') -> dict:
     if isinstance(value, (dict, ml_collections.ConfigDict)):
       out.update(flatten(value, f'{name}.'))
     else:
-      out[name] = list(value) if isinstance(value, tuple) else value
+      out[name] = _as_json(value)
   return out
+
+
+def _as_json(value):
+  """Tuples (nested ones too) as lists, the form they take once written to JSON."""
+  if isinstance(value, (tuple, list)):
+    return [_as_json(v) for v in value]
+  return value

@@ -14,6 +14,12 @@ table split by rows over the devices without gathering it.
 
 Every layer exposes ``effective_table()`` (the table as the model sees it) and
 ``nonzeros()``, the parameter count PEP reports: non-zero entries of the real rows.
+
+A fourth layer has one table per field instead of one shared table:
+
+* :class:`FieldWidthEmbedding` gives field ``f`` a table ``[vocab_f, w_f]`` and a projection
+  ``[w_f, D]`` (no parameters and zero output where ``w_f = 0``), for retraining a model whose
+  search chose one width per field.
 """
 
 from __future__ import annotations
@@ -162,6 +168,58 @@ class MaskedEmbedding(_TableEmbedding):
 
   def effective_table(self) -> jax.Array:
     return self.table * self.ticket_mask.value.astype(self.table.dtype)
+
+
+def projection_init(key, shape, dtype=jnp.float32) -> jax.Array:
+  """PyTorch's ``nn.Linear`` weight init for a ``[..., w, D]`` kernel: U(+-1/sqrt(w)).
+
+  Leading axes (one projection per field) are independent kernels, each with fan-in ``w``.
+  """
+  bound = 1.0 / np.sqrt(shape[-2])
+  return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+class FieldWidthEmbedding(nn.Module):
+  """Field ``f``'s features get ``w_f`` entries, projected to the common width ``dim``.
+
+  ``e_f = table_f[x_f] @ proj_f`` with ``table_f [vocab_f, w_f]`` (Xavier-uniform over the
+  field's own table) and ``proj_f [w_f, dim]`` (U(+-1/sqrt(w_f))); a field with ``w_f = 0`` has
+  neither and its embedding is zero.
+
+  Attributes:
+    field_dims: vocabulary size of each field.
+    dim: output width ``D``.
+    widths: stored width of each field, ``0 <= w_f``.
+  """
+
+  field_dims: Sequence[int]
+  dim: int
+  widths: Sequence[int]
+
+  def setup(self):
+    if len(self.widths) != len(self.field_dims):
+      raise ValueError(f'FieldWidthEmbedding: {len(self.widths)} widths for '
+                       f'{len(self.field_dims)} fields')
+    if any(int(w) < 0 for w in self.widths):
+      raise ValueError(f'FieldWidthEmbedding: widths must be >= 0, got {tuple(self.widths)}')
+    tables, projections = {}, {}
+    for f, (vocab, width) in enumerate(zip(self.field_dims, self.widths)):
+      if int(width) > 0:
+        tables[f] = self.param(f'field_{f}', xavier_table_init(int(vocab)),
+                               (int(vocab), int(width)))
+        projections[f] = self.param(f'proj_{f}', projection_init, (int(width), self.dim))
+    self.tables, self.projections = tables, projections
+
+  def __call__(self, ids: jax.Array) -> jax.Array:
+    """Per-field local ids ``[B, F]`` -> ``[B, F, dim]``."""
+    fields = []
+    for f in range(len(self.field_dims)):
+      if f in self.tables:
+        rows = jnp.take(self.tables[f], ids[:, f], axis=0)  # [B, w_f]
+        fields.append(rows @ self.projections[f])  # [B, D]
+      else:
+        fields.append(jnp.zeros((ids.shape[0], self.dim), jnp.float32))
+    return jnp.stack(fields, axis=1)  # [B, F, D]
 
 
 EMBEDDINGS = ('pep', 'masked', 'plain')

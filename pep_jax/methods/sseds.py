@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import time
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np

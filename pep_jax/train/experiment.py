@@ -21,7 +21,7 @@ from pep_jax import methods as methods_lib
 from pep_jax.data import load_dataset
 from pep_jax.data.base import CTRDataset
 from pep_jax.methods.base import Candidate, Context, fit_candidate
-from pep_jax.train import fit, report
+from pep_jax.train import report
 from pep_jax.train.logging import MetricWriter
 from pep_jax.train.setup import write_json
 

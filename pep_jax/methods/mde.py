@@ -1,0 +1,227 @@
+"""Mixed-dimension embeddings (MDE, Ginart et al. 2021): popular features get wider rows.
+
+Features are sorted by their training-split count and cut into ``B`` blocks of equal size, most
+popular first. Block ``b`` stores ``w_b`` entries per feature,
+
+    w_b = max(1, round(D * (p_b / p_0) ** alpha)),
+
+with ``p_b`` the mean share of lookups of a feature in block ``b`` and ``p_0`` the most popular
+block's; a projection ``[w_b, D]`` brings narrower blocks to the model's width ``D``. ``alpha = 0``
+gives the uniform embedding, larger ``alpha`` narrower rare blocks.
+
+The layout (which block and which row of it holds each feature) is data, not a parameter: the
+layer reads it from the ``'layout'`` variable collection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pep_jax.layers.embedding import field_offsets, projection_init, xavier_table_init
+from pep_jax.methods.base import Candidate, Context, feature_counts, field_means
+from pep_jax.train.setup import REPLICATED, Stage, make_stage
+
+
+def block_layout(counts: np.ndarray, num_blocks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Cuts the features, most popular first, into ``num_blocks`` blocks of equal size.
+
+  Rows are ordered by count, descending, ties by row; block sizes differ by at most one, the
+  first blocks being the larger.
+
+  Args:
+    counts: ``[rows]`` training-split occurrences of every feature, in global row order.
+    num_blocks: ``B``, ``1 <= B <= rows``.
+
+  Returns:
+    ``block_of_row [rows] int32``, ``row_in_block [rows] int32`` (the feature's row in its
+    block's table) and ``block_sizes [B] int64``.
+  """
+  counts = np.asarray(counts, np.int64)
+  rows = counts.shape[0]
+  if not 1 <= num_blocks <= rows:
+    raise ValueError(f'config key mde.blocks: {num_blocks} blocks for {rows} features; expected '
+                     f'1 <= blocks <= {rows}')
+  order = np.argsort(-counts, kind='stable')  # most popular first, ties by row
+  block_of_row = np.empty(rows, np.int32)
+  row_in_block = np.empty(rows, np.int32)
+  chunks = np.array_split(order, num_blocks)
+  for b, chunk in enumerate(chunks):
+    block_of_row[chunk] = b
+    row_in_block[chunk] = np.arange(len(chunk))
+  return block_of_row, row_in_block, np.array([len(c) for c in chunks], np.int64)
+
+
+def block_popularity(counts: np.ndarray, block_of_row: np.ndarray, num_blocks: int) -> np.ndarray:
+  """Mean share of lookups of a feature in each block, ``[B] float64``.
+
+  ``p_b = mean over rows r of block b of counts_r / sum(counts)`` (zero where no feature was seen).
+  """
+  counts = np.asarray(counts, np.float64)
+  share = counts / max(counts.sum(), 1.0)
+  totals = np.bincount(block_of_row, weights=share, minlength=num_blocks)
+  sizes = np.bincount(block_of_row, minlength=num_blocks)
+  return totals / np.maximum(sizes, 1)
+
+
+def block_widths(popularity: np.ndarray, dim: int, alpha: float) -> tuple[int, ...]:
+  """``w_b = max(1, round(dim * (p_b / p_0) ** alpha))``, ``p_0 = max_b p_b``.
+
+  A block whose features never occur (``p_b = 0``) gets width 1 for every ``alpha``: its rows
+  get no gradient, so wider rows would store nothing learnt. When no block was seen at all every
+  block keeps ``dim``. Rounding is Python's ``round`` (half to even).
+
+  Args:
+    popularity: ``[B]`` from :func:`block_popularity`.
+    dim: the base width ``D``, the width of the most popular block.
+    alpha: temperature in ``[0, 1]``; 0 is the uniform embedding.
+
+  Returns:
+    ``B`` widths in ``[1, dim]``.
+  """
+  if not 0.0 <= alpha <= 1.0:
+    raise ValueError(f'config key mde.alphas: alpha must be in [0, 1], got {alpha}')
+  popularity = np.asarray(popularity, np.float64)
+  top = popularity.max()
+  if top <= 0:
+    return tuple(int(dim) for _ in popularity)
+  return tuple(max(1, int(round(dim * float(p / top) ** alpha))) if p > 0 else 1
+               for p in popularity)
+
+
+class MDEEmbedding(nn.Module):
+  """Block tables of widths ``w_b`` with projections to ``dim``.
+
+  Row ``r`` is ``block_b[local[r]] @ proj_b`` for ``b = block[r]``; blocks of full width have no
+  projection. ``block`` and ``local`` (``[rows] int32``, from :func:`block_layout`) live in the
+  ``'layout'`` collection. The forward pass gathers from every block and keeps the rows that
+  belong to it, so no ``[rows, dim]`` table is ever built.
+
+  Attributes:
+    field_dims: vocabulary size of each field.
+    dim: output width ``D``.
+    block_sizes: features in each block.
+    widths: stored width of each block, ``1 <= w_b <= dim``.
+  """
+
+  field_dims: Sequence[int]
+  dim: int
+  block_sizes: Sequence[int]
+  widths: Sequence[int]
+
+  def setup(self):
+    if len(self.block_sizes) != len(self.widths):
+      raise ValueError(f'MDEEmbedding: {len(self.widths)} widths for {len(self.block_sizes)} '
+                       'blocks')
+    num_rows = int(sum(self.field_dims))
+    if int(sum(self.block_sizes)) != num_rows:
+      raise ValueError(f'MDEEmbedding: blocks hold {int(sum(self.block_sizes))} features, the '
+                       f'fields {num_rows}')
+    if not all(1 <= int(w) <= self.dim for w in self.widths):
+      raise ValueError(f'MDEEmbedding: widths {tuple(self.widths)} must lie in [1, {self.dim}]')
+    blocks, projections = [], []
+    for b, (size, width) in enumerate(zip(self.block_sizes, self.widths)):
+      size, width = int(size), int(width)
+      blocks.append(self.param(f'block_{b}', xavier_table_init(size), (size, width)))
+      projections.append(self.param(f'proj_{b}', projection_init, (width, self.dim))
+                         if width < self.dim else None)
+    self.blocks, self.projections = blocks, projections
+    self.block = self.variable('layout', 'block', jnp.zeros, (num_rows,), jnp.int32)
+    self.local = self.variable('layout', 'local', jnp.zeros, (num_rows,), jnp.int32)
+
+  def __call__(self, ids: jax.Array) -> jax.Array:
+    """Per-field local ids ``[B, F]`` -> ``[B, F, dim]``."""
+    gids = ids + jnp.asarray(field_offsets(self.field_dims))[None, :]  # [B, F]
+    block = jnp.take(self.block.value, gids)  # [B, F]
+    local = jnp.take(self.local.value, gids)  # [B, F]
+    out = jnp.zeros(ids.shape + (self.dim,), jnp.float32)
+    for b, (table, proj) in enumerate(zip(self.blocks, self.projections)):
+      mine = block == b  # [B, F]
+      rows = jnp.take(table, jnp.where(mine, local, 0), axis=0)  # [B, F, w_b]
+      if proj is not None:
+        rows = rows @ proj  # [B, F, D]
+      out = jnp.where(mine[..., None], rows, out)
+    return out
+
+
+def accounting(block_sizes: Sequence[int], widths: Sequence[int], dim: int,
+               num_rows: int) -> dict[str, int]:
+  """Stored size of an MDE embedding.
+
+  ``params = sum_b n_b w_b + sum_{b: w_b < dim} w_b dim`` (tables and projections);
+  ``bytes = 4 params + 4 num_rows`` (float32 entries and one int32 per feature locating its row:
+  block and row within it, packed).
+  """
+  tables = sum(int(n) * int(w) for n, w in zip(block_sizes, widths))
+  projections = sum(int(w) * int(dim) for w in widths if int(w) < dim)
+  params = tables + projections
+  return dict(params=params, bytes=4 * params + 4 * int(num_rows))
+
+
+# ----------------------------------------------------------------------------- the method
+# No search: every point of the grid mde.dims x mde.blocks x mde.alphas is one candidate, its
+# blocks cut from the training split's feature counts.
+
+NAME = 'mde'
+
+
+def check(ctx: Context) -> None:
+  c = ctx.config.mde
+  for key, values in (('dims', c.dims), ('blocks', c.blocks), ('alphas', c.alphas)):
+    if not values:
+      raise ValueError(f'config key mde.{key}: give at least one value')
+  if any(int(d) < 1 for d in c.dims):
+    raise ValueError(f'config key mde.dims: widths must be positive, got {c.dims}')
+  if any(not 1 <= int(b) <= ctx.data.num_features for b in c.blocks):
+    raise ValueError(f'config key mde.blocks: must be in 1..{ctx.data.num_features} (features), '
+                     f'got {c.blocks}')
+  if any(not 0 <= float(a) <= 1 for a in c.alphas):
+    raise ValueError(f'config key mde.alphas: temperatures must be in [0, 1], got {c.alphas}')
+
+
+def _layout(ctx: Context, num_blocks: int, dim: int, alpha: float):
+  counts = feature_counts(ctx.data)
+  block_of_row, row_in_block, sizes = block_layout(counts, num_blocks)
+  widths = block_widths(block_popularity(counts, block_of_row, num_blocks), dim, alpha)
+  return block_of_row, row_in_block, tuple(int(n) for n in sizes), widths
+
+
+def candidates(ctx: Context, search: bool = True) -> list[Candidate]:
+  del search  # nothing to search
+  c = ctx.config.mde
+  return [Candidate(NAME, f'mde_d{int(d)}_b{int(b)}_a{float(a):g}',
+                    f'd={int(d)} B={int(b)} a={float(a):g}',
+                    report={'dim': int(d), 'search_seconds': 0.0},
+                    info={'dim': int(d), 'blocks': int(b), 'alpha': float(a)})
+          for d in c.dims for b in c.blocks for a in c.alphas]
+
+
+def build(ctx: Context, cand: Candidate) -> Stage:
+  _, _, sizes, widths = _layout(ctx, cand.info['blocks'], cand.info['dim'], cand.info['alpha'])
+  dims = tuple(int(x) for x in ctx.data.field_dims)
+  layout = {'layout': {'embedding': {'block': REPLICATED, 'local': REPLICATED}}}
+  return make_stage(ctx.config, ctx.data,
+                    lambda rm, mesh: MDEEmbedding(dims, cand.info['dim'], sizes, widths),
+                    constants=layout)
+
+
+def initial(ctx: Context, cand: Candidate, stage: Stage):
+  block_of_row, row_in_block, _, _ = _layout(ctx, cand.info['blocks'], cand.info['dim'],
+                                             cand.info['alpha'])
+  place = stage.shardings.constants['layout']['embedding']
+  layout = {'block': jax.device_put(block_of_row.astype(np.int32), place['block']),
+            'local': jax.device_put(row_in_block.astype(np.int32), place['local'])}
+  return stage.initial_state(), {'layout': {'embedding': layout}}
+
+
+def account(ctx: Context, cand: Candidate, stage: Stage, state, constants) -> dict:
+  del stage, state, constants
+  block_of_row, _, sizes, widths = _layout(ctx, cand.info['blocks'], cand.info['dim'],
+                                           cand.info['alpha'])
+  size = accounting(sizes, widths, cand.info['dim'], ctx.data.num_features)
+  row_widths = np.asarray(widths)[block_of_row]
+  return {**size, 'field_mean_size': field_means(row_widths, ctx.data.field_dims)}
