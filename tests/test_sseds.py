@@ -134,11 +134,16 @@ def test_bad_settings_name_their_key(tmp_path):
       experiment.run(tiny(**overrides), str(tmp_path / key))
 
 
-def test_end_to_end_reuses_the_uniform_run_and_keeps_its_budgets(tmp_path):
-  workdir = str(tmp_path)
+@pytest.fixture(scope='module')
+def finished(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('sseds'))
   config = tiny()
   config.methods = ('ue', 'sseds')
-  rows = experiment.run(config, workdir)
+  return workdir, experiment.run(config, workdir)
+
+
+def test_end_to_end_reuses_the_uniform_run_and_keeps_its_budgets(finished):
+  workdir, rows = finished
   ue_result = os.path.join(workdir, 'retrain', 'ue_d8', 'result.json')
   mtime = os.path.getmtime(ue_result)
   with open(os.path.join(workdir, 'sseds', 'result.json')) as f:
@@ -154,3 +159,23 @@ def test_end_to_end_reuses_the_uniform_run_and_keeps_its_budgets(tmp_path):
                                                       (3, 10, 50, 200, 5, 100)))
     assert row['nonzeros'] <= row['params']  # retrained masked table, zeros elsewhere
     assert row['search_seconds'] > 0 and 0.5 < row['test_auc'] < 1
+
+
+@pytest.mark.parametrize('init', ['warm', 'rewind'])
+def test_projection_starts_as_the_masked_model(finished, data, init):
+  """Per-field tables and identity-row projections reproduce ``table * mask`` exactly."""
+  workdir, _ = finished
+  batch = first_batch(tiny(), data)
+  probs = {}
+  for align in ('pad', 'projection'):
+    config = tiny(align=align, init=init)
+    ctx = Context(config, data, workdir, None)
+    cand = sseds.candidates(ctx, search=False)[1]
+    stage = sseds.build(ctx, cand)
+    state, constants = sseds.initial(ctx, cand, stage)
+    probs[align] = np.asarray(stage.eval_step(state, batch, constants))
+    size = sseds.account(ctx, cand, stage, state, constants)
+    kept = np.asarray(size['field_mean_size'])
+    entries = int((kept * np.asarray(data.field_dims)).sum())
+    assert size['params'] == entries + (int(kept.sum()) * 8 if align == 'projection' else 0)
+  np.testing.assert_allclose(probs['projection'], probs['pad'], rtol=1e-5, atol=1e-7)

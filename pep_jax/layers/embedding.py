@@ -195,6 +195,10 @@ class FieldWidthEmbedding(nn.Module):
   field_dims: Sequence[int]
   dim: int
   widths: Sequence[int]
+  # Layout of the model's other per-feature arrays (the first-order weights): padded to a
+  # multiple of ``row_multiple`` rows and split over ``mesh``, as a uniform table's would be.
+  row_multiple: int = 1
+  mesh: jax.sharding.Mesh | None = None
 
   def setup(self):
     if len(self.widths) != len(self.field_dims):

@@ -56,6 +56,10 @@ class DartsEmbedding(nn.Module):
   field_dims: Sequence[int]
   dim: int
   candidates: Sequence[int]
+  # Layout of the model's other per-feature arrays (the first-order weights): padded to a
+  # multiple of ``row_multiple`` rows and split over ``mesh``, as a uniform table's would be.
+  row_multiple: int = 1
+  mesh: jax.sharding.Mesh | None = None
 
   def setup(self):
     widths = check_candidates(self.candidates, self.dim)
@@ -205,7 +209,7 @@ def run_search(ctx: Context, cset) -> dict:
   tx, weights_tx, arch_tx = _optimizers(config)
   cset = tuple(int(w) for w in cset)
   stage = make_stage(config, data, lambda rm, mesh: DartsEmbedding(
-      tuple(int(x) for x in data.field_dims), int(config.embedding.dim), cset),
+      tuple(int(x) for x in data.field_dims), int(config.embedding.dim), cset, rm, mesh),
       tx=tx, steps=_search_steps(weights_tx, arch_tx))
   bs = config.train.batch_size
   valid_order = np.random.default_rng([config.seed, 17]).permutation(len(data.valid))
@@ -253,7 +257,7 @@ def candidates(ctx: Context, search: bool = True) -> list[Candidate]:
 def build(ctx: Context, cand: Candidate) -> Stage:
   dims = tuple(int(x) for x in ctx.data.field_dims)
   return make_stage(ctx.config, ctx.data, lambda rm, mesh: FieldWidthEmbedding(
-      dims, int(ctx.config.embedding.dim), tuple(cand.info['widths'])))
+      dims, int(ctx.config.embedding.dim), tuple(cand.info['widths']), rm, mesh))
 
 
 def initial(ctx: Context, cand: Candidate, stage: Stage):

@@ -112,6 +112,10 @@ class MDEEmbedding(nn.Module):
   dim: int
   block_sizes: Sequence[int]
   widths: Sequence[int]
+  # Layout of the model's other per-feature arrays (the first-order weights): padded to a
+  # multiple of ``row_multiple`` rows and split over ``mesh``, as a uniform table's would be.
+  row_multiple: int = 1
+  mesh: jax.sharding.Mesh | None = None
 
   def setup(self):
     if len(self.block_sizes) != len(self.widths):
@@ -204,9 +208,10 @@ def build(ctx: Context, cand: Candidate) -> Stage:
   _, _, sizes, widths = _layout(ctx, cand.info['blocks'], cand.info['dim'], cand.info['alpha'])
   dims = tuple(int(x) for x in ctx.data.field_dims)
   layout = {'layout': {'embedding': {'block': REPLICATED, 'local': REPLICATED}}}
-  return make_stage(ctx.config, ctx.data,
-                    lambda rm, mesh: MDEEmbedding(dims, cand.info['dim'], sizes, widths),
-                    constants=layout)
+  def layer(row_multiple, mesh):
+    return MDEEmbedding(dims, cand.info['dim'], sizes, widths, row_multiple, mesh)
+
+  return make_stage(ctx.config, ctx.data, layer, constants=layout)
 
 
 def initial(ctx: Context, cand: Candidate, stage: Stage):

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pep_jax.layers.embedding import PlainEmbedding
+from pep_jax.layers.embedding import FieldWidthEmbedding, PlainEmbedding
 from pep_jax.methods import ue
 from pep_jax.methods.base import (Candidate, Context, dense_bytes, field_means, fit_candidate,
                                   read_json, resolve_budgets, sparse_table_bytes)
@@ -270,7 +270,10 @@ def widths(mask: np.ndarray) -> list[int]:
 def build(ctx: Context, cand: Candidate) -> Stage:
   if ctx.config.sseds.align == 'pad':
     return build_stage(ctx.config, ctx.data, 'masked')
-  raise NotImplementedError  # projection: wired with the per-field width layer
+  kept = tuple(widths(load_mask(ctx, cand.info['budget'])))
+  dims = tuple(int(x) for x in ctx.data.field_dims)
+  return make_stage(ctx.config, ctx.data, lambda rm, mesh: FieldWidthEmbedding(
+      dims, int(ctx.config.embedding.dim), kept, rm, mesh))
 
 
 def _row_mask(ctx: Context, mask: np.ndarray, stage: Stage) -> jax.Array:
@@ -291,22 +294,53 @@ def _row_mask(ctx: Context, mask: np.ndarray, stage: Stage) -> jax.Array:
   return jax.jit(expand, out_shardings=stage.row_sharding)()
 
 
+def _uniform_start(ctx: Context, init: str):
+  """The uniform model's state to start from: trained (``warm``) or initial (``rewind``)."""
+  plain = build_stage(ctx.config, ctx.data, 'plain')
+  if init == 'rewind':
+    return plain.initial_state()
+  result = read_json(os.path.join(_search_dir(ctx.workdir), 'result.json'))
+  pretrained = ctx.finished(result['pretrain_run'])
+  best = Checkpointer(os.path.join(ctx.run_dir(result['pretrain_run']), 'best'), max_to_keep=1)
+  state, _ = best.restore(pretrained['best_epoch'], plain.abstract_state())
+  best.close()
+  return state
+
+
+def _projected(params: dict, table: np.ndarray, field_mask: np.ndarray, field_dims) -> dict:
+  """Per-field tables and projections that reproduce ``table * mask`` exactly.
+
+  Field ``n`` keeps the kept columns of its rows; its projection scatters them back to their
+  positions (rows of the identity), so the slim model starts as the masked one.
+  """
+  out = dict(params)
+  offsets = np.concatenate([[0], np.cumsum(field_dims)])
+  dim = field_mask.shape[1]
+  for n, keep in enumerate(field_mask):
+    cols = np.flatnonzero(keep)
+    if len(cols):
+      out[f'field_{n}'] = jnp.asarray(table[offsets[n]:offsets[n + 1]][:, cols])
+      out[f'proj_{n}'] = jnp.asarray(np.eye(dim, dtype=np.float32)[cols])
+  return out
+
+
 def initial(ctx: Context, cand: Candidate, stage: Stage):
   config = ctx.config
   mask = load_mask(ctx, cand.info['budget'])
+  pad = config.sseds.align == 'pad'
   if config.sseds.init == 'reinit':
     state = stage.initial_state(seed=config.seed + REINIT_SEED_OFFSET)
-  elif config.sseds.init == 'rewind':
-    state = stage.initial_state()  # the uniform model's initial values: same seed and paths
   else:
-    result = read_json(os.path.join(_search_dir(ctx.workdir), 'result.json'))
-    pretrained = ctx.finished(result['pretrain_run'])
-    best = Checkpointer(os.path.join(ctx.run_dir(result['pretrain_run']), 'best'),
-                        max_to_keep=1)
-    trained, _ = best.restore(pretrained['best_epoch'], stage.abstract_state())
-    best.close()
-    state = stage.with_params(stage.initial_state(), trained.params)
-    state = state.replace(batch_stats=trained.batch_stats)
+    start = _uniform_start(ctx, config.sseds.init)
+    params = start.params
+    if not pad:
+      table = np.asarray(params['embedding']['table'])
+      params = {**params, 'embedding': _projected(stage.initial_state().params['embedding'],
+                                                  table, mask, ctx.data.field_dims)}
+    state = stage.with_params(stage.initial_state(), params)
+    state = state.replace(batch_stats=start.batch_stats)
+  if not pad:
+    return state, {}
   return state, {'ticket': {'embedding': {'mask': _row_mask(ctx, mask, stage)}}}
 
 
