@@ -207,7 +207,7 @@ def test_cli_rejects_a_bad_stage(tmp_path):
 
 def without_timings(rows):
   """Summary rows less their wall-clock seconds, which differ between runs."""
-  return [{k: v for k, v in r.items() if not k.endswith('seconds')} for r in rows]
+  return [{k: v for k, v in r.items() if 'seconds' not in k} for r in rows]
 
 
 def read_tree(directory):

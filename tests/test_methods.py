@@ -1,0 +1,148 @@
+"""Every method through the shared protocol: compare.py:tiny end to end, kill and resume, bad
+settings, each method's accounting against a hand count, and DartsEmb's search signal."""
+
+import json
+import os
+import signal
+import tempfile
+
+import numpy as np
+import pytest
+
+from configs import compare
+from pep_jax.data import load_dataset
+from pep_jax.methods import dartsemb, mde, mgqe
+from pep_jax.methods.base import Context, feature_counts
+from pep_jax.train import experiment
+from pep_jax.train.logging import MetricWriter
+from test_experiment import cli, has_step, read_tree, wait_for, without_timings
+
+TINY = ('--config=configs/compare.py:tiny',)
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('compare'))
+  return workdir, experiment.run(compare.get_config('tiny'), workdir)
+
+
+def test_every_method_has_rows_with_the_summary_columns(reference):
+  _, rows = reference
+  found = {r['method'] for r in rows}
+  assert found == {'ue', 'pep', 'sseds', 'mde', 'mgqe', 'dartsemb', 'teacher'}
+  keys = {'method', 'setting', 'params', 'bytes', 'valid_auc', 'test_auc', 'test_logloss',
+          'search_seconds', 'train_seconds', 'field_mean_size', 'width_spearman', 'noise_share'}
+  for row in rows[:-1]:
+    assert keys <= set(row), row['method']
+    assert 0 < row['params'] and 0 < row['bytes']
+    if row['method'] != 'mgqe':  # float entries (codes are counted in bits)
+      assert row['bytes'] >= 4 * row['params']
+    assert 0.5 < row['test_auc'] < 1 and row['train_seconds'] > 0
+    assert (row['field_mean_size'] is None) == (row['method'] == 'mgqe')
+  with open(os.path.join(reference[0], 'summary.json')) as f:
+    assert json.load(f) == json.loads(json.dumps(rows))
+  assert os.path.exists(os.path.join(reference[0], 'frontier.png'))
+
+
+def test_accounting_of_each_method_against_a_hand_count(reference):
+  _, rows = reference
+  config = compare.get_config('tiny')
+  data = load_dataset(config.data)
+  vocab = np.asarray(data.field_dims)
+  d = config.embedding.dim
+  by_method = {r['method']: r for r in rows}
+  assert by_method['ue']['params'] == vocab.sum() * d
+  assert by_method['ue']['bytes'] == 4 * vocab.sum() * d
+
+  row = by_method['mde']  # block tables + projections of the narrower blocks; 4-byte row map
+  counts = feature_counts(data)
+  blocks, _, sizes = mde.block_layout(counts, config.mde.blocks[0])
+  widths = mde.block_widths(mde.block_popularity(counts, blocks, len(sizes)), d,
+                            config.mde.alphas[0])
+  params = sum(n * w + (w * d if w < d else 0) for n, w in zip(sizes, widths))
+  assert (row['params'], row['bytes']) == (params, 4 * params + 4 * vocab.sum())
+
+  row = by_method['mgqe']  # K * d centroid entries + S codes per feature
+  k, s = config.mgqe.centroids[0], config.mgqe.subspaces[0]
+  assert row['params'] == k * d + vocab.sum() * s
+  frequent = int(round(config.mgqe.frequent_fraction * vocab.sum()))
+  rare_bits = int(np.ceil(np.log2(round(config.mgqe.rare_centroid_fraction * k))))
+  code_bits = s * (frequent * int(np.log2(k)) + (vocab.sum() - frequent) * rare_bits)
+  assert row['bytes'] == 4 * k * d + -(-code_bits // 8) + -(-vocab.sum() // 8)
+
+  row = by_method['dartsemb']  # chosen width per field + a w_f x d projection
+  w = np.asarray(row['field_mean_size'], int)
+  assert set(w) <= set(config.dartsemb.candidate_sets[0])
+  assert row['params'] == int((w * vocab).sum() + (w * d).sum())
+
+  for row in rows:
+    if row['method'] == 'pep':
+      assert row['params'] == row['nonzeros'] <= row['budget']
+      assert row['bytes'] == 5 * row['params'] + 4 * (vocab.sum() + 1)  # CSR, 1-byte columns
+
+
+def test_killed_in_every_method_resumes_to_the_same_result(tmp_path, reference):
+  workdir = str(tmp_path / 'killed')
+  args = TINY + (f'--workdir={workdir}',)
+  stops = ['retrain/ue_d8/latest', 'prune/checkpoints', 'retrain/pep_b516/latest',
+           'retrain/sseds_b516/latest', 'retrain/mde_d8_b4_a0.3/latest',
+           'retrain/mgqe_d8_s2_k16/latest', 'dartsemb/c1-2-8/checkpoints',
+           'retrain/dartsemb_c1-2-8/latest']
+  for stop in stops:
+    proc = cli(*args)
+    wait_for(lambda: has_step(os.path.join(workdir, stop), 20), proc, timeout=300)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+  proc = cli(*args)
+  out, _ = proc.communicate(timeout=600)
+  assert proc.returncode == 0, out
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    resumed = without_timings(json.load(f))
+  with open(os.path.join(reference[0], 'summary.json')) as f:
+    assert resumed == without_timings(json.load(f))
+  for part in ('tickets', 'retrain', 'sseds', 'dartsemb'):
+    a = read_tree(os.path.join(reference[0], part))
+    b = read_tree(os.path.join(workdir, part))
+    keep = ('/best/', 'tickets', 'search')
+    a = {k: v for k, v in a.items() if any(s in k for s in keep)}
+    b = {k: v for k, v in b.items() if any(s in k for s in keep)}
+    assert a.keys() == b.keys()
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+@pytest.mark.parametrize('key, value', [
+    ('methods', ('pep', 'lottery')),
+    ('dartsemb.candidate_sets', ((1, 2, 64),)),
+    ('mde.alphas', (1.5,)),
+    ('mde.blocks', (0,)),
+    ('mgqe.subspaces', (3,)),
+    ('sseds.budgets', (10 ** 9,)),
+    ('prune.budgets', (10 ** 9,)),
+])
+def test_bad_settings_fail_before_anything_runs_naming_the_key(tmp_path, key, value):
+  config = compare.get_config('tiny')
+  section, _, leaf = key.rpartition('.')
+  (config[section] if section else config)[leaf] = value
+  with pytest.raises(ValueError, match=key.replace('.', r'\.')):
+    experiment.run(config, str(tmp_path))
+  assert not os.path.exists(tmp_path / 'init') and not os.path.exists(tmp_path / 'retrain')
+
+
+def test_dartsemb_weights_move_toward_the_planted_widths():
+  """Equal vocabularies: only importance tells the fields apart. After the search the widest
+  candidate weighs more in the fields of intrinsic dimension 8 than in the noise fields."""
+  config = compare.get_config('tiny')
+  config.data.synthetic.num_rows = 50_000
+  config.data.synthetic.vocab_sizes = (500,) * 6
+  config.data.synthetic.intrinsic_dims = (0, 0, 1, 1, 8, 8)
+  config.data.synthetic.latent_dim = 8
+  config.dartsemb.search_epochs = 8
+  config.dartsemb.arch_learning_rate = 3e-3
+  data = load_dataset(config.data)
+  workdir = tempfile.mkdtemp()
+  ctx = Context(config, data, workdir, MetricWriter(workdir))
+  result = dartsemb.run_search(ctx, (1, 8))
+  widest = np.asarray(result['arch_probs'])[:, 1]  # weight of width 8 in each field
+  assert np.abs(widest - 0.5).max() > 0.1  # the weights moved from uniform
+  assert widest[4:].mean() > widest[:2].mean() + 0.1
