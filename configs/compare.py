@@ -40,7 +40,7 @@ def get_config(arg=None):
   c.mgqe.subspaces = (4,)
   c.mgqe.centroids = (64, 256)
   c.dartsemb.candidate_sets = ((1, 2, 8), (2, 4, 16))
-  c.dartsemb.search_epochs = 2
+  c.dartsemb.search_epochs = 4
   c.train.max_epochs = 8
   c.train.patience = 2
   if arg == 'tiny':  # seconds, for tests

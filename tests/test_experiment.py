@@ -271,3 +271,13 @@ def test_killed_mid_prune_and_mid_retrain_resumes_to_the_same_result(tmp_path, f
     assert best_a.keys() == best_b.keys() and best_a
     for key in best_a:
       np.testing.assert_array_equal(best_a[key], best_b[key], err_msg=key)
+
+
+def test_no_budget_reached_skips_retraining_and_still_writes_the_summary(tmp_path, capsys):
+  config = tiny()
+  config.prune.budgets = (0.01,)
+  config.prune.max_epochs = 1
+  rows = experiment.run(config, str(tmp_path))
+  assert 'no budget of [29] was reached' in capsys.readouterr().out
+  assert [r['method'] for r in rows] == ['ue', 'teacher']
+  assert os.path.exists(tmp_path / 'summary.json') and os.path.exists(tmp_path / 'frontier.png')
