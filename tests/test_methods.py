@@ -146,3 +146,31 @@ def test_dartsemb_weights_move_toward_the_planted_widths():
   widest = np.asarray(result['arch_probs'])[:, 1]  # weight of width 8 in each field
   assert np.abs(widest - 0.5).max() > 0.1  # the weights moved from uniform
   assert widest[4:].mean() > widest[:2].mean() + 0.1
+
+
+@pytest.mark.parametrize('model', ['deepfm', 'autoint_plus'])
+def test_every_method_plugs_into_the_other_base_models(reference, model):
+  """Each method's slim model trains a step and predicts inside DeepFM and AutoInt+."""
+  import jax
+  from pep_jax.data import pipeline
+  from pep_jax.methods import METHODS, pep
+  config = compare.get_config('tiny')
+  config.model.name = model
+  config.model.mlp_dims = (16,)
+  data = load_dataset(config.data)
+  ctx = Context(config, data, reference[0], None)
+  batch = next(iter(pipeline.batches(data.train, config.train.batch_size, shuffle=False)))
+  for name, method in METHODS.items():
+    cand = method.candidates(ctx, search=False)[0]
+    stage = method.build(ctx, cand)
+    if name == 'pep':  # V0 in init/ belongs to the FM run: start from fresh values instead
+      table = stage.abstract_state().params['embedding']['table']
+      mask = pep.load_ticket_mask(reference[0], cand.info['ticket'], jax.ShapeDtypeStruct(
+          table.shape, bool, sharding=stage.row_sharding))
+      state, constants = stage.initial_state(), {'ticket': {'embedding': {'mask': mask}}}
+    else:
+      state, constants = method.initial(ctx, cand, stage)
+    state, metrics = stage.train_step(state, batch, constants)
+    probs = np.asarray(stage.eval_step(state, batch, constants))
+    assert np.isfinite(float(metrics['loss'])), name
+    assert np.all((probs > 0) & (probs < 1)), name
