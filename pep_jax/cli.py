@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from absl import app, flags
+from absl import app, flags, logging
 
 
 # Failures a user can fix from the message alone: a bad config value, missing input files, a
@@ -24,7 +24,7 @@ from absl import app, flags
 # traceback.
 def user_errors() -> tuple[type[Exception], ...]:
   from pep_jax.train.checkpoint import CheckpointError  # pylint: disable=import-outside-toplevel
-  return (ValueError, FileNotFoundError, CheckpointError, FloatingPointError)
+  return (ValueError, FileNotFoundError, FileExistsError, CheckpointError, FloatingPointError)
 
 
 def one_line(text: str) -> str:
@@ -103,6 +103,8 @@ def run(main: Callable[[list[str]], None]) -> None:
   """``absl.app.run(main)`` with flag, usage and user errors reported on one line."""
 
   def guarded(argv):
+    if not flags.FLAGS['verbosity'].present:
+      logging.set_verbosity(logging.WARNING)  # Orbax logs every save and restore at INFO
     try:
       return main(argv)
     except app.UsageError as e:

@@ -4,7 +4,7 @@ Overrides come after the config: ``--config.prune.budgets='(0.5,0.2)'``, ``--con
 The config is locked, so a mistyped key fails instead of being ignored.
 """
 
-from absl import flags, logging
+from absl import flags
 from ml_collections import config_flags
 
 from pep_jax import cli
@@ -20,8 +20,6 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   cli.exit_if_argv(argv)
   import jax
-  if not FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
   initialize_distributed()
   if jax.process_index() == 0:
     print(f'JAX devices: {jax.devices()} (process {jax.process_index()} of '
