@@ -116,6 +116,9 @@ def movielens_keys(path: str, meta: dict) -> np.ndarray:
   movies = {int(m): i for i, m in enumerate(tables['movies.dat']['movie'])}
   keys = []
   for line, row in zip(lines, table.to_pylist()):
+    if labelled and row['rating'] not in (b'1', b'2', b'3', b'4', b'5'):
+      report.add('rating outside 1..5', lines=[int(line)])
+      continue
     try:
       u, m = users[int(row['user'])], movies[int(row['movie'])]
       values = [row['timestamp'], *(tables['users.dat'][c][u] for c in movielens.USER_COLUMNS[1:]),
