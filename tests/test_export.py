@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -201,23 +202,31 @@ def test_export_refuses_an_existing_folder_and_an_unknown_run(workdir, artifact,
   assert not os.path.exists(tmp_path / 'x')
 
 
-def test_the_stablehlo_scorer_runs_with_only_jax_and_numpy(artifact, ticket_run, tmp_path):
+def test_the_readme_lines_run_the_artifact_with_only_jax_and_numpy(artifact, ticket_run,
+                                                                   tmp_path):
   out, _ = artifact
+  with open(os.path.join(ROOT, 'README.md')) as f:
+    blocks = re.findall(r'```python\n(.*?)```', f.read(), re.S)
+  (readme,) = [b for b in blocks if 'jax.export.deserialize' in b]
+  assert "folder = 'runs/demo_artifact'" in readme and '(3, 20)' in readme
+  num_fields = ticket_run.data.num_fields
   ids, _ = adversarial_ids(ticket_run, np.random.default_rng(3), ticket_mask(ticket_run))
   np.save(tmp_path / 'ids.npy', ids.astype(np.int32))
-  script = textwrap.dedent(f"""
+  script = readme.replace("'runs/demo_artifact'", repr(out)).replace('(3, 20)',
+                                                                     f'(3, {num_fields})')
+  script += textwrap.dedent(f"""
+      np.save({str(tmp_path / 'probs.npy')!r},
+              np.asarray(scorer.call(weights, np.load({str(tmp_path / 'ids.npy')!r}))))
       import sys
-      import jax, numpy as np
-      exported = jax.export.deserialize(open({out!r} + '/scorer.jaxexport', 'rb').read())
-      weights = dict(np.load({out!r} + '/weights.npz'))
-      ids = np.load({str(tmp_path / 'ids.npy')!r})
-      probs = exported.call(weights, ids)
-      np.save({str(tmp_path / 'probs.npy')!r}, np.asarray(probs))
       assert not any(m.startswith('pep_jax') for m in sys.modules), 'pep_jax was imported'
       """)
   env = dict(os.environ, JAX_PLATFORMS='cpu')
-  subprocess.run([sys.executable, '-c', script], cwd=str(tmp_path), env=env, check=True,
-                 timeout=120)
+  proc = subprocess.run([sys.executable, '-c', script], cwd=str(tmp_path), env=env,
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  printed = np.array(proc.stdout.strip().strip('[]').split(), np.float64)
+  zeros = np.zeros((3, num_fields), np.int32)
+  np.testing.assert_allclose(printed, reference(ticket_run, zeros), rtol=1e-6)
   np.testing.assert_allclose(np.load(tmp_path / 'probs.npy'), reference(ticket_run, ids),
                              rtol=1e-6)
 
