@@ -234,6 +234,32 @@ def export_function(score, weights: dict[str, np.ndarray], num_fields: int) -> j
   return jax.export.export(jax.jit(score))(specs, ids)
 
 
+def check_scores(run: Run, score, serialized: bytes, weights: dict[str, np.ndarray]) -> dict:
+  """The test split scored by the trained model, the compact model and the StableHLO scorer.
+
+  Returns:
+    The ``check`` of the manifest: each compact version's largest differences from the
+    trained model, both test AUCs, and ``passed`` (every relative difference within RTOL).
+  """
+  test = run.data.test
+  ids = np.asarray(test.ids)
+  reference = reference_probs(run, test)
+  device_weights = {k: jnp.asarray(v) for k, v in weights.items()}
+  compact_fn = jax.jit(score)
+  compact = batched(lambda batch: compact_fn(device_weights, batch), ids)
+  restored = jax.export.deserialize(serialized)
+  standalone = batched(lambda batch: restored.call(device_weights, batch), ids)
+  labels = np.asarray(test.labels, np.float64)
+  check = {
+      'split': 'test', 'rows': len(test), 'rtol': RTOL,
+      'compact': compare(compact, reference), 'stablehlo': compare(standalone, reference),
+      'test_auc_reference': auc(labels, reference) if len(test) else None,
+      'test_auc_compact': auc(labels, compact) if len(test) else None,
+  }
+  check['passed'] = all(check[k]['max_rel_diff'] <= RTOL for k in ('compact', 'stablehlo'))
+  return check
+
+
 # ----------------------------------------------------------------------------- export
 
 
@@ -279,22 +305,7 @@ def export(workdir: str, out: str, run: str | None = None, layout: str | None = 
   exported = export_function(score, flat, loaded.data.num_fields)
   serialized = exported.serialize()
 
-  # The check: the run's model, the compact model and the StableHLO scorer on the test split.
-  test = loaded.data.test
-  reference = reference_probs(loaded, test)
-  device_weights = {k: jnp.asarray(v) for k, v in flat.items()}
-  compact_fn = jax.jit(score)
-  compact = batched(lambda ids: compact_fn(device_weights, ids), np.asarray(test.ids))
-  restored = jax.export.deserialize(serialized)
-  standalone = batched(lambda ids: restored.call(device_weights, ids), np.asarray(test.ids))
-  labels = np.asarray(test.labels, np.float64)
-  check = {
-      'split': 'test', 'rows': len(test), 'rtol': RTOL,
-      'compact': compare(compact, reference), 'stablehlo': compare(standalone, reference),
-      'test_auc_reference': auc(labels, reference) if len(test) else None,
-      'test_auc_compact': auc(labels, compact) if len(test) else None,
-  }
-  check['passed'] = all(check[k]['max_rel_diff'] <= RTOL for k in ('compact', 'stablehlo'))
+  check = check_scores(loaded, score, serialized, flat)
   if not check['passed']:
     raise ValueError(f'run {loaded.name}: the compact model differs from the trained one on the '
                      f'test split (compact {check["compact"]}, StableHLO {check["stablehlo"]}, '
@@ -313,7 +324,7 @@ def export(workdir: str, out: str, run: str | None = None, layout: str | None = 
       'model': {'name': loaded.config.model.name, 'layout': layout, 'dim': loaded.dim,
                 'field_names': list(loaded.data.field_names),
                 'field_dims': [int(d) for d in loaded.data.field_dims]},
-      'nonzeros': int(sum(np.count_nonzero(v) for k, v in embedding.items() if k in ('values', 'table'))),
+      'nonzeros': int(np.count_nonzero(embedding.get('values', embedding.get('table')))),
       'compact_bytes': embedding_bytes,
       'dense_table_bytes': int(dense_table_bytes),
       'compact_fraction': embedding_bytes / dense_table_bytes,

@@ -246,3 +246,10 @@ def test_export_command_line(workdir, tmp_path):
   assert proc.returncode == 1
   lines = proc.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith('error: ') and 'config.json' in lines[0]
+
+
+def test_an_export_that_fails_its_check_writes_nothing(workdir, tmp_path, monkeypatch):
+  monkeypatch.setattr(export, 'RTOL', -1.0)  # no difference, not even 0, passes
+  with pytest.raises(ValueError, match='nothing was written'):
+    export.export(workdir, str(tmp_path / 'x'))
+  assert not os.listdir(tmp_path)
