@@ -297,6 +297,10 @@ def verify(directory: str) -> dict:
     raise ArtifactError(f'{path} lists no {WEIGHTS} or {CONFIG}; export the run again')
   for name, facts in sorted(files.items()):
     file = os.path.join(directory, name)
+    if not (isinstance(facts, dict) and isinstance(facts.get('bytes'), int)
+            and isinstance(facts.get('sha256'), str)):
+      raise ArtifactError(f'{path}: the entry of {name} lacks its bytes or sha256; export the '
+                          'run again')
     if not os.path.isfile(file):
       raise ArtifactError(f'{file} is missing (listed in {path})')
     if os.path.getsize(file) != facts['bytes']:
@@ -339,8 +343,10 @@ class Scorer:
       ValueError: for ids of another shape or outside ``0 .. field_dims - 1``.
     """
     ids = np.asarray(ids)
-    if ids.ndim != 2 or ids.shape[1] != self.num_fields:
-      raise ValueError(f'expected ids of shape [rows, {self.num_fields}], got {ids.shape}')
+    shape_ok = ids.ndim == 2 and ids.shape[1] == self.num_fields
+    if not (shape_ok and np.issubdtype(ids.dtype, np.integer)):
+      raise ValueError(f'expected integer ids of shape [rows, {self.num_fields}], got '
+                       f'{ids.dtype} {ids.shape}')
     bad = np.flatnonzero(((ids < 0) | (ids >= self.field_dims[None, :])).any(axis=1))
     if len(bad):
       raise ValueError(f'rows {bad[:10].tolist()} have ids outside 0..field_dims-1 '

@@ -255,3 +255,14 @@ def test_an_export_that_fails_its_check_writes_nothing(workdir, tmp_path, monkey
   with pytest.raises(ValueError, match='nothing was written'):
     export.export(workdir, str(tmp_path / 'x'))
   assert not os.listdir(tmp_path)
+
+
+def test_a_manifest_entry_without_its_checksum_is_refused(artifact, tmp_path):
+  copy = str(tmp_path / 'copy')
+  shutil.copytree(artifact[0], copy)
+  path = os.path.join(copy, 'manifest.json')
+  manifest = json.load(open(path))
+  del manifest['files']['weights.npz']['sha256']
+  json.dump(manifest, open(path, 'w'))
+  with pytest.raises(serving.ArtifactError, match='weights.npz lacks its bytes or sha256'):
+    serving.load(copy)

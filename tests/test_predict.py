@@ -170,10 +170,9 @@ def test_id_rows_from_csv_and_npy(artifact, tmp_path):
     predict.predict_file(folder, str(tmp_path / 'bad.npy'))
 
 
+@pytest.mark.parametrize('artifact', ['criteo'], indirect=True)  # one dataset is enough
 def test_predict_command_line(artifact, tmp_path):
-  name, folder, _ = artifact
-  if name != 'criteo':
-    pytest.skip('one dataset is enough for the command line')
+  _, folder, _ = artifact
   rng = np.random.default_rng(4)
   path = tmp_path / 'rows.txt'
   path.write_bytes(b'\n'.join(criteo_line(rng, label=False) for _ in range(30)) + b'\n')
