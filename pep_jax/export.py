@@ -1,7 +1,7 @@
 """Export a finished run as a compact artifact for serving.
 
-    python -m pep_jax.export --workdir=runs/demo --out=artifacts/demo_b53441
-    python -m pep_jax.export --workdir=runs/demo --run=ue_d16 --out=artifacts/demo_ue16
+    python -m pep_jax.export --workdir=runs/demo --out=runs/demo_artifact
+    python -m pep_jax.export --workdir=runs/demo --run=ue_d16 --out=runs/demo_ue16
 
 Without ``--run`` the best ticket is exported: the ``pep_b*`` run with the highest validation
 AUC. The artifact (see docs/serving.md)::
@@ -126,8 +126,12 @@ def load_run(workdir: str, run: str | None = None) -> Run:
   Raises:
     FileNotFoundError, ValueError: naming the missing or unusable file or run.
   """
-  flat = _read_json(os.path.join(workdir, 'config.json'), 'not a pep_jax work directory')
-  config = serving.config_from_flat(flat)
+  config_path = os.path.join(workdir, 'config.json')
+  flat = _read_json(config_path, 'not a pep_jax work directory')
+  try:
+    config = serving.config_from_flat(flat)
+  except (AttributeError, KeyError, TypeError) as e:
+    raise ValueError(f'{config_path}: not a config this pep_jax can rebuild ({e!r})') from e
   name = run or best_ticket_run(workdir)
   run_dir = os.path.join(workdir, 'retrain', name)
   matches = [(kind, dim_of, m) for pattern, kind, dim_of in RUN_KINDS
