@@ -4,10 +4,11 @@ Overrides come after the config: ``--config.prune.budgets='(0.5,0.2)'``,
 ``--config.methods='("ue",)'``. The config is locked, so a mistyped key fails instead of being ignored.
 """
 
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
-from pep_jax.parallel import exit_on_user_error, initialize_distributed
+from pep_jax import cli
+from pep_jax.parallel import initialize_distributed
 from pep_jax.train import experiment
 
 FLAGS = flags.FLAGS
@@ -17,17 +18,14 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  cli.exit_if_argv(argv)
   import jax
-  if not FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
   initialize_distributed()
   if jax.process_index() == 0:
     print(f'JAX devices: {jax.devices()} (process {jax.process_index()} of '
           f'{jax.process_count()})')
-  exit_on_user_error(experiment.run, FLAGS.config, FLAGS.workdir)
+  cli.exit_on_user_error(experiment.run, FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -29,24 +29,3 @@ def initialize_distributed() -> bool:
                              process_id=_env_int('JAX_PROCESS_ID'))
   return True
 
-
-# Failures a user can fix from the message alone: a bad config value, missing input files, a
-# damaged checkpoint, a diverging run. The command lines print them without a traceback.
-def user_errors() -> tuple[type[Exception], ...]:
-  from pep_jax.train.checkpoint import CheckpointError  # pylint: disable=import-outside-toplevel
-  return (ValueError, FileNotFoundError, CheckpointError, FloatingPointError)
-
-
-def exit_on_user_error(fn, *args, **kwargs):
-  """Runs ``fn``; a :func:`user_errors` exception exits with ``error: <message>``.
-
-  With absl's ``--verbosity`` given on the command line the exception propagates with its
-  traceback instead.
-  """
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  try:
-    return fn(*args, **kwargs)
-  except user_errors() as e:
-    if flags.FLAGS.is_parsed() and flags.FLAGS['verbosity'].present:
-      raise
-    raise SystemExit(f'error: {e}\n(add --verbosity=1 for the traceback)') from e

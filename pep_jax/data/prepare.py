@@ -11,8 +11,8 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from pep_jax import cli
 from pep_jax.data import cache, real
-from pep_jax.parallel import exit_on_user_error
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'experiment config file',
                                           lock_config=True)
@@ -20,12 +20,11 @@ _FORCE = flags.DEFINE_bool('force', False, 'rebuild even if a valid cache exists
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  cli.exit_if_argv(argv)
   data_config = _CONFIG.value.data
   if data_config.name == 'synthetic':
     raise app.UsageError('config key data.name is synthetic: there is nothing to prepare')
-  folder = exit_on_user_error(real.prepare, data_config, force=_FORCE.value)
+  folder = cli.exit_on_user_error(real.prepare, data_config, force=_FORCE.value)
   with open(os.path.join(folder, 'meta.json')) as f:
     meta = json.load(f)
   logging.info('cache ready: %s', folder)
@@ -35,4 +34,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config'])
-  app.run(main)
+  cli.run(main)

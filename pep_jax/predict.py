@@ -1,0 +1,245 @@
+"""Score a file of rows with an exported artifact; one probability per input row.
+
+    python -m pep_jax.predict --artifact=artifacts/demo_b53441 --input=rows.csv --output=p.txt
+
+Inputs, by ``--format`` (``auto``: ``.npy`` files are ids, and so is every file of a model
+trained on synthetic data; other files are raw rows of the artifact's dataset):
+
+* ``ids``: per-field indices as the model sees them, a ``.npy`` array ``[N, F]`` or a CSV file
+  of ``F`` integers per line.
+* ``raw``: rows in the dataset's own format, with or without the label column: Criteo
+  ``train.txt`` lines (tab-separated, 40 or 39 columns), Avazu CSV (24 columns with ``click``,
+  23 without; with or without the header line), or MovieLens ratings
+  (``UserID::MovieID::Rating::Timestamp``, or without the rating) with ``users.dat`` and
+  ``movies.dat`` in the same folder. Values the vocabulary does not know map to their field's
+  out-of-vocabulary index, as in training.
+
+A malformed row is never scored: the file is refused with the count, reasons and first line
+numbers, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+from absl import flags
+
+from pep_jax import cli, serving
+from pep_jax.data import avazu, cache, criteo, movielens, parsing
+
+FORMATS = ('auto', 'ids', 'raw')
+
+
+def _refuse(report: parsing.BadLines) -> None:
+  if report.count:
+    raise ValueError(f'{report.summary()}. Malformed rows are not scored; fix or remove them')
+
+
+def _read(path: str, columns, delimiter: str, convert, *, skip_bytes: int = 0,
+          first_line: int = 1) -> np.ndarray:
+  """Keys ``[n, F]`` of every row of a delimited file; refuses a file with a bad row."""
+  report = parsing.BadLines(path)
+  chunks = list(parsing.read_delimited(path, column_names=columns, delimiter=delimiter,
+                                       convert=convert, bad=report, skip_bytes=skip_bytes,
+                                       first_line=first_line))
+  _refuse(report)
+  if not chunks or sum(len(c.labels) for c in chunks) == 0:
+    raise ValueError(f'{path}: no rows to score')
+  return np.concatenate([c.keys for c in chunks], axis=1).T  # [n, F]
+
+
+def _first_line(path: str) -> bytes:
+  with parsing.open_raw(path) as f:
+    return f.readline()
+
+
+def _without_label(convert, label: str):
+  """A reader's converter for rows without their label column (its check is dropped)."""
+
+  def run(table: pa.Table) -> parsing.RowChecks:
+    zeros = pa.array([b'0'] * table.num_rows, pa.binary())
+    checks = convert(table.append_column(label, zeros))
+    return parsing.RowChecks(checks.keys, checks.labels,
+                             [(r, bad) for r, bad in checks.problems if 'not 0/1' not in r])
+
+  return run
+
+
+def criteo_keys(path: str) -> np.ndarray:
+  """Keys ``[n, 39]`` of Criteo ``train.txt`` lines, with (40 columns) or without the label."""
+  labelled = _first_line(path).count(b'\t') + 1 == len(criteo.COLUMNS)
+  if labelled:
+    return _read(path, criteo.COLUMNS, '\t', criteo.convert)
+  return _read(path, criteo.FIELD_NAMES, '\t', _without_label(criteo.convert, 'label'))
+
+
+def avazu_keys(path: str) -> np.ndarray:
+  """Keys ``[n, 22]`` of Avazu CSV rows, with or without ``click`` and the header line."""
+  first = _first_line(path)
+  no_click = tuple(c for c in avazu.COLUMNS if c != 'click')
+  header = first.rstrip(b'\r\n').split(b',')
+  skip = 0
+  if header[0] == b'id':
+    names = tuple(h.decode() for h in header)
+    if names not in (avazu.COLUMNS, no_click):
+      raise ValueError(f'{path}: line 1 is a header with columns {names}; expected '
+                       f'{",".join(avazu.COLUMNS)} (click may be left out)')
+    skip, labelled = len(first), names == avazu.COLUMNS
+  else:
+    labelled = len(header) == len(avazu.COLUMNS)
+  columns = avazu.COLUMNS if labelled else no_click
+  convert = avazu.convert if labelled else _without_label(avazu.convert, 'click')
+  return _read(path, columns, ',', convert, skip_bytes=skip, first_line=2 if skip else 1)
+
+
+def movielens_keys(path: str, meta: dict) -> np.ndarray:
+  """Keys ``[n, 7]`` of MovieLens ratings lines; users.dat and movies.dat beside ``path``."""
+  folder = os.path.dirname(os.path.abspath(path))
+  reports: list[parsing.BadLines] = []
+  tables = {}
+  for name, columns in (('users.dat', movielens.USER_COLUMNS),
+                        ('movies.dat', movielens.MOVIE_COLUMNS)):
+    found = parsing.first_file(folder, (name, name + '.gz'))
+    if not found:
+      raise FileNotFoundError(f'{os.path.join(folder, name)} not found: MovieLens rows are '
+                              'scored with the users.dat and movies.dat of their folder')
+    table, _, report = movielens.read_table(found, columns, reports)
+    _refuse(report)
+    tables[name] = {c: table.column(c).to_pylist() for c in columns}
+  labelled = _first_line(path).count(b'::') == 3
+  columns = movielens.RATING_COLUMNS if labelled else ('user', 'movie', 'timestamp')
+  table, lines, report = movielens.read_table(path, columns, reports)
+  users = {int(u): i for i, u in enumerate(tables['users.dat']['user'])}
+  movies = {int(m): i for i, m in enumerate(tables['movies.dat']['movie'])}
+  keys = []
+  for line, row in zip(lines, table.to_pylist()):
+    if labelled and row['rating'] not in (b'1', b'2', b'3', b'4', b'5'):
+      report.add('rating outside 1..5', lines=[int(line)])
+      continue
+    try:
+      u, m = users[int(row['user'])], movies[int(row['movie'])]
+      values = [row['timestamp'], *(tables['users.dat'][c][u] for c in movielens.USER_COLUMNS[1:]),
+                tables['movies.dat']['title'][m], tables['movies.dat']['genres'][m]]
+      keys.append(movielens.row_keys(values, meta))
+    except (KeyError, ValueError) as e:
+      reason = 'unknown user or movie id' if isinstance(e, KeyError) else 'non-integer value'
+      report.add(reason, lines=[int(line)])
+  _refuse(report)
+  if not keys:
+    raise ValueError(f'{path}: no rows to score')
+  return np.stack(keys)
+
+
+RAW_READERS = {'criteo': criteo_keys, 'avazu': avazu_keys}
+
+
+def ids_from_csv(path: str, field_dims: np.ndarray) -> np.ndarray:
+  """Per-field ids ``[n, F]`` from a CSV file of ``F`` integers per line."""
+  names = [f'f{i}' for i in range(len(field_dims))]
+
+  def convert(table: pa.Table) -> parsing.RowChecks:
+    keys = np.empty((len(names), table.num_rows), np.uint64)
+    problems = []
+    for f, name in enumerate(names):
+      values, ok = parsing.parse_ints(table.column(name))
+      keys[f] = values.view(np.uint64)
+      problems.append((f'field {f} is not an integer', ~ok))
+      problems.append((f'field {f} outside 0..{field_dims[f] - 1}',
+                       ok & ((values < 0) | (values >= field_dims[f]))))
+    return parsing.RowChecks(keys, np.zeros(table.num_rows, np.uint8), problems)
+
+  return _read(path, names, ',', convert).view(np.int64)
+
+
+def ids_from_npy(path: str, field_dims: np.ndarray) -> np.ndarray:
+  """Per-field ids ``[n, F]`` from a ``.npy`` array, checked against ``field_dims``."""
+  try:
+    ids = np.load(path, allow_pickle=False)
+  except (OSError, ValueError) as e:
+    raise ValueError(f'{path}: not a readable .npy array ({e})') from e
+  if ids.ndim != 2 or ids.shape[1] != len(field_dims) or not np.issubdtype(ids.dtype, np.integer):
+    raise ValueError(f'{path}: expected integer ids of shape [rows, {len(field_dims)}], got '
+                     f'{ids.dtype} {ids.shape}')
+  bad = np.flatnonzero(((ids < 0) | (ids >= field_dims[None, :])).any(axis=1))
+  if len(bad):
+    raise ValueError(f'{path}: {len(bad)} rows have ids outside 0..field_dims-1, first rows '
+                     f'(0-based) {bad[:10].tolist()}; field_dims {field_dims.tolist()}')
+  return ids
+
+
+def encode_file(path: str, scorer: serving.Scorer, fmt: str = 'auto') -> np.ndarray:
+  """The per-field ids ``[n, F]`` of every row of ``path``.
+
+  Raises:
+    ValueError, FileNotFoundError: naming the file (and the lines) that cannot be scored.
+  """
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'--input={path} not found')
+  if fmt not in FORMATS:
+    raise ValueError(f'--format={fmt}: expected one of {FORMATS}')
+  dataset = scorer.manifest['dataset']
+  if fmt == 'auto':
+    fmt = 'ids' if path.endswith('.npy') or scorer.vocab_dir is None else 'raw'
+  if fmt == 'ids':
+    read = ids_from_npy if path.endswith('.npy') else ids_from_csv
+    return read(path, scorer.field_dims)
+  if scorer.vocab_dir is None:
+    raise ValueError(f'--format=raw: the artifact was trained on {dataset} data, which has no '
+                     'raw format; give ids (CSV or .npy)')
+  vocab = cache.Vocabulary.load(scorer.vocab_dir)
+  if dataset == 'movielens':
+    with open(os.path.join(scorer.vocab_dir, 'meta.json')) as f:
+      keys = movielens_keys(path, json.load(f))
+  else:
+    keys = RAW_READERS[dataset](path)
+  return vocab.encode(keys)
+
+
+def predict_file(artifact: str, path: str, output: str | None = None, fmt: str = 'auto'
+                 ) -> np.ndarray:
+  """Scores every row of ``path`` with ``artifact``; writes one probability per line.
+
+  Args:
+    artifact: folder written by :mod:`pep_jax.export`.
+    path: the rows (see the module docstring).
+    output: file to write (atomically); None writes nothing.
+    fmt: 'auto', 'ids' or 'raw'.
+
+  Returns:
+    float64 ``[n]``, in the input's row order.
+  """
+  scorer = serving.load(artifact)
+  probs = scorer(encode_file(path, scorer, fmt))
+  if output:
+    tmp = f'{output}.tmp-{os.getpid()}'
+    np.savetxt(tmp, probs, fmt='%.8f')
+    os.replace(tmp, output)
+  return probs
+
+
+def define_flags() -> None:
+  """The flags of ``python -m pep_jax.predict`` (defined only when run as a command)."""
+  flags.DEFINE_string('artifact', None, 'folder written by python -m pep_jax.export')
+  flags.DEFINE_string('input', None, 'rows to score')
+  flags.DEFINE_string('output', None, 'file for the probabilities (default: standard output)')
+  flags.DEFINE_enum('format', 'auto', FORMATS, 'ids, raw rows of the dataset, or auto')
+  flags.mark_flags_as_required(['artifact', 'input'])
+
+
+def main(argv):
+  cli.exit_if_argv(argv)
+  args = flags.FLAGS
+  probs = cli.exit_on_user_error(predict_file, args.artifact, args.input, args.output,
+                                 args.format)
+  if args.output:
+    print(f'{len(probs):,} probabilities written to {args.output}')
+  else:
+    print('\n'.join(f'{p:.8f}' for p in probs))
+
+
+if __name__ == '__main__':
+  define_flags()
+  cli.run(main)
