@@ -40,22 +40,21 @@ from pep_jax import config as config_lib
 from pep_jax.data import load_dataset
 from pep_jax.data.base import CTRDataset, Split
 from pep_jax.metrics import auc
-from pep_jax.sharding.mesh import single_device_mesh
+from pep_jax import methods as methods_lib
+from pep_jax.methods.base import Context
+from pep_jax.methods.mgqe import quantize
 from pep_jax.train import loop
 from pep_jax.train.checkpoint import Checkpointer
-from pep_jax.train.prune import find_tickets, load_ticket_mask
-from pep_jax.train.setup import Stage, build_stage
+from pep_jax.train.setup import Stage
 
 RTOL = 1e-6  # the largest relative difference an export accepts between compact and reference
 DEFAULT_LAYOUT = 'bitmask'  # of a pruned table; 'csr' above 32 dimensions (docs/serving.md)
 EXPORT_BATCH = 4096  # rows per call while checking
 
-# Run folders of a work directory: name pattern -> (embedding kind, width from the match).
-RUN_KINDS = (
-    (re.compile(r'pep_b(\d+)'), 'masked', lambda config, m: int(config.embedding.dim)),
-    (re.compile(r'pep_random_b(\d+)'), 'masked', lambda config, m: int(config.embedding.dim)),
-    (re.compile(r'ue_d(\d+)'), 'plain', lambda config, m: int(m.group(1))),
-)
+# The layer a run trained -> the kind of its compact form (COMPACT_FORMS).
+LAYER_KINDS = {'PlainEmbedding': 'plain', 'MaskedEmbedding': 'masked',
+               'FieldWidthEmbedding': 'fieldwidth', 'MDEEmbedding': 'mde',
+               'MGQEEmbedding': 'mgqe'}
 ROW_PARAMS = ('params/linear/weight',)  # laid out like the table: padding rows are dropped
 
 
@@ -64,14 +63,14 @@ class Run:
   """A finished run, rebuilt in memory.
 
   Attributes:
-    name: the run folder (``pep_b<budget>``, ``pep_random_b<budget>``, ``ue_d<dim>``).
+    name: the run folder (``pep_b<budget>``, ``ue_d<dim>``, ``sseds_b<budget>``, ...).
     config: the work directory's config.
     data: the dataset (loaded as training loaded it).
-    kind: the embedding kind of the run ('masked', 'plain').
+    kind: the kind of its embedding's compact form (a key of :data:`COMPACT_FORMS`).
     dim: the table's width.
     stage: the stage the run trained (model, eval step, shardings).
     state: the best checkpoint's state.
-    constants: non-trained variables (the ticket mask of a masked run).
+    constants: non-trained variables (a ticket mask, an index map).
     result: the run's ``result.json``.
   """
 
@@ -114,6 +113,22 @@ def best_ticket_run(workdir: str) -> str:
   return max(scores, key=scores.get)
 
 
+def _find_candidate(ctx: Context, name: str):
+  """The method and candidate that trained the run folder ``name``."""
+  known = []
+  for method in methods_lib.METHODS.values():
+    try:
+      cands = method.candidates(ctx, search=False)
+    except FileNotFoundError:  # that method's search never ran in this work directory
+      continue
+    for cand in cands:
+      known.append(cand.run)
+      if cand.run == name:
+        return method, cand
+  raise ValueError(f'--run={name}: not a run of this work directory; its runs are '
+                   f'{sorted(known)}')
+
+
 def load_run(workdir: str, run: str | None = None) -> Run:
   """Rebuilds a finished run of ``workdir``: config, data, model, best state, embedding kind.
 
@@ -134,30 +149,20 @@ def load_run(workdir: str, run: str | None = None) -> Run:
     raise ValueError(f'{config_path}: not a config this pep_jax can rebuild ({e!r})') from e
   name = run or best_ticket_run(workdir)
   run_dir = os.path.join(workdir, 'retrain', name)
-  matches = [(kind, dim_of, m) for pattern, kind, dim_of in RUN_KINDS
-             if (m := pattern.fullmatch(name))]
-  if not matches:
-    raise ValueError(f'--run={name}: expected a folder named pep_b<budget>, '
-                     'pep_random_b<budget> or ue_d<dim> in ' + os.path.join(workdir, 'retrain'))
-  kind, dim_of, match = matches[0]
   result = _read_json(os.path.join(run_dir, 'result.json'),
                       f'run {name} is not finished (or does not exist)')
   data = load_dataset(config.data)
-  dim = dim_of(config, match)
-  stage = build_stage(config, data, kind, dim=dim, mesh=single_device_mesh())
+  ctx = Context(config, data, workdir, None)
+  method, cand = _find_candidate(ctx, name)
+  stage = method.build(ctx, cand)
+  _, constants = method.initial(ctx, cand, stage)
   best = Checkpointer(os.path.join(run_dir, 'best'), max_to_keep=None)
   state, _ = best.restore(int(result['best_epoch']), stage.abstract_state())
   best.close()
-  constants = {}
-  if kind == 'masked':
-    budget = int(match.group(1))
-    tickets = [t for t in find_tickets(workdir) if t['budget'] == budget]
-    if not tickets:
-      raise FileNotFoundError(f'{os.path.join(workdir, "tickets", f"b{budget}")}: the ticket '
-                              f'of run {name} is missing')
-    table = state.params['embedding']['table']
-    target = jax.ShapeDtypeStruct(table.shape, jnp.bool_, sharding=stage.row_sharding)
-    constants = {'ticket': {'embedding': {'mask': load_ticket_mask(workdir, tickets[0], target)}}}
+  layer = type(stage.embedding).__name__
+  if layer not in LAYER_KINDS:
+    raise ValueError(f'run {name}: its embedding layer {layer} has no compact form')
+  kind, dim = LAYER_KINDS[layer], int(stage.embedding.dim)
   return Run(name, config, data, kind, dim, stage, state, constants, result)
 
 
@@ -183,9 +188,37 @@ def masked_compact(embedding_params: dict, embedding_constants: dict, num_rows: 
   return layout, serving.ENCODERS[layout](effective)
 
 
+def _stored_as_is(layout: str):
+  """A layer whose parameters are already its compact form (per-field tables, MDE blocks);
+  its index maps (constants) are stored beside them as ``row_<name>``."""
+
+  def compact(embedding_params: dict, embedding_constants: dict, num_rows: int,
+              requested: str | None) -> tuple[str, dict[str, np.ndarray]]:
+    del num_rows, requested
+    arrays = {k: np.asarray(v) for k, v in embedding_params.items()}
+    arrays.update({f'row_{k}': np.asarray(v) for k, v in embedding_constants.items()})
+    return layout, arrays
+
+  return compact
+
+
+def mgqe_compact(embedding_params: dict, embedding_constants: dict, num_rows: int,
+                 layout: str | None) -> tuple[str, dict[str, np.ndarray]]:
+  """The codes of every feature and the centroids; the query table is not kept."""
+  del layout
+  centroids = np.asarray(embedding_params['centroids'])
+  table = np.asarray(embedding_params['table'])[:num_rows]
+  limits = np.asarray(embedding_constants['limit'])[:num_rows]
+  codes = np.asarray(jax.jit(quantize)(table, centroids, limits))
+  return 'codes', {'codes': codes.astype(serving.smallest_uint(centroids.shape[1] - 1)),
+                   'centroids': centroids}
+
+
 # Embedding kind -> its compact form: (embedding params, embedding constants, real rows,
 # requested layout or None) -> (layout, arrays of the layout).
-COMPACT_FORMS = {'plain': plain_compact, 'masked': masked_compact}
+COMPACT_FORMS = {'plain': plain_compact, 'masked': masked_compact,
+                 'fieldwidth': _stored_as_is('fieldwidth'), 'mde': _stored_as_is('mde'),
+                 'mgqe': mgqe_compact}
 
 
 def compact_weights(run: Run, layout: str | None = None) -> tuple[str, dict[str, np.ndarray]]:
@@ -194,9 +227,10 @@ def compact_weights(run: Run, layout: str | None = None) -> tuple[str, dict[str,
     raise ValueError(f'run {run.name}: no compact form for embedding kind {run.kind!r}')
   params = jax.device_get(run.state.params)
   constants = jax.device_get(run.constants)
-  layout, arrays = COMPACT_FORMS[run.kind](
-      params['embedding'], constants.get('ticket', {}).get('embedding', {}), run.num_rows,
-      layout)
+  embedding_constants = {k: v for collection in constants.values()
+                         for k, v in collection.get('embedding', {}).items()}
+  layout, arrays = COMPACT_FORMS[run.kind](params['embedding'], embedding_constants,
+                                           run.num_rows, layout)
   dense = {'params': {k: v for k, v in params.items() if k != 'embedding'},
            'batch_stats': jax.device_get(run.state.batch_stats)}
   flat = {k: np.asarray(v) for k, v in serving.flatten(dense).items()}
@@ -328,7 +362,7 @@ def export(workdir: str, out: str, run: str | None = None, layout: str | None = 
       'model': {'name': loaded.config.model.name, 'layout': layout, 'dim': loaded.dim,
                 'field_names': list(loaded.data.field_names),
                 'field_dims': [int(d) for d in loaded.data.field_dims]},
-      'nonzeros': int(np.count_nonzero(embedding.get('values', embedding.get('table')))),
+      'params': loaded.result.get('params'),
       'compact_bytes': embedding_bytes,
       'dense_table_bytes': int(dense_table_bytes),
       'compact_fraction': embedding_bytes / dense_table_bytes,

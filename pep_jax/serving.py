@@ -118,7 +118,7 @@ def csr_rows(indptr: jax.Array, cols: jax.Array, values: jax.Array, gids: jax.Ar
 # ----------------------------------------------------------------------------- encoders
 
 
-def _smallest_uint(limit: int) -> np.dtype:
+def smallest_uint(limit: int) -> np.dtype:
   """The narrowest unsigned dtype holding ``0 .. limit``."""
   for dtype in (np.uint8, np.uint16, np.uint32):
     if limit <= np.iinfo(dtype).max:
@@ -142,7 +142,7 @@ def encode_bitmask(table: np.ndarray) -> dict[str, np.ndarray]:
   bits = (nonzero.astype(np.uint64) * weights).sum(axis=1)
   counts = nonzero.sum(axis=1)
   offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int32)
-  return {'bits': bits.astype(_smallest_uint((1 << dim) - 1)), 'offsets': offsets,
+  return {'bits': bits.astype(smallest_uint((1 << dim) - 1)), 'offsets': offsets,
           'values': table[nonzero].astype(table.dtype)}
 
 
@@ -150,7 +150,7 @@ def encode_csr(table: np.ndarray) -> dict[str, np.ndarray]:
   """The ``csr`` layout of a ``[N, D]`` table; see :func:`csr_rows`."""
   nonzero = table != 0
   indptr = np.concatenate([[0], np.cumsum(nonzero.sum(axis=1))]).astype(np.int32)
-  cols = np.nonzero(nonzero)[1].astype(_smallest_uint(table.shape[1] - 1))
+  cols = np.nonzero(nonzero)[1].astype(smallest_uint(table.shape[1] - 1))
   return {'indptr': indptr, 'cols': cols, 'values': table[nonzero].astype(table.dtype)}
 
 
@@ -171,7 +171,8 @@ class CompactEmbedding(nn.Module):
   Attributes:
     field_dims: vocabulary size of each field.
     dim: ``D``.
-    layout: ``'dense'``, ``'bitmask'`` or ``'csr'`` (see the module docstring).
+    layout: a key of :data:`LOOKUPS`: ``'dense'``, ``'bitmask'`` or ``'csr'`` tables (see the
+      module docstring), ``'fieldwidth'``, ``'mde'`` or ``'codes'`` (MGQE).
     shapes: ``((name, shape, dtype), ...)`` of the layout's arrays, held in ``params``.
   """
 
@@ -192,13 +193,57 @@ class CompactEmbedding(nn.Module):
     if self.layout not in LOOKUPS:
       raise ArtifactError(f'unknown compact layout {self.layout!r}; expected one of '
                           f'{sorted(LOOKUPS)}')
-    return LOOKUPS[self.layout](arrays, gids, self.dim)  # [B, F, D]
+    return LOOKUPS[self.layout](arrays, ids, gids, self.dim)  # [B, F, D]
 
 
+def fieldwidth_rows(arrays: dict, ids: jax.Array, dim: int) -> jax.Array:
+  """Per-field tables ``field_<f> [vocab_f, w_f]`` and projections ``proj_<f> [w_f, D]``.
+
+  ``ids [B, F]`` are per-field indices; a field without a table (width 0) gives zeros.
+  """
+  fields = []
+  for f in range(ids.shape[1]):
+    if f'field_{f}' in arrays:
+      rows = jnp.take(arrays[f'field_{f}'], ids[:, f], axis=0)  # [B, w_f]
+      fields.append(rows @ arrays[f'proj_{f}'])  # [B, D]
+    else:
+      fields.append(jnp.zeros((ids.shape[0], dim), jnp.float32))
+  return jnp.stack(fields, axis=1)  # [B, F, D]
+
+
+def block_rows(arrays: dict, gids: jax.Array, dim: int) -> jax.Array:
+  """MDE blocks ``block_<b> [n_b, w_b]``, projections ``proj_<b>`` (where ``w_b < D``) and the
+  feature -> (block, row) maps ``row_block``, ``row_local`` ``[N]``."""
+  block = jnp.take(arrays['row_block'], gids).astype(jnp.int32)  # [B, F]
+  local = jnp.take(arrays['row_local'], gids).astype(jnp.int32)  # [B, F]
+  out = jnp.zeros(gids.shape + (dim,), jnp.float32)
+  b = 0
+  while f'block_{b}' in arrays:
+    mine = block == b
+    rows = jnp.take(arrays[f'block_{b}'], jnp.where(mine, local, 0), axis=0)  # [B, F, w_b]
+    if f'proj_{b}' in arrays:
+      rows = rows @ arrays[f'proj_{b}']
+    out = jnp.where(mine[..., None], rows, out)
+    b += 1
+  return out  # [B, F, D]
+
+
+def code_rows(codes: jax.Array, centroids: jax.Array, gids: jax.Array) -> jax.Array:
+  """Product-quantised rows: ``codes [N, S]``, ``centroids [S, K, D_s]`` -> ``[B, F, S * D_s]``."""
+  picked = jnp.take(codes, gids, axis=0).astype(jnp.int32)  # [B, F, S]
+  chosen = centroids[jnp.arange(centroids.shape[0]), picked]  # [B, F, S, D_s]
+  return chosen.reshape(gids.shape + (-1,))
+
+
+# Layout -> lookup ``(arrays, ids, gids, dim) -> [B, F, D]`` (per-field and global ids).
 LOOKUPS = {
-    'dense': lambda a, gids, dim: dense_rows(a['table'], gids),
-    'bitmask': lambda a, gids, dim: bitmask_rows(a['bits'], a['offsets'], a['values'], gids, dim),
-    'csr': lambda a, gids, dim: csr_rows(a['indptr'], a['cols'], a['values'], gids, dim),
+    'dense': lambda a, ids, gids, dim: dense_rows(a['table'], gids),
+    'bitmask': lambda a, ids, gids, dim: bitmask_rows(a['bits'], a['offsets'], a['values'], gids,
+                                                      dim),
+    'csr': lambda a, ids, gids, dim: csr_rows(a['indptr'], a['cols'], a['values'], gids, dim),
+    'fieldwidth': lambda a, ids, gids, dim: fieldwidth_rows(a, ids, dim),
+    'mde': lambda a, ids, gids, dim: block_rows(a, gids, dim),
+    'codes': lambda a, ids, gids, dim: code_rows(a['codes'], a['centroids'], gids),
 }
 
 

@@ -152,10 +152,10 @@ def test_layouts_reproduce_the_table(dim):
         serving.ENCODERS[layout](table)
       continue
     arrays = {k: jnp.asarray(v) for k, v in serving.ENCODERS[layout](table).items()}
-    got = serving.LOOKUPS[layout](arrays, jnp.asarray(gids), dim)
+    got = serving.LOOKUPS[layout](arrays, None, jnp.asarray(gids), dim)
     np.testing.assert_array_equal(np.asarray(got), table[gids], err_msg=layout)
     empty = serving.ENCODERS[layout](np.zeros((4, dim), np.float32))
-    got = serving.LOOKUPS[layout]({k: jnp.asarray(v) for k, v in empty.items()},
+    got = serving.LOOKUPS[layout]({k: jnp.asarray(v) for k, v in empty.items()}, None,
                                   jnp.zeros((2, 3), jnp.int32), dim)
     assert not np.asarray(got).any()
 

@@ -155,10 +155,15 @@ def dense_bytes(params: int) -> int:
 
 
 def sparse_table_bytes(nonzeros: int, num_rows: int, dim: int) -> int:
-  """Bytes of a table stored as CSR over features: values, column indices, row pointers.
+  """Bytes of a pruned table in the layout its export uses (:mod:`pep_jax.serving`).
 
-  Column indices take 1 byte for widths up to 256, else 2; row pointers 4 bytes each.
+  Up to 32 dimensions, a bit mask of each feature's kept dimensions (1, 2 or 4 bytes), a 4-byte
+  offset of its first value and the float values: ``N * (b + 4) + 4 * nnz``. Wider tables as CSR
+  over features: 4-byte row pointers, 1- or 2-byte column indices and the values.
   """
+  if dim <= 32:
+    mask_bytes = 1 if dim <= 8 else 2 if dim <= 16 else 4
+    return int(num_rows) * (mask_bytes + 4) + FLOAT_BYTES * int(nonzeros)
   column_bytes = 1 if dim <= 256 else 2
   return (FLOAT_BYTES + column_bytes) * int(nonzeros) + 4 * (int(num_rows) + 1)
 
