@@ -136,6 +136,10 @@ def validate(config) -> None:
   for key, ok, allowed in checks:
     if not ok:
       raise ValueError(f'config key {key}: got {_get(config, key)!r}, expected one of {allowed}')
+  if config.model.name == 'lr':
+    raise ValueError("config key model.name: 'lr' has no embedding table, so there is nothing "
+                     'for config.methods to size; choose fm, deepfm, autoint, autoint_plus or '
+                     'autoint_lr (pep_jax.models.ctr.LR stays importable as a reference model)')
   positive = ('embedding.dim', 'train.batch_size', 'train.eval_batch_size', 'train.max_epochs',
               'train.patience', 'train.checkpoint_every_steps', 'train.log_every_steps',
               'prune.max_epochs', 'prune.checkpoint_every_steps', 'optimizer.learning_rate',

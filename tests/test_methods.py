@@ -114,6 +114,7 @@ def test_killed_in_every_method_resumes_to_the_same_result(tmp_path, reference):
 
 @pytest.mark.parametrize('key, value', [
     ('methods', ('pep', 'lottery')),
+    ('model.name', 'lr'),
     ('dartsemb.candidate_sets', ((1, 2, 64),)),
     ('mde.alphas', (1.5,)),
     ('mde.blocks', (0,)),
