@@ -78,11 +78,11 @@ def test_manifest_records_sizes_checksums_and_the_check(artifact, ticket_run):
     assert serving.sha256_file(os.path.join(out, name)) == facts['sha256']
   mask = ticket_mask(ticket_run)
   nnz = int(mask.sum())
-  assert manifest['nonzeros'] <= nnz
+  assert manifest['params'] <= nnz
   rows = ticket_run.num_rows
   assert manifest['dense_table_bytes'] == rows * 8 * 4
   # bitmask layout: a uint8 mask and an int32 offset per feature, a float32 per non-zero
-  assert manifest['compact_bytes'] == rows * (1 + 4) + manifest['nonzeros'] * 4
+  assert manifest['compact_bytes'] == rows * (1 + 4) + manifest['params'] * 4
   check = manifest['check']
   assert check['passed'] and check['rows'] == len(ticket_run.data.test)
   assert check['compact']['max_rel_diff'] <= 1e-6 and check['stablehlo']['max_rel_diff'] <= 1e-6
