@@ -47,6 +47,11 @@ def ticket_dir(workdir: str, budget: int) -> str:
   return os.path.join(workdir, 'tickets', f'b{budget}')
 
 
+def ticket_state_dir(workdir: str, budget: int) -> str:
+  """The pruned model's whole state at the ticket's step (scored as it is, without retraining)."""
+  return os.path.join(ticket_dir(workdir, budget), 'state')
+
+
 def find_tickets(workdir: str) -> list[dict]:
   """Metadata of every finished ticket of a work directory, largest budget first."""
   root = os.path.join(workdir, 'tickets')
@@ -96,6 +101,9 @@ def _write_ticket(stage: Stage, state, workdir: str, budget: int, nonzeros: int,
   ckpt = Checkpointer(ticket_dir(workdir, budget), max_to_keep=None)
   ckpt.save(step, {'mask': mask}, meta)
   ckpt.close()
+  pruned = Checkpointer(ticket_state_dir(workdir, budget), max_to_keep=None)
+  pruned.save(step, state)
+  pruned.close()
   # ticket.json marks the ticket as finished; written only once the mask is on disk.
   write_json(os.path.join(ticket_dir(workdir, budget), 'ticket.json'), meta)
   return meta

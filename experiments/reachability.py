@@ -1,0 +1,98 @@
+"""Which threshold settings reach small budgets, and at what AUC cost against uniform embeddings.
+
+    python experiments/reachability.py --workdir=runs/reachability
+    python experiments/reachability.py --workdir=runs/reach_ml --config=configs/movielens_fm.py \
+        --config.data.dir=/data/ml-1m --config.prune.budgets='(0.05,)'
+
+By default on synthetic data shaped like MovieLens-1M (``pep_jax.presets.movielens_shaped_config``:
+7 fields of 278, 2, 7, 21, 3439, 81, 301 values, d=32, one budget of 5% of the table). For every
+setting of the grid ``--s_inits`` x ``--gates`` (``gate:gate_scale``) it prunes, retrains the
+ticket when the budget is reached, and writes into ``--workdir``:
+
+* ``reachability.png``: the non-zero fraction of the table against steps, one line per setting;
+* ``reachability.md`` / ``.csv``: per setting, the step the smallest budget was reached (or the
+  fraction it stopped at) and the retrained test AUC against the uniform baselines ``ue.dims``.
+
+Each setting runs in its own sub-folder, so the command started again reuses finished runs.
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from pep_jax import analysis, presets
+
+config_flags.DEFINE_config_file('config', None, 'Experiment config (default: synthetic '
+                                'MovieLens-shaped data).', lock_config=True)
+flags.DEFINE_string('workdir', None, 'Folder of every run, figure and table.')
+flags.DEFINE_list('s_inits', ['-15', '-6', '-2'], 'Initial threshold parameters s.')
+flags.DEFINE_list('gates', ['sigmoid:1', 'sigmoid:4', 'exp:1'], 'gate:gate_scale pairs.')
+flags.mark_flag_as_required('workdir')
+FLAGS = flags.FLAGS
+
+
+def settings() -> list[dict]:
+  out = []
+  for s_init in FLAGS.s_inits:
+    for pair in FLAGS.gates:
+      gate, _, scale = pair.partition(':')
+      out.append({'s_init': float(s_init), 'gate': gate, 'gate_scale': float(scale or 1)})
+  return out
+
+
+def main(argv):
+  del argv
+  config = FLAGS.config or presets.movielens_shaped_config()
+  ue = analysis.run_uniform(config, f'{FLAGS.workdir}/ue', config.ue.dims)
+  ue_auc = {r['dim']: r['test_auc'] for r in ue}
+  base = ue_auc.get(int(config.embedding.dim))
+  rows, curves = [], []
+  for s in settings():
+    name = f's{s["s_init"]:g}_{s["gate"]}_x{s["gate_scale"]:g}'
+    overrides = {'embedding.s_init': s['s_init'], 'embedding.gate': s['gate'],
+                 'embedding.gate_scale': s['gate_scale']}
+    workdir = f'{FLAGS.workdir}/{name}'
+    out = analysis.run_variant(analysis.variant(config, **overrides), workdir)
+    result = out['prune']
+    entries = result['table_entries']
+    smallest = min(result['budgets'])
+    ticket = [r for r in out['rows'] if r['method'] == 'pep' and r['budget'] == smallest]
+    steps, counts = analysis.prune_curve(workdir)
+    curves.append((name, steps, counts / entries))
+    row = {'setting': name, **s, 'budget': smallest,
+           'reached': smallest in result['reached'],
+           'ticket_step': analysis.first_step_at_or_under(steps, counts, smallest),
+           'pruning_steps': result['steps'],
+           'final_fraction': result['final_nonzeros'] / entries}
+    if ticket:
+      row.update(nonzeros=ticket[0]['nonzeros'], test_auc=ticket[0]['test_auc'])
+      if base is not None:
+        row['auc_vs_ue_full'] = ticket[0]['test_auc'] - base
+    rows.append(row)
+    print(f'{name}: reached={row["reached"]} final fraction {row["final_fraction"]:.3f}')
+
+  plt = analysis.pyplot()
+  fig, ax = plt.subplots(figsize=(6.5, 4))
+  for name, steps, fraction in curves:
+    ax.plot(steps, fraction, label=name)
+  ax.axhline(min(rows[0]['budget'] for _ in rows) / entries, color='gray', linestyle=':',
+             label='smallest budget')
+  ax.set_yscale('log')
+  ax.set_xlabel('step')
+  ax.set_ylabel('non-zero fraction of the table')
+  ax.grid(True, which='both', alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(f'{FLAGS.workdir}/reachability.png', dpi=100)
+  plt.close(fig)
+
+  notes = '\n'.join(f'- uniform d={d}: test AUC {a:.4f}' for d, a in sorted(ue_auc.items()))
+  columns = ['setting', 'reached', 'ticket_step', 'pruning_steps', 'final_fraction', 'nonzeros',
+             'test_auc', 'auc_vs_ue_full']
+  print(analysis.write_tables(rows, columns, FLAGS.workdir, 'reachability',
+                              f'Reaching {min(result["budgets"])} non-zeros '
+                              f'({config.data.name}, {config.model.name})', notes))
+  print(notes)
+
+
+if __name__ == '__main__':
+  app.run(main)
