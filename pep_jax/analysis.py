@@ -33,7 +33,7 @@ from pep_jax.layers.embedding import field_offsets
 from pep_jax.train import experiment, loop
 from pep_jax.train.checkpoint import Checkpointer
 from pep_jax.train.prune import find_tickets, load_ticket_mask, ticket_state_dir
-from pep_jax.train.setup import build_stage
+from pep_jax.train.setup import build_stage, write_json  # noqa: F401  (re-exported)
 
 # ----------------------------------------------------------------------------------- runs
 
@@ -64,12 +64,18 @@ def prune_result(workdir: str) -> dict | None:
     return json.load(f)
 
 
-def run_variant(config, workdir: str, *, retrain: bool = True) -> dict:
-  """Prunes, then (when a budget was reached and ``retrain``) runs the whole experiment.
+def run_variant(config, workdir: str, *, retrain: bool = True, uniform: bool = False) -> dict:
+  """Prunes, then (when a budget was reached and ``retrain``) retrains every ticket.
 
-  Every finished stage of ``workdir`` is reused. Returns ``{'prune': prune result,
-  'rows': summary rows}`` (``rows`` empty when nothing was retrained).
+  Every finished stage of ``workdir`` is reused. The uniform baselines ``ue.dims`` are trained
+  too only with ``uniform`` (variants of one config share them: see :func:`run_uniform`).
+
+  Returns:
+    ``{'prune': prune result, 'rows': summary rows}`` (``rows`` empty when nothing was
+    retrained).
   """
+  if not uniform:
+    config = variant(config, **{'ue.dims': ()})
   experiment.run(variant(config, stage='prune'), workdir)
   result = prune_result(workdir)
   rows = []
@@ -82,6 +88,14 @@ def run_uniform(config, workdir: str, dims) -> list[dict]:
   """Uniform-embedding baselines at widths ``dims`` in their own work directory."""
   rows = experiment.run(variant(config, stage='ue', **{'ue.dims': tuple(dims)}), workdir)
   return [r for r in rows if r['method'] == 'ue']
+
+
+def run_random_reinit(config, workdir: str) -> list[dict]:
+  """Retrains every ticket of ``workdir`` from a random table times its mask; all summary rows.
+
+  The rows hold both the rewound (``'pep'``) and the re-initialised (``'pep_random'``) tickets.
+  """
+  return experiment.run(variant(config, stage='retrain', **{'retrain.init': 'random'}), workdir)
 
 
 def score_pruned_ticket(config, data: CTRDataset, workdir: str, ticket: dict) -> dict:
@@ -176,6 +190,41 @@ def field_mean_sizes(sizes: np.ndarray, field_dims) -> np.ndarray:
   """Mean size of each field's features ``[F]`` from per-feature sizes ``[N]``."""
   fields = np.repeat(np.arange(len(field_dims)), field_dims)
   return np.bincount(fields, weights=sizes, minlength=len(field_dims)) / np.asarray(field_dims)
+
+
+def size_snapshots(config, data: CTRDataset, every_steps: int) -> tuple[np.ndarray, np.ndarray]:
+  """Per-feature embedding sizes while pruning, every ``every_steps`` steps.
+
+  Drives a 'pep' stage's ``train_step`` as the prune stage does (same batches, same seed) until
+  the non-zero count is at or under the smallest of ``prune.budgets`` or ``prune.max_epochs``
+  ends; nothing is checkpointed.
+
+  Returns:
+    ``steps [T]`` (the first is 0, the initial table) and ``sizes [T, N]`` (int16), the
+    non-zero entries of each feature's row at those steps.
+  """
+  from pep_jax.train.prune import resolve_budgets
+  stage = build_stage(config, data, 'pep')
+  target = min(resolve_budgets(config.prune.budgets, stage.table_entries))
+  state = stage.initial_state()
+
+  def sizes_now():
+    mask = np.asarray(stage.embedding_call(state, 'mask'))[:data.num_features]  # [N, D]
+    return mask.sum(axis=1).astype(np.int16)
+
+  steps, sizes = [0], [sizes_now()]
+  batches = loop.resumable_batches(data.train, config.train.batch_size, seed=config.seed,
+                                   start_step=0, max_epochs=config.prune.max_epochs,
+                                   sharding=stage.batch_sharding)
+  for step, _, batch in batches:
+    state, metrics = stage.train_step(state, batch, {})
+    done = int(metrics['nonzeros']) <= target
+    if step % every_steps == 0 or done:
+      steps.append(step)
+      sizes.append(sizes_now())
+    if done:
+      break
+  return np.asarray(steps), np.stack(sizes)
 
 
 # ------------------------------------------------------------------ field interactions

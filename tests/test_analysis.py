@@ -125,3 +125,15 @@ def test_best_tables_of_a_ticket_and_of_the_uniform_model(tiny_run):
   np.testing.assert_allclose(matrix, matrix.T, rtol=1e-12)
   with pytest.raises(FileNotFoundError, match='ue_d4'):
     analysis.best_effective_table(config, data, workdir, 'ue_d4')
+
+
+def test_size_snapshots_follow_the_prune_stage(tiny_run):
+  config, data, workdir, result = tiny_run
+  steps, sizes = analysis.size_snapshots(config, data, every_steps=25)
+  assert steps[0] == 0 and np.all(sizes[0] == config.embedding.dim)
+  assert np.all(np.diff(steps) > 0) and sizes.shape == (len(steps), data.num_features)
+  smallest = min(result['prune']['budgets'])
+  assert sizes[-1].sum() <= smallest < sizes[-2].sum()  # stops at the smallest budget
+  ticket = [t for t in find_tickets(workdir) if t['budget'] == smallest][0]
+  assert steps[-1] == ticket['step']  # the same batches as the prune stage
+  assert int(sizes[-1].sum()) == ticket['nonzeros']
