@@ -38,8 +38,9 @@ def test_criteo_small_variant_writes_a_ticket_on_a_10k_row_sample(tmp_path):
   raw.mkdir()
   write_criteo_sample(raw / 'train.txt', 10_000)
   config = criteo_fm.get_config('small')
-  # The variant's threshold settings and budgets as they are; only fewer retraining epochs.
-  config = analysis.variant(config, stage='prune', **{'data.dir': str(raw), 'data.workers': 1})
+  # The variant's threshold settings as they are; only its largest budget, so pruning stops early.
+  config = analysis.variant(config, stage='prune', **{
+      'data.dir': str(raw), 'data.workers': 1, 'prune.budgets': config.prune.budgets[:1]})
   workdir = str(tmp_path / 'run')
   experiment.run(config, workdir)
   with open(os.path.join(workdir, 'prune', 'result.json')) as f:
@@ -48,3 +49,10 @@ def test_criteo_small_variant_writes_a_ticket_on_a_10k_row_sample(tmp_path):
   ticket = os.path.join(workdir, 'tickets', f'b{max(result["reached"])}', 'ticket.json')
   with open(ticket) as f:
     assert json.load(f)['nonzeros'] <= max(result['reached'])
+
+
+def test_small_budget_variant_lifts_the_threshold_bound_and_keeps_the_rest():
+  paper, small_budget = criteo_fm.get_config(), criteo_fm.get_config('small_budget')
+  assert (paper.embedding.gate_scale, small_budget.embedding.gate_scale) == (1.0, 4.0)
+  assert small_budget.embedding.s_init == paper.embedding.s_init == -150.0
+  assert small_budget.prune.budgets == paper.prune.budgets
