@@ -216,6 +216,7 @@ def size_snapshots(config, data: CTRDataset, every_steps: int) -> tuple[np.ndarr
   batches = loop.resumable_batches(data.train, config.train.batch_size, seed=config.seed,
                                    start_step=0, max_epochs=config.prune.max_epochs,
                                    sharding=stage.batch_sharding)
+  step = 0
   for step, _, batch in batches:
     state, metrics = stage.train_step(state, batch, {})
     done = int(metrics['nonzeros']) <= target
@@ -224,6 +225,9 @@ def size_snapshots(config, data: CTRDataset, every_steps: int) -> tuple[np.ndarr
       sizes.append(sizes_now())
     if done:
       break
+  if steps[-1] != step:  # the last step of prune.max_epochs
+    steps.append(step)
+    sizes.append(sizes_now())
   return np.asarray(steps), np.stack(sizes)
 
 
