@@ -71,15 +71,18 @@ def main(argv):
     print(f'{name}: reached={row["reached"]} final fraction {row["final_fraction"]:.3f}')
 
   plt = analysis.pyplot()
-  fig, ax = plt.subplots(figsize=(6.5, 4))
-  for name, steps, fraction in curves:
-    ax.plot(steps, fraction, label=name)
+  fig, ax = plt.subplots(figsize=(7.5, 4))
+  s_inits = sorted({r['s_init'] for r in rows})
+  gates = sorted({(r['gate'], r['gate_scale']) for r in rows})
+  for row, (name, steps, fraction) in zip(rows, curves):  # colour: s_init; line: gate
+    ax.plot(steps, fraction, label=name, color=f'C{s_inits.index(row["s_init"])}',
+            linestyle=('-', '--', ':', '-.')[gates.index((row['gate'], row['gate_scale'])) % 4])
   ax.axhline(rows[0]['budget'] / entries, color='gray', linestyle=':', label='smallest budget')
   ax.set_yscale('log')
   ax.set_xlabel('step')
   ax.set_ylabel('non-zero fraction of the table')
   ax.grid(True, which='both', alpha=0.3)
-  ax.legend(fontsize=7)
+  ax.legend(fontsize=7, loc='center left', bbox_to_anchor=(1.01, 0.5))
   fig.tight_layout()
   fig.savefig(f'{FLAGS.workdir}/reachability.png', dpi=100)
   plt.close(fig)

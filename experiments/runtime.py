@@ -1,13 +1,14 @@
 """Seconds per training epoch of each method and model (the paper's Table 2 on this code).
 
-    python experiments/runtime.py --workdir=runs/runtime
+    python experiments/runtime.py --workdir=runs/runtime                 # 100 steps each
+    python experiments/runtime.py --workdir=runs/runtime --max_steps=0   # whole epochs
     python experiments/runtime.py --workdir=runs/runtime_criteo --config=configs/criteo_fm.py \
         --config.data.dir=/data/criteo --max_steps=200
 
 By default on the embedded synthetic data (``pep_jax.presets.synthetic_analysis_config``: 400k
 training rows, batch 1024). For every model of ``--models`` and every method of ``METHODS`` it
-builds the method's training stage and times its train step over one epoch, compilation
-excluded (``--max_steps`` > 0 times that many steps and extrapolates to the epoch). Everything
+builds the method's training stage and times ``--max_steps`` train steps (compilation
+excluded), extrapolated to one epoch; ``--max_steps=0`` times the whole epoch. Everything
 is measured in one run and written to ``runtime.md`` / ``.csv`` and ``runtime.json`` (with the
 machine) in ``--workdir``.
 
@@ -31,7 +32,8 @@ config_flags.DEFINE_config_file('config', None, 'Experiment config (default: syn
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Folder of the table and JSON.')
 flags.DEFINE_list('models', ['fm', 'deepfm', 'autoint_plus'], 'Models (config key model.name).')
-flags.DEFINE_integer('max_steps', 0, 'Steps timed per epoch (0: the whole epoch).')
+flags.DEFINE_integer('max_steps', 100, 'Steps timed per method; the epoch is extrapolated '
+                     'from their mean (0: time the whole epoch).')
 flags.mark_flag_as_required('workdir')
 FLAGS = flags.FLAGS
 
@@ -89,7 +91,7 @@ def main(argv):
       f'Seconds per epoch ({config.data.name}, d={config.embedding.dim}, '
       f'batch {config.train.batch_size})',
       f'Measured on {machine["cpus"]} CPU cores ({machine["device"]}, {machine["platform"]}), '
-      f'JAX {machine["jax"]}.'))
+      f'JAX {machine["jax"]}, load average {machine["load_average_1min"]:.1f} at the end.'))
 
 
 if __name__ == '__main__':

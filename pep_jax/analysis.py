@@ -325,10 +325,11 @@ def seconds_per_epoch(stage, state, constants: dict, split: Split, batch_size: i
 
 
 def machine() -> dict:
-  """What the figures were measured on."""
+  """What the figures were measured on, with the load average of the last minute."""
   return {'platform': platform.platform(), 'processor': platform.processor(),
           'cpus': os.cpu_count(), 'device': jax.devices()[0].device_kind,
-          'devices': jax.device_count(), 'jax': jax.__version__}
+          'devices': jax.device_count(), 'jax': jax.__version__,
+          'load_average_1min': os.getloadavg()[0]}
 
 
 def _cell(value) -> str:

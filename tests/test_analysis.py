@@ -140,3 +140,15 @@ def test_size_snapshots_follow_the_prune_stage(tiny_run):
       assert int(sizes[first].sum()) == ticket['nonzeros']
   assert steps[-1] == result['prune']['steps']
   assert int(sizes[-1].sum()) == result['prune']['final_nonzeros']
+
+
+def test_seconds_per_epoch_times_the_steps_it_says(tiny_run):
+  config, data, _, _ = tiny_run
+  stage = analysis.build_stage(config, data, 'pep')
+  timing = analysis.seconds_per_epoch(stage, stage.initial_state(), {}, data.train,
+                                      config.train.batch_size, max_steps=3)
+  per_epoch = -(-len(data.train) // config.train.batch_size)
+  assert (timing['steps_timed'], timing['steps_per_epoch']) == (3, per_epoch)
+  assert timing['seconds_per_epoch'] == pytest.approx(
+      timing['ms_per_step'] / 1e3 * per_epoch)
+  assert stage.train_step._cache_size() == 1  # compiled once, before the timed steps
