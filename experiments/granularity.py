@@ -21,6 +21,7 @@ from ml_collections import config_flags
 
 from pep_jax import analysis, presets
 from pep_jax.ops.threshold import GRANULARITIES
+from pep_jax.train.prune import find_tickets
 
 config_flags.DEFINE_config_file('config', None, 'Experiment config (default: synthetic data).',
                                 lock_config=True)
@@ -42,11 +43,11 @@ def main(argv):
     out = analysis.run_variant(analysis.variant(config, **{'embedding.granularity': granularity}),
                                workdir)
     curves[granularity] = analysis.prune_curve(workdir)
-    steps, counts = curves[granularity]
+    tickets = {t['budget']: t for t in find_tickets(workdir)}
     retrained = {r['budget']: r for r in out['rows'] if r['method'] == 'pep'}
     for budget in out['prune']['budgets']:
       row = {'granularity': granularity, 'budget': budget,
-             'ticket_step': analysis.first_step_at_or_under(steps, counts, budget),
+             'ticket_step': tickets[budget]['step'] if budget in tickets else None,
              'final_nonzeros': out['prune']['final_nonzeros']}
       if budget in retrained:
         row.update(nonzeros=retrained[budget]['nonzeros'],
