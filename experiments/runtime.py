@@ -40,7 +40,10 @@ FLAGS = flags.FLAGS
 
 @dataclasses.dataclass(frozen=True)
 class Method:
-  """A method whose training step is timed: ``prepare(config, data) -> (stage, state, constants)``."""
+  """A method whose training step is timed.
+
+  ``prepare(config, data) -> (stage, state, constants)`` builds what its step runs with.
+  """
 
   name: str
   prepare: Callable

@@ -68,7 +68,8 @@ def test_interaction_matrix_matches_a_loop_over_rows():
 def test_read_metrics_keeps_the_last_value_of_a_replayed_step(tmp_path):
   rows = [{'stage': 'prune', 'step': 10, 'nonzeros': 9}, {'stage': 'prune', 'step': 20, 'loss': 1},
           {'stage': 'retrain b5', 'step': 10, 'nonzeros': 1},
-          {'stage': 'prune', 'step': 20, 'nonzeros': 7}, {'stage': 'prune', 'step': 10, 'nonzeros': 8}]
+          {'stage': 'prune', 'step': 20, 'nonzeros': 7},
+          {'stage': 'prune', 'step': 10, 'nonzeros': 8}]
   (tmp_path / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
   steps, values = analysis.prune_curve(str(tmp_path))
   assert steps.tolist() == [10, 20] and values.tolist() == [8, 7]
@@ -152,3 +153,42 @@ def test_seconds_per_epoch_times_the_steps_it_says(tiny_run):
   assert timing['seconds_per_epoch'] == pytest.approx(
       timing['ms_per_step'] / 1e3 * per_epoch)
   assert stage.train_step._cache_size() == 1  # compiled once, before the timed steps
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def script(name, *args):
+  """Runs ``experiments/<name>.py`` with ``args``; returns its output (fails on a non-zero exit)."""
+  import subprocess
+  import sys
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu')
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, 'experiments', f'{name}.py'), *args],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+  return proc.stdout
+
+
+def test_interactions_script_reads_a_finished_run(tiny_run, tmp_path):
+  _, data, workdir, result = tiny_run
+  script('interactions', '--config=configs/demo.py:tiny', f'--workdir={tmp_path}',
+         f'--run_dir={workdir}', '--rows=500')
+  assert (tmp_path / 'interactions.png').exists()
+  lines = (tmp_path / 'interactions.csv').read_text().splitlines()
+  assert lines[0].startswith('model,run,nonzeros')
+  assert len(lines) == 2 + len(result['prune']['reached'])  # header, uniform, every ticket
+  expected = analysis.interaction_matrix(
+      analysis.best_effective_table(tiny_run[0], data, workdir, 'ue_d8'), data.test.ids[:500],
+      data.field_dims)
+  np.testing.assert_allclose(np.load(tmp_path / 'interactions_ue_d8.npy'), expected)
+
+
+def test_runtime_script_times_every_method_of_every_model(tmp_path):
+  script('runtime', '--config=configs/demo.py:tiny', f'--workdir={tmp_path}', '--models=fm,deepfm',
+         '--max_steps=2')
+  with open(tmp_path / 'runtime.json') as f:
+    report = json.load(f)
+  assert report['machine']['cpus'] == os.cpu_count()
+  assert [r['model'] for r in report['rows']] == ['fm', 'deepfm']
+  for row in report['rows']:
+    assert row['steps_timed'] == 2 and row['base_s_per_epoch'] > 0 and row['pep_s_per_epoch'] > 0

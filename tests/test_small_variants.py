@@ -28,8 +28,8 @@ def write_criteo_sample(path, rows: int, seed: int = 0) -> None:
     for r in range(rows):
       fields = ['1' if labels[r] else '0']
       fields += ['' if rng.random() < 0.1 else str(int(ints[i][r])) for i in range(13)]
-      fields += ['' if rng.random() < 0.05 else f'{(f * 7919 + int(cats[f][r])) * 2654435761 % 2**32:08x}'
-                 for f in range(26)]
+      tokens = [(f * 7919 + int(cats[f][r])) * 2654435761 % 2**32 for f in range(26)]
+      fields += ['' if rng.random() < 0.05 else f'{t:08x}' for t in tokens]
       f.write('\t'.join(fields) + '\n')
 
 

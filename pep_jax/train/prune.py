@@ -5,6 +5,8 @@ ticket is the mask of the *first* step whose count is at or under a budget, so t
 the count before the next step overwrites (donates) the state. The stage ends when every
 budget has its ticket or at ``prune.max_epochs``; budgets it could not reach are reported
 (with a sigmoid gate a threshold never exceeds 1, so the count can plateau above a budget).
+Beside each mask the whole pruning state of that step is kept (``tickets/b<budget>/state``),
+so a ticket can also be scored as it is, without retraining.
 """
 
 from __future__ import annotations
