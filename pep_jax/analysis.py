@@ -32,7 +32,8 @@ from pep_jax.data.base import CTRDataset, Split
 from pep_jax.layers.embedding import field_offsets
 from pep_jax.train import experiment, loop
 from pep_jax.train.checkpoint import Checkpointer
-from pep_jax.train.prune import find_tickets, load_ticket_mask, ticket_state_dir
+from pep_jax.train.prune import (find_tickets, load_ticket_mask, resolve_budgets,
+                                  ticket_state_dir)
 from pep_jax.train.setup import build_stage, write_json  # noqa: F401  (re-exported)
 
 # ----------------------------------------------------------------------------------- runs
@@ -197,13 +198,12 @@ def size_snapshots(config, data: CTRDataset, every_steps: int) -> tuple[np.ndarr
 
   Drives a 'pep' stage's ``train_step`` as the prune stage does (same batches, same seed) until
   the non-zero count is at or under the smallest of ``prune.budgets`` or ``prune.max_epochs``
-  ends; nothing is checkpointed.
+  ends (that last step is a snapshot too); nothing is checkpointed.
 
   Returns:
     ``steps [T]`` (the first is 0, the initial table) and ``sizes [T, N]`` (int16), the
     non-zero entries of each feature's row at those steps.
   """
-  from pep_jax.train.prune import resolve_budgets
   stage = build_stage(config, data, 'pep')
   target = min(resolve_budgets(config.prune.budgets, stage.table_entries))
   state = stage.initial_state()
