@@ -1,6 +1,8 @@
 """Which threshold settings reach small budgets, and at what AUC cost against uniform embeddings.
 
     python experiments/reachability.py --workdir=runs/reachability
+    python experiments/reachability.py --workdir=runs/reach_long --s_inits=-8,-10 \
+        --gates=sigmoid:4 --prune_max_epochs=150
     python experiments/reachability.py --workdir=runs/reach_ml --config=configs/movielens_fm.py \
         --config.data.dir=/data/ml-1m --config.prune.budgets='(0.05,)'
 
@@ -27,6 +29,8 @@ config_flags.DEFINE_config_file('config', None, 'Experiment config (default: syn
 flags.DEFINE_string('workdir', None, 'Folder of every run, figure and table.')
 flags.DEFINE_list('s_inits', ['-15', '-8', '-6', '-4'], 'Initial threshold parameters s.')
 flags.DEFINE_list('gates', ['sigmoid:1', 'sigmoid:4', 'exp:1'], 'gate:gate_scale pairs.')
+flags.DEFINE_integer('prune_max_epochs', None, 'Cap of the pruning stage (default: the '
+                     "config's prune.max_epochs).")
 flags.mark_flag_as_required('workdir')
 FLAGS = flags.FLAGS
 
@@ -44,6 +48,8 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   config = FLAGS.config or presets.movielens_shaped_config()
+  if FLAGS.prune_max_epochs:
+    config = analysis.variant(config, **{'prune.max_epochs': FLAGS.prune_max_epochs})
   ue = analysis.run_uniform(config, f'{FLAGS.workdir}/ue', config.ue.dims)
   ue_auc = {r['dim']: r['test_auc'] for r in ue}
   rows, curves = [], []
