@@ -55,7 +55,7 @@ def test_accounting_of_each_method_against_a_hand_count(reference):
   assert by_method['ue']['bytes'] == 4 * vocab.sum() * d
 
   row = by_method['mde']  # block tables + projections of the narrower blocks; 4-byte row map
-  counts = feature_counts(data)
+  counts = feature_counts(data.train.ids, data.field_dims)
   blocks, _, sizes = mde.block_layout(counts, config.mde.blocks[0])
   widths = mde.block_widths(mde.block_popularity(counts, blocks, len(sizes)), d,
                             config.mde.alphas[0])

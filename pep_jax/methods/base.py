@@ -123,14 +123,18 @@ def read_json(path: str) -> Any:
     raise ValueError(f'{path} is not valid JSON ({e}); delete it to redo that step') from e
 
 
-def feature_counts(data: CTRDataset) -> np.ndarray:
-  """Occurrences of every feature in the training split, in table-row order ``[num_features]``."""
-  offsets = np.concatenate([[0], np.cumsum(data.field_dims)[:-1]])
-  counts = np.zeros(data.num_features, np.int64)
+def feature_counts(ids: np.ndarray, field_dims) -> np.ndarray:
+  """How often each feature occurs: ``ids [R, F]`` local indices -> ``[sum(field_dims)]``.
+
+  Counted in chunks of rows, so a memory-mapped split is never read whole.
+  """
+  offsets = np.concatenate([[0], np.cumsum(field_dims)[:-1]]).astype(np.int64)
+  total = int(np.sum(field_dims))
+  counts = np.zeros(total, np.int64)
   chunk = 1 << 20
-  for start in range(0, len(data.train), chunk):
-    rows = np.asarray(data.train.ids[start:start + chunk], np.int64) + offsets[None, :]
-    counts += np.bincount(rows.ravel(), minlength=data.num_features)
+  for start in range(0, len(ids), chunk):
+    rows = np.asarray(ids[start:start + chunk], np.int64) + offsets[None, :]
+    counts += np.bincount(rows.ravel(), minlength=total)
   return counts
 
 

@@ -98,7 +98,7 @@ def accounting(field_dims: Sequence[int], widths: Sequence[int], dim: int) -> di
   return dict(params=params, bytes=4 * params)
 
 
-# ----------------------------------------------------------------------------- search and retraining
+# ------------------------------------------------------------------------- search and retraining
 # The search trains the supernet with first-order DARTS: every step updates the weights on a
 # training batch (architecture held), then the architecture on a validation batch with the
 # updated weights. The chosen width of each field is the argmax of its architecture weights;
@@ -199,17 +199,16 @@ def check(ctx: Context) -> None:
                      f'{ctx.config.dartsemb.search_epochs!r}')
 
 
-def run_search(ctx: Context, cset) -> dict:
-  """Trains the supernet of one candidate set (resumable); returns the chosen widths."""
-  folder = _search_dir(ctx.workdir, cset)
-  done = read_json(os.path.join(folder, 'result.json'))
-  if done is not None:
-    return done
+def search_stage(ctx: Context, cset):
+  """The supernet's stage for one candidate set, and ``batch_map(step, batch)``, which adds the
+  validation rows the architecture step of ``step`` uses (a fixed shuffled cycle through the
+  validation split, so a resumed search sees the rows an uninterrupted one would have)."""
   config, data = ctx.config, ctx.data
   tx, weights_tx, arch_tx = _optimizers(config)
   cset = tuple(int(w) for w in cset)
   stage = make_stage(config, data, lambda rm, mesh: DartsEmbedding(
-      tuple(int(x) for x in data.field_dims), int(config.embedding.dim), cset, rm, mesh),
+      tuple(int(x) for x in data.field_dims), int(config.embedding.dim), cset,
+      row_multiple=rm, mesh=mesh),
       tx=tx, steps=_search_steps(weights_tx, arch_tx))
   bs = config.train.batch_size
   valid_order = np.random.default_rng([config.seed, 17]).permutation(len(data.valid))
@@ -220,6 +219,18 @@ def run_search(ctx: Context, cset) -> dict:
     rows = global_batch(rows, stage.batch_sharding, bs)
     return {**batch, **{f'valid_{k}': v for k, v in rows.items()}}
 
+  return stage, add_valid
+
+
+def run_search(ctx: Context, cset) -> dict:
+  """Trains the supernet of one candidate set (resumable); returns the chosen widths."""
+  folder = _search_dir(ctx.workdir, cset)
+  done = read_json(os.path.join(folder, 'result.json'))
+  if done is not None:
+    return done
+  config, data = ctx.config, ctx.data
+  cset = tuple(int(w) for w in cset)
+  stage, add_valid = search_stage(ctx, cset)
   state, progress = train_steps(
       config, data, stage, stage.initial_state(), {}, os.path.join(folder, 'checkpoints'),
       f'dartsemb c{_set_name(cset)}', ctx.writer,

@@ -188,7 +188,7 @@ def check(ctx: Context) -> None:
 
 
 def _layout(ctx: Context, num_blocks: int, dim: int, alpha: float):
-  counts = feature_counts(ctx.data)
+  counts = feature_counts(ctx.data.train.ids, ctx.data.field_dims)
   block_of_row, row_in_block, sizes = block_layout(counts, num_blocks)
   widths = block_widths(block_popularity(counts, block_of_row, num_blocks), dim, alpha)
   return block_of_row, row_in_block, tuple(int(n) for n in sizes), widths

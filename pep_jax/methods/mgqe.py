@@ -248,7 +248,7 @@ def candidates(ctx: Context, search: bool = True) -> list[Candidate]:
 def _limits(ctx: Context, num_centroids: int) -> np.ndarray:
   c = ctx.config.mgqe
   rare = max(2, int(round(c.rare_centroid_fraction * num_centroids)))
-  return centroid_limits(feature_counts(ctx.data), num_centroids, float(c.frequent_fraction),
+  return centroid_limits(feature_counts(ctx.data.train.ids, ctx.data.field_dims), num_centroids, float(c.frequent_fraction),
                          rare)
 
 

@@ -15,7 +15,8 @@ Work directory::
 
     init/0/                   the initial state V0 (saved before the first step)
     prune/checkpoints/<step>/ periodic checkpoints; prune/result.json when finished
-    tickets/b<budget>/        the ticket's mask + ticket.json
+    tickets/b<budget>/        the ticket's mask + ticket.json; state/<step>/ the whole pruning
+                              state of that step, so the ticket can be scored as it is
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ INITS = {'rewind': 'pep', 'random': 'pep_random'}  # retrain.init -> method name
 
 def ticket_dir(workdir: str, budget: int) -> str:
   return os.path.join(workdir, 'tickets', f'b{budget}')
+
+
+def ticket_state_dir(workdir: str, budget: int) -> str:
+  """The pruned model's whole state at the ticket's step (scored as it is, without retraining)."""
+  return os.path.join(ticket_dir(workdir, budget), 'state')
 
 
 def find_tickets(workdir: str) -> list[dict]:
@@ -92,6 +98,9 @@ def _write_ticket(ctx: Context, stage: Stage, state, budget: int, nonzeros: int,
   ckpt = Checkpointer(ticket_dir(ctx.workdir, budget), max_to_keep=None)
   ckpt.save(step, {'mask': mask}, meta)
   ckpt.close()
+  pruned = Checkpointer(ticket_state_dir(ctx.workdir, budget), max_to_keep=None)
+  pruned.save(step, state)
+  pruned.close()
   # ticket.json marks the ticket as finished; written only once the mask is on disk.
   write_json(os.path.join(ticket_dir(ctx.workdir, budget), 'ticket.json'), meta)
   return meta
