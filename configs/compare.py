@@ -57,6 +57,7 @@ def get_config(arg=None):
     c.data.synthetic.intrinsic_dims = (0, 0, 2, 2, 4, 4)
     c.data.synthetic.latent_dim = 4
     c.embedding.dim = 8
+    c.embedding.gate_scale = 1.0  # the tiny table's thresholds bite early enough without it
     c.embedding.s_init = -3.0
     c.prune.budgets = (0.5, 0.2)
     c.sseds.budgets = (0.5, 0.2)

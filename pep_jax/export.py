@@ -86,7 +86,7 @@ class Run:
 
   @property
   def num_rows(self) -> int:
-    return int(self.stage.embedding.num_rows)
+    return int(self.data.num_features)
 
 
 def _read_json(path: str, what: str) -> dict:
@@ -122,10 +122,11 @@ def _find_candidate(ctx: Context, name: str):
     except FileNotFoundError:  # that method's search never ran in this work directory
       continue
     for cand in cands:
-      known.append(cand.run)
       if cand.run == name:
         return method, cand
-  raise ValueError(f'--run={name}: not a run of this work directory; its runs are '
+      if ctx.finished(cand.run) is not None:
+        known.append(cand.run)
+  raise ValueError(f'--run={name}: not a run of this work directory; its finished runs are '
                    f'{sorted(known)}')
 
 
@@ -148,12 +149,11 @@ def load_run(workdir: str, run: str | None = None) -> Run:
   except (AttributeError, KeyError, TypeError) as e:
     raise ValueError(f'{config_path}: not a config this pep_jax can rebuild ({e!r})') from e
   name = run or best_ticket_run(workdir)
-  run_dir = os.path.join(workdir, 'retrain', name)
-  result = _read_json(os.path.join(run_dir, 'result.json'),
-                      f'run {name} is not finished (or does not exist)')
   data = load_dataset(config.data)
   ctx = Context(config, data, workdir, None)
   method, cand = _find_candidate(ctx, name)
+  run_dir = os.path.join(workdir, 'retrain', name)
+  result = _read_json(os.path.join(run_dir, 'result.json'), f'run {name} is not finished')
   stage = method.build(ctx, cand)
   _, constants = method.initial(ctx, cand, stage)
   best = Checkpointer(os.path.join(run_dir, 'best'), max_to_keep=None)

@@ -71,7 +71,7 @@ def artifact(request, tmp_path_factory):
   config.data.dir = str(root / 'raw')
   config.data.min_count = 2
   config.data.workers = 1
-  config.stage = 'ue'
+  config.methods = ('ue',)
   config.ue.dims = (4,)
   config.train.max_epochs = 1
   experiment.run(config, str(root / 'work'))
