@@ -46,11 +46,15 @@ def test_saliency_equals_finite_differences_of_the_loss(data, granularity):
   batch = first_batch(config, data)
   rows = data.num_fields if granularity == 'field' else stage.embedding.table_rows
 
-  def loss(alpha):
+  @jax.jit
+  def batch_loss(alpha):
     variables = {'params': state.params, 'batch_stats': state.batch_stats,
                  'probe': {'embedding': {'alpha': alpha}}}
     logits = stage.model.apply(variables, batch['ids'], batch['weights'], train=False)
-    return float(weighted_bce(logits, batch['labels'], batch['weights']))
+    return weighted_bce(logits, batch['labels'], batch['weights'])
+
+  def loss(alpha):
+    return float(batch_loss(alpha))
 
   ones = np.ones((rows, config.embedding.dim), np.float32)
   rng = np.random.default_rng(0)
