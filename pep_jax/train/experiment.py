@@ -80,13 +80,13 @@ def run(config, workdir: str) -> list[dict]:
   """
   config_lib.validate(config)
   modules = [methods_lib.get(name) for name in config.methods]
+  data = load_dataset(config.data)
+  for method in modules:  # before the work directory records this config
+    method.check(Context(config, data, workdir, None))
   os.makedirs(workdir, exist_ok=True)
   check_workdir(config, workdir)
-  data = load_dataset(config.data)
   writer = MetricWriter(workdir)
   ctx = Context(config, data, workdir, writer)
-  for method in modules:
-    method.check(ctx)
   stage = config.stage
   if stage == 'evaluate':
     _reevaluate(workdir)
