@@ -143,8 +143,11 @@ def test_dartsemb_weights_move_toward_the_planted_widths():
   config.dartsemb.arch_learning_rate = 3e-3
   data = load_dataset(config.data)
   workdir = tempfile.mkdtemp()
-  ctx = Context(config, data, workdir, MetricWriter(workdir))
-  result = dartsemb.run_search(ctx, (1, 8))
+  writer = MetricWriter(workdir)
+  try:
+    result = dartsemb.run_search(Context(config, data, workdir, writer), (1, 8))
+  finally:
+    writer.close()
   widest = np.asarray(result['arch_probs'])[:, 1]  # weight of width 8 in each field
   assert np.abs(widest - 0.5).max() > 0.1  # the weights moved from uniform
   assert widest[4:].mean() > widest[:2].mean() + 0.1
