@@ -41,7 +41,7 @@ from pep_jax.data import load_dataset
 from pep_jax.data.base import CTRDataset, Split
 from pep_jax.metrics import auc
 from pep_jax import methods as methods_lib
-from pep_jax.methods.base import Context
+from pep_jax.methods.base import Context, read_json
 from pep_jax.methods.mgqe import quantize
 from pep_jax.train import loop
 from pep_jax.train.checkpoint import Checkpointer
@@ -90,13 +90,11 @@ class Run:
 
 
 def _read_json(path: str, what: str) -> dict:
-  if not os.path.isfile(path):
+  """The JSON document at ``path``; a missing one is a ``FileNotFoundError`` saying ``what``."""
+  document = read_json(path)
+  if document is None:
     raise FileNotFoundError(f'{path} not found: {what}')
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except ValueError as e:
-    raise ValueError(f'{path} is not valid JSON ({e})') from e
+  return document
 
 
 def best_ticket_run(workdir: str) -> str:

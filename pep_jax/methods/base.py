@@ -46,6 +46,7 @@ class Context:
   data: CTRDataset
   workdir: str
   writer: MetricWriter
+  _train_counts: np.ndarray | None = dataclasses.field(default=None, repr=False)
 
   def run_dir(self, run: str) -> str:
     return os.path.join(self.workdir, 'retrain', run)
@@ -58,6 +59,13 @@ class Context:
     """Whether a run finished, including one whose result the evaluate stage set aside."""
     path = os.path.join(self.run_dir(run), 'result.json')
     return os.path.exists(path) or os.path.exists(path + '.previous')
+
+  def train_counts(self) -> np.ndarray:
+    """Occurrences of every feature in the training split (:func:`feature_counts`), counted
+    once per experiment: a method's build, start and accounting all read them."""
+    if self._train_counts is None:
+      self._train_counts = feature_counts(self.data.train.ids, self.data.field_dims)
+    return self._train_counts
 
   @property
   def table_entries(self) -> int:

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pep_jax.layers.embedding import field_offsets, projection_init, xavier_table_init
-from pep_jax.methods.base import Candidate, Context, feature_counts, field_means
+from pep_jax.methods.base import Candidate, Context, field_means
 from pep_jax.train.setup import REPLICATED, Stage, make_stage
 
 
@@ -188,7 +188,7 @@ def check(ctx: Context) -> None:
 
 
 def _layout(ctx: Context, num_blocks: int, dim: int, alpha: float):
-  counts = feature_counts(ctx.data.train.ids, ctx.data.field_dims)
+  counts = ctx.train_counts()
   block_of_row, row_in_block, sizes = block_layout(counts, num_blocks)
   widths = block_widths(block_popularity(counts, block_of_row, num_blocks), dim, alpha)
   return block_of_row, row_in_block, tuple(int(n) for n in sizes), widths

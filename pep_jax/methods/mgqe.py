@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pep_jax.layers.embedding import field_offsets, padded_rows, xavier_table_init
-from pep_jax.methods.base import Candidate, Context, feature_counts
+from pep_jax.methods.base import Candidate, Context
 from pep_jax.sharding.lookup import take_rows
 from pep_jax.train.setup import ROWS, Stage, make_stage
 
@@ -248,7 +248,7 @@ def candidates(ctx: Context, search: bool = True) -> list[Candidate]:
 def _limits(ctx: Context, num_centroids: int) -> np.ndarray:
   c = ctx.config.mgqe
   rare = max(2, int(round(c.rare_centroid_fraction * num_centroids)))
-  return centroid_limits(feature_counts(ctx.data.train.ids, ctx.data.field_dims), num_centroids, float(c.frequent_fraction),
+  return centroid_limits(ctx.train_counts(), num_centroids, float(c.frequent_fraction),
                          rare)
 
 
