@@ -118,9 +118,8 @@ def score_pruned_ticket(config, data: CTRDataset, workdir: str, ticket: dict) ->
   ckpt = Checkpointer(directory, max_to_keep=None)
   state, _ = ckpt.restore(ticket['step'], stage.abstract_state())
   ckpt.close()
-  ebs = config.train.eval_batch_size
-  valid = loop.evaluate(stage.eval_step, state, {}, data.valid, ebs, stage.batch_sharding)
-  test = loop.evaluate(stage.eval_step, state, {}, data.test, ebs, stage.batch_sharding)
+  valid = loop.evaluate(stage, state, {}, data.valid)
+  test = loop.evaluate(stage, state, {}, data.test)
   return {'budget': ticket['budget'], 'nonzeros': int(stage.embedding_call(state, 'nonzeros')),
           'valid_auc': valid['auc'], 'test_auc': test['auc'], 'test_logloss': test['logloss']}
 

@@ -20,6 +20,7 @@ STAGES = ('all', 'search', 'prune', 'retrain', 'evaluate')
 
 # Keys that may change between runs sharing a work directory without changing any result.
 RESUMABLE_KEYS = ('stage', 'methods', 'train.log_every_steps', 'train.eval_batch_size',
+                  'train.steps_per_dispatch',
                   'ue.dims', 'retrain.init',
                   'mesh.data', 'mesh.table')
 
@@ -112,6 +113,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.patience = 5
   c.train.checkpoint_every_steps = 2000
   c.train.log_every_steps = 100
+  # Train steps (and eval batches) per compiled call: the loops dispatch, read metrics back
+  # and check a budget once per block (a ticket is still cut at its exact step). 1 runs one
+  # step per call. A resumed run continues exactly at the same value; another value changes
+  # results only by float32 rounding.
+  c.train.steps_per_dispatch = 50
 
   # Devices (see pep_jax/sharding): the table's rows are split over `table`, copied over `data`;
   # batches are split over both. -1: every device the other axis leaves.
@@ -142,6 +148,7 @@ def validate(config) -> None:
                      'autoint_lr (pep_jax.models.ctr.LR stays importable as a reference model)')
   positive = ('embedding.dim', 'train.batch_size', 'train.eval_batch_size', 'train.max_epochs',
               'train.patience', 'train.checkpoint_every_steps', 'train.log_every_steps',
+              'train.steps_per_dispatch',
               'prune.max_epochs', 'prune.checkpoint_every_steps', 'optimizer.learning_rate',
               'embedding.gate_scale')
   for key in positive:

@@ -244,8 +244,7 @@ def compact_weights(run: Run, layout: str | None = None) -> tuple[str, dict[str,
 
 def reference_probs(run: Run, split: Split) -> np.ndarray:
   """The in-memory model's probabilities on ``split`` (as the run's evaluation computes them)."""
-  return loop.predict(run.stage.eval_step, run.state, run.constants, split,
-                      run.config.train.eval_batch_size, run.stage.batch_sharding)
+  return loop.predict(run.stage, run.state, run.constants, split)
 
 
 def batched(fn, ids: np.ndarray, batch_size: int = EXPORT_BATCH) -> np.ndarray:

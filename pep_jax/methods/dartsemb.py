@@ -25,7 +25,6 @@ from pep_jax.data.pipeline import make_batch
 from pep_jax.layers.embedding import (FieldWidthEmbedding, field_offsets, projection_init,
                                       xavier_table_init)
 from pep_jax.methods.base import Candidate, Context, read_json
-from pep_jax.sharding.batches import global_batch
 from pep_jax.train import steps as steps_lib
 from pep_jax.train.fit import train_steps
 from pep_jax.train.optim import build_optimizer
@@ -134,9 +133,9 @@ def _mask(params, arch: bool):
 
 
 def _search_steps(weights_tx, arch_tx):
-  """``(model, tx, count, shardings) -> (train_step, eval_step)`` of the bi-level search."""
+  """``(model, tx, count) -> (train_step, eval_step)`` of the bi-level search."""
 
-  def make(model, tx, count_nonzeros, shardings):
+  def make(model, tx, count_nonzeros):
     del tx, count_nonzeros
 
     def loss_fn(params, state, constants, ids, labels, weights, key):
@@ -169,13 +168,7 @@ def _search_steps(weights_tx, arch_tx):
                             **constants}, batch['ids'], batch['weights'], train=False)
       return jax.nn.sigmoid(logits)
 
-    sh = shardings
-    batch_sh = {k: sh.batch for k in ('ids', 'labels', 'weights', 'valid_ids', 'valid_labels',
-                                      'valid_weights')}
-    return (jax.jit(train_step, in_shardings=(sh.state, batch_sh, sh.constants),
-                    out_shardings=(sh.state, sh.replicated), donate_argnums=0),
-            jax.jit(eval_step, in_shardings=(sh.state, sh.batch, sh.constants),
-                    out_shardings=sh.replicated))
+    return train_step, eval_step
 
   return make
 
@@ -216,7 +209,6 @@ def search_stage(ctx: Context, cset):
   def add_valid(step, batch):
     rows = valid_order[(np.arange(bs) + (step - 1) * bs) % len(valid_order)]
     rows = make_batch(data.valid, rows, bs)
-    rows = global_batch(rows, stage.batch_sharding, bs)
     return {**batch, **{f'valid_{k}': v for k, v in rows.items()}}
 
   return stage, add_valid

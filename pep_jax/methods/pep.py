@@ -2,8 +2,9 @@
 
 Search (the prune stage): the table is reparameterised as ``sign(V) relu(|V| - g(s))``
 (:class:`pep_jax.layers.embedding.PEPEmbedding`) and trained; the non-zero count is computed in
-the train step and read every step, because a ticket is the mask of the *first* step whose count
-is at or under a budget. The stage ends when every budget has its ticket or at
+the train step, because a ticket is the mask of the *first* step whose count is at or under a
+budget: a block of steps halts on the device right after that step, so the ticket is cut from
+exactly its state however many steps a call runs. The stage ends when every budget has its ticket or at
 ``prune.max_epochs``; budgets it could not reach are reported (with a sigmoid gate a threshold
 never exceeds ``gate_scale``, so the count can plateau above a budget).
 
@@ -131,14 +132,15 @@ def run_prune(ctx: Context) -> dict:
       ctx.writer.write('prune', step, ticket_budget=budget, ticket_nonzeros=nonzeros)
     return not remaining
 
-  seconds = 0.0
+  seconds, warmup = 0.0, (0, 0.0)
   if remaining:
     state, progress = train_steps(
         config, ctx.data, stage, state, {}, os.path.join(workdir, 'prune', 'checkpoints'),
         'prune', ctx.writer, max_epochs=config.prune.max_epochs,
         checkpoint_every=config.prune.checkpoint_every_steps, on_step=on_step,
-        log_keys=('nonzeros',))
+        halt_at=lambda: remaining[0] if remaining else -1, log_keys=('nonzeros',))
     seconds = progress['seconds']
+    warmup = (progress['warmup_steps'], progress['warmup_seconds'])
   nonzeros = last['nonzeros']
   if nonzeros is None:
     nonzeros = int(stage.embedding_call(state, 'nonzeros'))
@@ -149,6 +151,7 @@ def run_prune(ctx: Context) -> dict:
       'reached': sorted(done),
       'unreached': [b for b in budgets if b not in done],
       'seconds': seconds,
+      'warmup_steps': warmup[0], 'warmup_seconds': warmup[1],
   }
   if result['unreached'] and jax.process_index() == 0:
     print(f'prune: budgets {result["unreached"]} not reached within prune.max_epochs='

@@ -38,3 +38,18 @@ def global_batch(local: dict[str, np.ndarray], batch_sharding: jax.sharding.Shar
     else:
       out[k] = jax.make_array_from_process_local_data(batch_sharding, v, shape)
   return out
+
+
+def global_slab(local: dict[str, np.ndarray], slab_sharding: jax.sharding.Sharding,
+                batch_size: int) -> dict[str, jax.Array]:
+  """:func:`global_batch` for slabs ``[K, rows, ...]`` of ``K`` batches (batch axis 1)."""
+  out = {}
+  for k, v in local.items():
+    shape = (v.shape[0], batch_size) + v.shape[2:]
+    if v.shape[1] == batch_size and jax.process_count() > 1:
+      out[k] = jax.make_array_from_callback(shape, slab_sharding, lambda index, v=v: v[index])
+    elif jax.process_count() == 1:
+      out[k] = jax.device_put(v, slab_sharding)
+    else:
+      out[k] = jax.make_array_from_process_local_data(slab_sharding, v, shape)
+  return out

@@ -14,9 +14,12 @@ documents, so a resumed run still reports what its training cost in all.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
+
+import jax
 
 from pep_jax.data import pipeline
 from pep_jax.data.base import CTRDataset
@@ -29,52 +32,105 @@ from pep_jax.train.setup import Stage, write_json
 StepCallback = Callable[[int, bool, object, dict], bool]
 
 
+class _Blocks:
+  """Runs a stage's train block over the slabs of a run and reports each call's steps."""
+
+  def __init__(self, stage: Stage, constants: dict, name: str, ckpt_dir: str):
+    self.stage, self.constants, self.name, self.ckpt_dir = stage, constants, name, ckpt_dir
+    self.warmup = None  # (seconds, steps) of this process's first call (it compiles)
+
+  def run(self, state, block: loop.Block, slot: int, halt_at: int):
+    """One compiled call from ``slot``; returns ``(state, metrics, done)``, metrics on the host.
+
+    Raises :class:`loop.NonFiniteLossError` (before anything is saved) if a step's loss is not
+    finite.
+    """
+    t = time.perf_counter()
+    state, metrics, done = self.stage.steps.train_block(state, block.slab, self.constants,
+                                                        slot, block.count, halt_at)
+    metrics, done = jax.device_get((metrics, done))
+    done = int(done)
+    for j in range(slot, done):
+      loop.check_loss(float(metrics['loss'][j]), self.name, block.first + j + 1, self.ckpt_dir)
+    if self.warmup is None:
+      self.warmup = (time.perf_counter() - t, done - slot)
+    return state, metrics, done
+
+
+def _crossed(before: int, after: int, every: int) -> bool:
+  """Whether a multiple of ``every`` lies in ``(before, after]``."""
+  return after // every > before // every
+
+
 def train_steps(config, data: CTRDataset, stage: Stage, state, constants: dict, ckpt_dir: str,
                 name: str, writer: MetricWriter, *, max_epochs: int, checkpoint_every: int,
-                on_step: StepCallback, batch_map: Callable[[int, dict], dict] | None = None,
+                on_step: StepCallback, halt_at: Callable[[], int] | None = None,
+                batch_map: Callable[[int, dict], dict] | None = None,
                 log_keys: tuple[str, ...] = ()) -> tuple[object, dict]:
   """Trains from the newest checkpoint in ``ckpt_dir`` until ``on_step`` says stop.
 
+  Steps run ``train.steps_per_dispatch`` per compiled call (:class:`loop.Block`).
+
   Args:
-    on_step: called after every step with the metrics read back; it may write artefacts (they
-      must be idempotent: a step replayed after a crash calls it again).
-    batch_map: ``(step, batch) -> batch`` adds per-step inputs (e.g. validation rows).
+    on_step: called after every call with its last step, whether that step ended an epoch,
+      the state after it and its metrics (host scalars); it may write artefacts (they must be
+      idempotent: a step replayed after a crash calls it again).
+    halt_at: ``() -> int``: a call stops after the first step whose ``nonzeros`` metric is at
+      or under this value (``< 0``: never), so ``on_step`` sees the state of exactly that step.
+    batch_map: ``(step, batch) -> dict`` of per-step inputs added to the batch (e.g.
+      validation rows), numpy arrays of ``train.batch_size`` rows.
     log_keys: metrics besides ``loss`` shown on the progress bar and logged.
 
   Returns:
-    The final state and ``{'steps', 'seconds'}``.
+    The final state and ``{'steps', 'seconds', 'warmup_steps', 'warmup_seconds'}``: the wall
+    time of the loop, and the steps and time of each process's first call (which compiles),
+    summed over resumes, so ``(steps - warmup_steps) / (seconds - warmup_seconds)`` is the
+    steady rate.
   """
   ckpt = Checkpointer(ckpt_dir, max_to_keep=2)
-  progress = {'seconds': 0.0}
+  progress = {'seconds': 0.0, 'warmup_seconds': 0.0, 'warmup_steps': 0}
   if ckpt.latest_step() is not None:
-    state, progress = ckpt.restore(ckpt.latest_step(), state)
+    state, restored = ckpt.restore(ckpt.latest_step(), state)
+    progress.update(restored)
   bs = config.train.batch_size
   start = int(state.step)
   per_epoch = pipeline.num_batches(len(data.train), bs)
   bar = Progress(name, max_epochs * per_epoch, start, bs)
-  t0, seconds0 = time.perf_counter(), progress['seconds']
-  batches = loop.resumable_batches(data.train, bs, seed=config.seed, start_step=start,
-                                   max_epochs=max_epochs, sharding=stage.batch_sharding)
-  for step, epoch_end, batch in batches:
-    if batch_map is not None:
-      batch = batch_map(step, batch)
-    state, metrics = stage.train_step(state, batch, constants)
-    values = {k: float(metrics[k]) for k in ('loss',) + log_keys}
-    loop.check_loss(values['loss'], name, step, ckpt.directory)
-    stop = on_step(step, epoch_end, state, metrics)
-    progress['seconds'] = seconds0 + time.perf_counter() - t0
-    if step % config.train.log_every_steps == 0 or epoch_end:
-      writer.write(name, step, **values, samples_per_second=bar.samples_per_second)
-      bar.update(step, **{k: f'{v:.4f}' if k == 'loss' else f'{v:,.6g}'
-                          for k, v in values.items()})
-    if stop:
-      break
-    if step % checkpoint_every == 0 or epoch_end:
-      ckpt.save(step, state, progress)
+  t0, base = time.perf_counter(), dict(progress)
+  runner = _Blocks(stage, constants, name, ckpt.directory)
+  blocks = loop.resumable_blocks(data.train, bs, stage.per_dispatch, seed=config.seed,
+                                 start_step=start, max_epochs=max_epochs,
+                                 sharding=stage.batch_sharding, batch_map=batch_map)
+  stop = False
+  with contextlib.closing(blocks):
+    for block in blocks:
+      slot = block.start
+      while slot < block.count and not stop:
+        state, metrics, done = runner.run(state, block, slot,
+                                          -1 if halt_at is None else int(halt_at()))
+        step = block.first + done
+        epoch_end = block.epoch_end and done == block.count
+        stop = on_step(step, epoch_end, state, {k: v[done - 1] for k, v in metrics.items()})
+        progress['seconds'] = base['seconds'] + time.perf_counter() - t0
+        progress['warmup_seconds'] = base['warmup_seconds'] + runner.warmup[0]
+        progress['warmup_steps'] = base['warmup_steps'] + runner.warmup[1]
+        for j in range(slot, done):
+          if (block.first + j + 1) % config.train.log_every_steps == 0 or (
+              epoch_end and j == done - 1):
+            values = {k: float(metrics[k][j]) for k in ('loss',) + log_keys}
+            writer.write(name, block.first + j + 1, **values,
+                         samples_per_second=bar.samples_per_second)
+        bar.update(step, **{k: f'{float(metrics[k][done - 1]):,.6g}' for k in log_keys},
+                   loss=f'{float(metrics["loss"][done - 1]):.4f}')
+        if not stop and (_crossed(block.first + slot, step, checkpoint_every) or epoch_end):
+          ckpt.save(step, state, progress)
+        slot = done
+      if stop:
+        break
   ckpt.save(int(state.step), state, progress)
   ckpt.close()
   bar.close()
-  return state, {'steps': int(state.step), 'seconds': progress['seconds']}
+  return state, {'steps': int(state.step), **progress}
 
 
 def train_to_best(config, data: CTRDataset, stage: Stage, state, constants: dict, run_dir: str,
@@ -82,7 +138,8 @@ def train_to_best(config, data: CTRDataset, stage: Stage, state, constants: dict
   """Trains with early stopping on validation AUC; returns the best state's metrics.
 
   Resumable: ``run_dir/latest`` holds the newest state with the validation history,
-  ``run_dir/best`` the best one; ``run_dir/result.json`` marks the run finished.
+  ``run_dir/best`` the best one; ``run_dir/result.json`` marks the run finished. Steps run
+  ``train.steps_per_dispatch`` per compiled call; every epoch ends a call.
 
   Returns:
     ``valid_*``/``test_*`` metrics of the best state, its epoch, the epochs run,
@@ -94,49 +151,36 @@ def train_to_best(config, data: CTRDataset, stage: Stage, state, constants: dict
               'seconds': 0.0}
   if latest.latest_step() is not None:
     state, progress = latest.restore(latest.latest_step(), state)
-  bs, ebs = config.train.batch_size, config.train.eval_batch_size
+  bs = config.train.batch_size
   per_epoch = pipeline.num_batches(len(data.train), bs)
   start = int(state.step)
   bar = Progress(name, config.train.max_epochs * per_epoch, start, bs)
-  stopped = progress['bad_epochs'] >= config.train.patience
-  pending = None  # metrics of the previous step, read one step late
+  stop = progress['bad_epochs'] >= config.train.patience
   t0, seconds0 = time.perf_counter(), progress.get('seconds', 0.0)
-
-  batches = loop.resumable_batches(data.train, bs, seed=config.seed, start_step=start,
-                                   max_epochs=config.train.max_epochs,
-                                   sharding=stage.batch_sharding)
-  for step, epoch_end, batch in () if stopped else batches:
-    state, metrics = stage.train_step(state, batch, constants)
-    if pending is not None:
-      loss = float(pending['loss'])
-      loop.check_loss(loss, name, step - 1, latest.directory)
-      if (step - 1) % config.train.log_every_steps == 0:
-        writer.write(name, step - 1, loss=loss, samples_per_second=bar.samples_per_second)
-        bar.update(step - 1, loss=f'{loss:.4f}')
-    pending = metrics
-    if epoch_end:
-      loss = float(pending['loss'])
-      loop.check_loss(loss, name, step, latest.directory)
-      pending = None
-      valid = loop.evaluate(stage.eval_step, state, constants, data.valid, ebs,
-                            stage.batch_sharding)
-      epoch = step // per_epoch - 1
-      progress['history'].append({'epoch': epoch, 'step': step, 'train_loss': loss,
-                                  **{f'valid_{k}': v for k, v in valid.items()}})
-      progress['seconds'] = seconds0 + time.perf_counter() - t0
-      writer.write(name, step, **{f'valid_{k}': v for k, v in valid.items()})
-      if progress['best_valid_auc'] is None or valid['auc'] > progress['best_valid_auc']:
-        progress.update(best_epoch=epoch, best_valid_auc=valid['auc'], bad_epochs=0)
-        best.save(epoch, state, progress)  # before `latest`, so a crash never loses the best
-      else:
-        progress['bad_epochs'] += 1
-      latest.save(step, state, progress)
-      bar.update(step, loss=f'{loss:.4f}', valid_auc=f'{valid["auc"]:.4f}')
-      if progress['bad_epochs'] >= config.train.patience:
+  runner = _Blocks(stage, constants, name, latest.directory)
+  blocks = loop.resumable_blocks(data.train, bs, stage.per_dispatch, seed=config.seed,
+                                 start_step=start, max_epochs=config.train.max_epochs,
+                                 sharding=stage.batch_sharding)
+  with contextlib.closing(blocks):
+    for block in () if stop else blocks:
+      slot = block.start
+      while slot < block.count:
+        state, metrics, done = runner.run(state, block, slot, -1)
+        step, loss = block.first + done, float(metrics['loss'][done - 1])
+        for j in range(slot, done):
+          if (block.first + j + 1) % config.train.log_every_steps == 0:
+            writer.write(name, block.first + j + 1, loss=float(metrics['loss'][j]),
+                         samples_per_second=bar.samples_per_second)
+        bar.update(step, loss=f'{loss:.4f}')
+        progress['seconds'] = seconds0 + time.perf_counter() - t0
+        if block.epoch_end and done == block.count:
+          stop = _end_epoch(config, data, stage, state, constants, step, step // per_epoch - 1,
+                            loss, progress, latest, best, writer, bar, name)
+        elif _crossed(block.first + slot, step, config.train.checkpoint_every_steps):
+          latest.save(step, state, progress)
+        slot = done
+      if stop:
         break
-    elif step % config.train.checkpoint_every_steps == 0:
-      progress['seconds'] = seconds0 + time.perf_counter() - t0
-      latest.save(step, state, progress)
   bar.close()
   latest.close()
 
@@ -144,10 +188,8 @@ def train_to_best(config, data: CTRDataset, stage: Stage, state, constants: dict
     raise RuntimeError(f'{name}: no epoch finished (train.max_epochs={config.train.max_epochs})')
   best_state, _ = best.restore(progress['best_epoch'], state)
   best.close()
-  valid = loop.evaluate(stage.eval_step, best_state, constants, data.valid, ebs,
-                        stage.batch_sharding)
-  test = loop.evaluate(stage.eval_step, best_state, constants, data.test, ebs,
-                       stage.batch_sharding)
+  valid = loop.evaluate(stage, best_state, constants, data.valid)
+  test = loop.evaluate(stage, best_state, constants, data.test)
   return {
       'best_epoch': progress['best_epoch'],
       'epochs': len(progress['history']),
@@ -159,6 +201,23 @@ def train_to_best(config, data: CTRDataset, stage: Stage, state, constants: dict
       'history': progress['history'],
       'best_state': best_state,
   }
+
+
+def _end_epoch(config, data, stage, state, constants, step, epoch, loss, progress, latest, best,
+               writer, bar, name) -> bool:
+  """Validates at the end of an epoch, saves ``best``/``latest``; True once patience is spent."""
+  valid = loop.evaluate(stage, state, constants, data.valid)
+  progress['history'].append({'epoch': epoch, 'step': step, 'train_loss': loss,
+                              **{f'valid_{k}': v for k, v in valid.items()}})
+  writer.write(name, step, **{f'valid_{k}': v for k, v in valid.items()})
+  if progress['best_valid_auc'] is None or valid['auc'] > progress['best_valid_auc']:
+    progress.update(best_epoch=epoch, best_valid_auc=valid['auc'], bad_epochs=0)
+    best.save(epoch, state, progress)  # before `latest`, so a crash never loses the best
+  else:
+    progress['bad_epochs'] += 1
+  latest.save(step, state, progress)
+  bar.update(step, loss=f'{loss:.4f}', valid_auc=f'{valid["auc"]:.4f}')
+  return progress['bad_epochs'] >= config.train.patience
 
 
 def finish(run_dir: str, result: dict) -> dict:

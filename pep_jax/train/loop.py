@@ -1,7 +1,8 @@
-"""Pieces every training stage shares: resumable iteration, evaluation, loss checks."""
+"""Pieces every training stage shares: resumable blocks of batches, evaluation, loss checks."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 
@@ -9,7 +10,8 @@ import numpy as np
 
 from pep_jax.data import pipeline
 from pep_jax.data.base import Split
-from pep_jax.sharding.batches import global_batch, process_rows
+from pep_jax.sharding.batches import global_batch, global_slab, process_rows
+from pep_jax.train import steps as steps_lib
 from pep_jax.metrics import evaluate_predictions
 
 
@@ -65,25 +67,100 @@ def resumable_batches(split: Split, batch_size: int, *, seed: int, start_step: i
       yield step, i == per_epoch - 1, batch
 
 
-def predict(eval_step, state, constants: dict, split: Split, batch_size: int,
-            sharding=None) -> np.ndarray:
+@dataclasses.dataclass
+class Block:
+  """A slab of up to ``K`` consecutive batches of one epoch, placed for the block step.
+
+  Blocks are aligned within each epoch (batches ``0..K-1``, ``K..2K-1``, ...), so a run
+  resumed at any step groups the remaining batches as an uninterrupted run does. The last
+  block of an epoch may hold fewer than ``K`` real batches; its other slots are zeros and are
+  never run.
+  """
+
+  first: int  # global step count before the slab's slot 0
+  start: int  # first slot to run (after a resume inside the block)
+  count: int  # real batches in the slab
+  epoch_end: bool  # the slab's last real batch is the last batch of an epoch
+  slab: dict  # [K, B, ...] arrays (jax.Array on the mesh, or numpy without a sharding)
+
+
+def _stack(batches: list[dict], size: int) -> dict:
+  """``size`` slots: the batches, then zero batches; every key stacked on a leading axis."""
+  out = {}
+  for key, value in batches[0].items():
+    slab = np.zeros((size,) + value.shape, value.dtype)
+    for i, b in enumerate(batches):
+      slab[i] = b[key]
+    out[key] = slab
+  return out
+
+
+def resumable_blocks(split: Split, batch_size: int, per_block: int, *, seed: int,
+                     start_step: int, max_epochs: int, sharding=None, batch_map=None,
+                     prefetch: int = 2) -> Iterator[Block]:
+  """The training batches from global step ``start_step`` on, ``per_block`` batches a slab.
+
+  Epoch ``e``'s order depends only on ``(seed, e)`` (:func:`pipeline.batch_rows`), so the
+  batches are those of a one-step loop, in the same order. Slabs are assembled and placed
+  ``prefetch`` ahead in a background thread.
+
+  Args:
+    batch_map: ``(step, batch) -> dict`` of extra arrays with ``batch_size`` rows (e.g.
+      validation rows) added to the batch trained on at step ``step`` (the count after it).
+    sharding: the mesh's batch sharding; each process reads only the rows its devices hold.
+  """
+  per_epoch = pipeline.num_batches(len(split), batch_size)
+  lo, hi = (0, batch_size) if sharding is None else process_rows(sharding, batch_size)
+  slab_sh = None if sharding is None else steps_lib.slab_sharding(sharding)
+
+  def produce():
+    for epoch in range(start_step // per_epoch, max_epochs):
+      order = pipeline.epoch_order(len(split), seed=seed, epoch=epoch, shuffle=True)
+      first_block = max(0, start_step - epoch * per_epoch) // per_block
+      for b0 in range(first_block * per_block, per_epoch, per_block):
+        count = min(per_block, per_epoch - b0)
+        base = epoch * per_epoch + b0
+        batches = []
+        for j in range(count):
+          rows = order[(b0 + j) * batch_size:(b0 + j + 1) * batch_size]
+          batch = pipeline.make_batch(split, rows[lo:hi], hi - lo)
+          if batch_map is not None:
+            extra = batch_map(base + j + 1, batch)
+            batch.update({k: np.asarray(v)[lo:hi] for k, v in extra.items()})
+          batches.append(batch)
+        slab = _stack(batches, per_block)
+        if slab_sh is not None:
+          slab = global_slab(slab, slab_sh, batch_size)
+        yield Block(base, max(0, start_step - base), count, b0 + count == per_epoch, slab)
+
+  yield from pipeline.prefetch(produce(), prefetch) if prefetch else produce()
+
+
+def predict(stage, state, constants: dict, split: Split,
+            batch_size: int | None = None) -> np.ndarray:
   """Click probabilities for every row of ``split`` (in order), float64 ``[N]``.
 
-  With ``sharding``, each batch is split over the devices (every process reads the batch and
-  hands over its own rows); ``eval_step`` returns the probabilities replicated.
+  Runs ``stage``'s eval block over slabs of ``stage.per_dispatch`` batches of
+  ``batch_size`` rows (``train.eval_batch_size`` by default); with a mesh, each batch is
+  split over the devices and every process reads only its own rows.
   """
-  lo, hi = (0, batch_size) if sharding is None else process_rows(sharding, batch_size)
+  batch_size = batch_size or stage.config.train.eval_batch_size
+  per_block, sharding = stage.per_dispatch, stage.batch_sharding
+  lo, hi = process_rows(sharding, batch_size)
+  slab_sh = steps_lib.slab_sharding(sharding)
+  n = len(split)
   out = []
-  for batch in pipeline.batches(split, batch_size, shuffle=False):
-    placed = batch
-    if sharding is not None:
-      placed = global_batch({k: v[lo:hi] for k, v in batch.items()}, sharding, batch_size)
-    out.append(np.asarray(eval_step(state, placed, constants))[batch['weights'] > 0])
+  for b0 in range(0, pipeline.num_batches(n, batch_size), per_block):
+    starts = range(b0 * batch_size, min(n, (b0 + per_block) * batch_size), batch_size)
+    batches = [pipeline.make_batch(split, np.arange(s, min(n, s + batch_size))[lo:hi], hi - lo)
+               for s in starts]
+    slab = global_slab(_stack(batches, per_block), slab_sh, batch_size)
+    probs = np.asarray(stage.steps.eval_block(state, slab, constants, len(batches)))
+    out.extend(p[:min(batch_size, n - s)] for p, s in zip(probs, starts))
   return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
 
-def evaluate(eval_step, state, constants: dict, split: Split, batch_size: int,
-             sharding=None) -> dict:
+def evaluate(stage, state, constants: dict, split: Split, batch_size: int | None = None) -> dict:
   """Global and per-batch-mean AUC and logloss of ``split``."""
-  probs = predict(eval_step, state, constants, split, batch_size, sharding)
+  probs = predict(stage, state, constants, split, batch_size)
   return evaluate_predictions(np.asarray(split.labels, np.float64), probs)

@@ -50,12 +50,24 @@ class Stage:
   model: nn.Module
   embedding: nn.Module
   tx: optax.GradientTransformation
-  train_step: Any
-  eval_step: Any
+  steps: steps_lib.CompiledSteps | None
   num_fields: int
   mesh: Mesh
   shardings: steps_lib.StepShardings
   _embedding_fns: dict = dataclasses.field(default_factory=dict, repr=False)
+
+  @property
+  def train_step(self):
+    return self.steps.train_step
+
+  @property
+  def eval_step(self):
+    return self.steps.eval_step
+
+  @property
+  def per_dispatch(self) -> int:
+    """Train steps (or eval batches) per compiled call: ``train.steps_per_dispatch``."""
+    return int(self.config.train.steps_per_dispatch)
 
   @property
   def table_entries(self) -> int:
@@ -159,8 +171,8 @@ def make_stage(config, data: CTRDataset, layer: Callable[[int, Mesh], nn.Module]
     constants: the tree of non-trained collections the steps take (``{'ticket': {'embedding':
       {'mask': ROWS}}}``), each leaf saying where it lives (:data:`ROWS` or :data:`REPLICATED`).
     tx: the optimizer; ``config.optimizer``'s by default.
-    steps: ``(model, tx, count_nonzeros, shardings) -> (train_step, eval_step)``; the ordinary
-      :func:`pep_jax.train.steps.make_steps` by default.
+    steps: ``(model, tx, count_nonzeros) -> (train_step, eval_step)``, not compiled (this
+      compiles them); the ordinary :func:`pep_jax.train.steps.step_functions` by default.
   """
   mesh = sharding.build_mesh(config.mesh) if mesh is None else mesh
   sharding.check_divides(mesh, config.train.batch_size, 'train.batch_size')
@@ -168,7 +180,7 @@ def make_stage(config, data: CTRDataset, layer: Callable[[int, Mesh], nn.Module]
   embedding = layer(sharding.row_multiple(mesh, config.mesh), mesh)
   model = build_model(config.model, data.field_dims, embedding)
   tx = build_optimizer(config.optimizer) if tx is None else tx
-  stage = Stage(config, model, embedding, tx, None, None, data.num_fields, mesh, None)
+  stage = Stage(config, model, embedding, tx, None, data.num_fields, mesh, None)
   state_shapes = jax.eval_shape(stage._init(config.seed))
   place = {ROWS: sharding.specs.table_rows(mesh), REPLICATED: sharding.specs.replicated(mesh)}
   stage.shardings = steps_lib.StepShardings(
@@ -177,7 +189,7 @@ def make_stage(config, data: CTRDataset, layer: Callable[[int, Mesh], nn.Module]
       batch=sharding.specs.batch_sharding(mesh),
       constants=jax.tree.map(place.__getitem__, constants or {}),
       replicated=sharding.specs.replicated(mesh))
-  steps = steps or (lambda m, t, count, sh: steps_lib.make_steps(m, t, count_nonzeros=count,
-                                                                 shardings=sh))
-  stage.train_step, stage.eval_step = steps(model, tx, count_nonzeros, stage.shardings)
+  steps = steps or (lambda m, t, count: steps_lib.step_functions(m, t, count_nonzeros=count))
+  stage.steps = steps_lib.compile_steps(*steps(model, tx, count_nonzeros), stage.shardings,
+                                        halt_key='nonzeros' if count_nonzeros else None)
   return stage

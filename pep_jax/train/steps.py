@@ -1,8 +1,10 @@
 """Train state and the jitted train/eval steps shared by every stage.
 
 A stage is a model (with its embedding layer), an optimizer and, for retraining, the constant
-ticket mask. :func:`make_steps` jits one train step and one eval step for it; each compiles
-once per stage (the batch shape never changes).
+ticket mask. :func:`step_functions` writes its train and eval steps; :func:`compile_steps` jits
+each twice: for one batch, and as a loop over a block of ``K`` batches per call (a slab), which
+is what the training loops run, so the host dispatches and reads metrics once per ``K`` steps.
+Each program compiles once per stage (the batch and slab shapes never change).
 """
 
 from __future__ import annotations
@@ -68,23 +70,20 @@ def new_state(params: PyTree, batch_stats: PyTree, tx: optax.GradientTransformat
                     opt_state=tx.init(params), rng=jax.random.PRNGKey(seed + 1))
 
 
-def make_steps(model: nn.Module, tx: optax.GradientTransformation, *, count_nonzeros: bool,
-               shardings: StepShardings | None = None) -> tuple[Callable, Callable]:
-  """The jitted ``train_step`` and ``eval_step`` of a stage.
+def step_functions(model: nn.Module, tx: optax.GradientTransformation, *,
+                   count_nonzeros: bool) -> tuple[Callable, Callable]:
+  """The ``train_step`` and ``eval_step`` of a stage, not yet compiled.
 
   ``train_step(state, batch, constants) -> (state, metrics)``: one optimizer update of the
-  click loss plus :func:`aux_loss`; the state is donated. ``metrics`` holds ``loss`` and, with ``count_nonzeros``, ``nonzeros``: the
-  non-zero entries of the embedding table *after* the update, counted on the device.
+  click loss plus :func:`aux_loss`. ``metrics`` holds ``loss`` and, with ``count_nonzeros``,
+  ``nonzeros``: the non-zero entries of the embedding table *after* the update.
 
   ``eval_step(state, batch, constants) -> probs [B]``.
 
   ``constants`` holds non-trained variable collections (``{'ticket': {...}}`` when retraining a
   ticket, ``{}`` otherwise); it is an argument, not a closure, so the mask is not baked into
-  the compiled program.
-
-  With ``shardings``, both steps are compiled for the mesh: the state stays where it lives
-  (table rows split, dense parameters replicated), batches are split, metrics and
-  probabilities come back replicated so every host can read them.
+  the compiled program. :func:`compile_steps` compiles both, one step or a block of steps per
+  call.
   """
 
   def variables(params, batch_stats, constants):
@@ -116,13 +115,107 @@ def make_steps(model: nn.Module, tx: optax.GradientTransformation, *, count_nonz
                          batch['weights'], train=False)
     return jax.nn.sigmoid(logits)
 
+  return train_step, eval_step
+
+
+def make_steps(model: nn.Module, tx: optax.GradientTransformation, *, count_nonzeros: bool,
+               shardings: StepShardings | None = None) -> tuple[Callable, Callable]:
+  """The jitted one-step ``train_step`` and ``eval_step`` of :func:`step_functions`."""
+  steps = compile_steps(*step_functions(model, tx, count_nonzeros=count_nonzeros), shardings)
+  return steps.train_step, steps.eval_step
+
+
+@dataclasses.dataclass(frozen=True)
+class CompiledSteps:
+  """A stage's steps, jitted once for one batch and once for a block of batches per call.
+
+  ``train_step(state, batch, constants) -> (state, metrics)`` (the state is donated).
+
+  ``train_block(state, slab, constants, start, stop, halt_at) -> (state, metrics, done)``: runs
+  the train step on ``slab[start]``, ``slab[start + 1]``, ... up to ``slab[stop - 1]`` in one
+  compiled loop (``slab`` holds ``K`` batches stacked on a leading axis; ``start`` and
+  ``stop`` are traced, so every block of a run shares one program). It halts early after
+  the first step whose loss is not finite or, with ``halt_key``, whose ``metrics[halt_key]``
+  is at or under ``halt_at`` (``halt_at < 0``: never): the returned state is then exactly the
+  state after that step, which is how a ticket is cut at its step without one dispatch per
+  step. ``metrics`` are ``[K]`` arrays (valid in ``[start, done)``); ``done`` is the slot
+  after the last step run.
+
+  ``eval_step(state, batch, constants) -> probs [B]``;
+  ``eval_block(state, slab, constants, stop) -> probs [K, B]`` (valid in ``[0, stop)``).
+  """
+
+  train_step: Callable
+  eval_step: Callable
+  train_block: Callable
+  eval_block: Callable
+
+
+def compile_steps(train_step: Callable, eval_step: Callable,
+                  shardings: StepShardings | None = None, *,
+                  halt_key: str | None = None) -> CompiledSteps:
+  """Jits ``train_step``/``eval_step`` (see :func:`step_functions`) and their block loops.
+
+  With ``shardings``, every program is compiled for the mesh: the state stays where it lives
+  (table rows split, dense parameters replicated), batches are split (slabs along their batch
+  axis), metrics and probabilities come back replicated so every host can read them.
+  """
+
+  def train_block(state, slab, constants, start, stop, halt_at):
+    first = jax.tree.map(lambda x: x[0], slab)
+    shapes = jax.eval_shape(train_step, state, first, constants)[1]
+    size = jax.tree.leaves(slab)[0].shape[0]
+    metrics = jax.tree.map(lambda m: jnp.zeros((size,) + m.shape, m.dtype), shapes)
+
+    def cond(carry):
+      i, _, _, halted = carry
+      return (i < stop) & ~halted
+
+    def body(carry):
+      i, state, metrics, _ = carry
+      batch = jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, i, keepdims=False), slab)
+      state, m = train_step(state, batch, constants)
+      metrics = jax.tree.map(lambda buf, v: buf.at[i].set(v), metrics, m)
+      halted = ~jnp.isfinite(m['loss'])
+      if halt_key is not None:
+        halted |= (halt_at >= 0) & (m[halt_key] <= halt_at)
+      return i + 1, state, metrics, halted
+
+    done, state, metrics, _ = jax.lax.while_loop(
+        cond, body, (jnp.asarray(start, jnp.int32), state, metrics, jnp.zeros((), bool)))
+    return state, metrics, done
+
+  def eval_block(state, slab, constants, stop):
+    size, batch = jax.tree.leaves(slab)[0].shape[:2]
+    out = jnp.zeros((size, batch), jnp.float32)
+
+    def body(i, out):
+      rows = jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, i, keepdims=False), slab)
+      return out.at[i].set(eval_step(state, rows, constants).astype(jnp.float32))
+
+    return jax.lax.fori_loop(0, stop, body, out)
+
   if shardings is None:
-    return jax.jit(train_step, donate_argnums=0), jax.jit(eval_step)
+    return CompiledSteps(jax.jit(train_step, donate_argnums=0), jax.jit(eval_step),
+                         jax.jit(train_block, donate_argnums=0), jax.jit(eval_block))
   sh = shardings
-  inputs = (sh.state, sh.batch, sh.constants)
-  return (jax.jit(train_step, in_shardings=inputs, out_shardings=(sh.state, sh.replicated),
-                  donate_argnums=0),
-          jax.jit(eval_step, in_shardings=inputs, out_shardings=sh.replicated))
+  slab = slab_sharding(sh.batch)
+  scalar = sh.replicated
+  return CompiledSteps(
+      jax.jit(train_step, in_shardings=(sh.state, sh.batch, sh.constants),
+              out_shardings=(sh.state, sh.replicated), donate_argnums=0),
+      jax.jit(eval_step, in_shardings=(sh.state, sh.batch, sh.constants),
+              out_shardings=sh.replicated),
+      jax.jit(train_block, in_shardings=(sh.state, slab, sh.constants, scalar, scalar, scalar),
+              out_shardings=(sh.state, sh.replicated, sh.replicated), donate_argnums=0),
+      jax.jit(eval_block, in_shardings=(sh.state, slab, sh.constants, scalar),
+              out_shardings=sh.replicated))
+
+
+def slab_sharding(batch_sharding):
+  """The sharding of a slab ``[K, B, ...]`` whose batches are split as ``batch_sharding``."""
+  spec = jax.sharding.PartitionSpec(None, *batch_sharding.spec)
+  return jax.sharding.NamedSharding(batch_sharding.mesh, spec)
 
 
 def embedding_call(model: nn.Module, state: TrainState, constants: dict, method: str):

@@ -22,7 +22,8 @@ for n in (1, 2, 4, 8):
   rows = [r for r in experiment.run(config, workdir) if r['method'] == 'pep']
   with open(os.path.join(workdir, 'prune', 'result.json')) as f:
     prune = json.load(f)
-  del prune['seconds']  # wall-clock time differs between runs
+  for key in ('seconds', 'warmup_seconds'):  # wall-clock times differ between runs
+    del prune[key]
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     metrics = [json.loads(line) for line in f]
   stage = build_stage(config, data, 'masked')
