@@ -87,6 +87,9 @@ def field_size_totals(stage: Stage, mask, field_dims) -> np.ndarray:
 def _write_ticket(ctx: Context, stage: Stage, state, budget: int, nonzeros: int,
                   step: int, epoch: int) -> dict:
   data = ctx.data
+  if stage.materialize_fn is not None:  # rows mode: every row's missed decay applied first
+    state = stage.materialize(state)
+    nonzeros = int(stage.embedding_call(state, 'nonzeros'))
   mask = stage.embedding_call(state, 'mask')
   sizes = field_size_totals(stage, mask, data.field_dims) / np.asarray(data.field_dims)
   meta = {

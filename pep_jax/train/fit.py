@@ -127,6 +127,7 @@ def train_steps(config, data: CTRDataset, stage: Stage, state, constants: dict, 
         slot = done
       if stop:
         break
+  state = stage.materialize(state)
   ckpt.save(int(state.step), state, progress)
   ckpt.close()
   bar.close()
@@ -174,6 +175,7 @@ def train_to_best(config, data: CTRDataset, stage: Stage, state, constants: dict
         bar.update(step, loss=f'{loss:.4f}')
         progress['seconds'] = seconds0 + time.perf_counter() - t0
         if block.epoch_end and done == block.count:
+          state = stage.materialize(state)
           stop = _end_epoch(config, data, stage, state, constants, step, step // per_epoch - 1,
                             loss, progress, latest, best, writer, bar, name)
         elif _crossed(block.first + slot, step, config.train.checkpoint_every_steps):

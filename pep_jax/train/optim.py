@@ -8,6 +8,9 @@ Coupled L2 is what makes PEP prune at all from ``s_init = -150``: ``1e-5 * s`` i
 by Adam into a steady climb of about ``lr`` per step, while the loss gives ``s`` no gradient
 (``sigmoid'(-150) == 0`` in float32). ``optimizer.decoupled_weight_decay=True`` (AdamW) is
 offered for comparison; with it thresholds started at -150 never move.
+
+``optimizer.update='rows'`` (:mod:`pep_jax.train.sparse`) applies the same optimizer to the rows
+a batch looks up, with the steps a row missed applied when it is next looked up.
 """
 
 from __future__ import annotations
@@ -15,13 +18,17 @@ from __future__ import annotations
 import optax
 
 
-def build_optimizer(opt_config) -> optax.GradientTransformation:
-  """``config.optimizer`` -> an optax transformation (dense updates of all parameters)."""
+def build_optimizer(opt_config, clip: bool = True) -> optax.GradientTransformation:
+  """``config.optimizer`` -> an optax transformation (dense updates of all parameters).
+
+  ``clip=False`` leaves out the global-norm clip (the rows mode clips over its rows and the
+  dense parameters together before calling this).
+  """
   if opt_config.name != 'adam':
     raise ValueError(f"config key optimizer.name: only 'adam' is supported, got "
                      f'{opt_config.name!r}')
   parts = []
-  if opt_config.clip_norm > 0:
+  if clip and opt_config.clip_norm > 0:
     parts.append(optax.clip_by_global_norm(opt_config.clip_norm))
   if opt_config.weight_decay > 0 and not opt_config.decoupled_weight_decay:
     parts.append(optax.add_decayed_weights(opt_config.weight_decay))  # coupled L2, before Adam

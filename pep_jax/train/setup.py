@@ -24,6 +24,7 @@ from pep_jax.data.base import CTRDataset
 from pep_jax.layers.embedding import make_embedding
 from pep_jax.models.ctr import build_model
 from pep_jax.ops.threshold import is_per_feature
+from pep_jax.train import sparse
 from pep_jax.train import steps as steps_lib
 from pep_jax.train.checkpoint import Checkpointer
 from pep_jax.train.optim import build_optimizer
@@ -54,7 +55,14 @@ class Stage:
   num_fields: int
   mesh: Mesh
   shardings: steps_lib.StepShardings
+  # Brings a lazily updated state up to date (rows mode, pep_jax/train/sparse.py); None when
+  # every step already updates every row.
+  materialize_fn: Any = None
   _embedding_fns: dict = dataclasses.field(default_factory=dict, repr=False)
+
+  def materialize(self, state):
+    """``state`` with every row up to date: what is evaluated, saved as a ticket or exported."""
+    return state if self.materialize_fn is None else self.materialize_fn(state)
 
   @property
   def train_step(self):
@@ -179,6 +187,15 @@ def make_stage(config, data: CTRDataset, layer: Callable[[int, Mesh], nn.Module]
   sharding.check_divides(mesh, config.train.eval_batch_size, 'train.eval_batch_size')
   embedding = layer(sharding.row_multiple(mesh, config.mesh), mesh)
   model = build_model(config.model, data.field_dims, embedding)
+  rows = config.optimizer['update'] == 'rows' and steps is None
+  if rows:
+    if mesh.shape[sharding.TABLE] > 1:
+      raise ValueError(f"config key optimizer.update: 'rows' needs the table on one device of "
+                       f"the mesh's table axis (set mesh.table=1; this mesh has "
+                       f'{mesh.shape[sharding.TABLE]})')
+    table_rows = embedding.table_rows
+    tx = sparse.rows_optimizer(
+        config.optimizer, lambda p: sparse.RowLayout.of(p, per_feature_threshold), table_rows)
   tx = build_optimizer(config.optimizer) if tx is None else tx
   stage = Stage(config, model, embedding, tx, None, data.num_fields, mesh, None)
   state_shapes = jax.eval_shape(stage._init(config.seed))
@@ -189,7 +206,20 @@ def make_stage(config, data: CTRDataset, layer: Callable[[int, Mesh], nn.Module]
       batch=sharding.specs.batch_sharding(mesh),
       constants=jax.tree.map(place.__getitem__, constants or {}),
       replicated=sharding.specs.replicated(mesh))
-  steps = steps or (lambda m, t, count: steps_lib.step_functions(m, t, count_nonzeros=count))
-  stage.steps = steps_lib.compile_steps(*steps(model, tx, count_nonzeros), stage.shardings,
+  if rows:
+    placement = constants or {}
+    train_step, eval_step, materialize = sparse.step_functions(
+        model, config.optimizer, data.field_dims, table_rows, count_nonzeros=count_nonzeros,
+        per_feature_threshold=per_feature_threshold,
+        sync_steps=int(config.optimizer.rows_sync_steps),
+        row_constants=lambda c, f: jax.tree.map(
+            lambda where, x: f(x) if where == ROWS else x, placement, c))
+    stage.materialize_fn = jax.jit(materialize, in_shardings=(stage.shardings.state,),
+                                   out_shardings=stage.shardings.state)
+  else:
+    steps = steps or (lambda m, t, count: steps_lib.step_functions(m, t,
+                                                                   count_nonzeros=count))
+    train_step, eval_step = steps(model, tx, count_nonzeros)
+  stage.steps = steps_lib.compile_steps(train_step, eval_step, stage.shardings,
                                         halt_key='nonzeros' if count_nonzeros else None)
   return stage
