@@ -18,8 +18,8 @@ from pep_jax.ops.threshold import GATES, GRANULARITIES
 # retrain: candidates of finished searches; evaluate: re-score every finished run.
 STAGES = ('all', 'search', 'prune', 'retrain', 'evaluate')
 
-UPDATES = ('dense', 'rows')  # optimizer.update
-ROWS_METHODS = ('pep', 'ue')  # the methods optimizer.update='rows' supports
+UPDATES = ('dense', 'rows')  # optimizer.updates
+ROWS_METHODS = ('pep', 'ue')  # the methods optimizer.updates='rows' supports
 
 # Keys that may change between runs sharing a work directory without changing any result.
 RESUMABLE_KEYS = ('stage', 'methods', 'train.log_every_steps', 'train.eval_batch_size',
@@ -66,7 +66,7 @@ def default_config() -> ml_collections.ConfigDict:
   # dense: every row of the table, its thresholds and moments every step (the public code's
   # optimizer). rows: only the rows a batch looks up, with the coupled-L2 steps a row missed
   # applied when it is next looked up (pep_jax/train/sparse.py); methods pep and ue only.
-  c.optimizer['update'] = 'dense'  # (item syntax: ConfigDict.update is a method)
+  c.optimizer.updates = 'dense'  # ('updates': ConfigDict.update is a method, not a key)
   c.optimizer.rows_sync_steps = 1000  # rows mode: every row brought up to date this often
 
   c.prune = ml_collections.ConfigDict()
@@ -146,7 +146,7 @@ def validate(config) -> None:
       ('embedding.granularity', config.embedding.granularity in GRANULARITIES, GRANULARITIES),
       ('embedding.gate', config.embedding.gate in GATES, tuple(GATES)),
       ('retrain.init', config.retrain.init in ('rewind', 'random'), ('rewind', 'random')),
-      ('optimizer.update', config.optimizer['update'] in UPDATES, UPDATES),
+      ('optimizer.updates', config.optimizer.updates in UPDATES, UPDATES),
   ]
   for key, ok, allowed in checks:
     if not ok:
@@ -155,14 +155,14 @@ def validate(config) -> None:
     raise ValueError("config key model.name: 'lr' has no embedding table, so there is nothing "
                      'for config.methods to size; choose fm, deepfm, autoint, autoint_plus or '
                      'autoint_lr (pep_jax.models.ctr.LR stays importable as a reference model)')
-  if config.optimizer['update'] == 'rows':
+  if config.optimizer.updates == 'rows':
     others = [m for m in config.methods if m not in ROWS_METHODS]
     if others:
-      raise ValueError(f"config key optimizer.update: 'rows' updates the shared table of "
+      raise ValueError(f"config key optimizer.updates: 'rows' updates the shared table of "
                        f'methods {ROWS_METHODS}; config.methods also has {others} (use '
-                       "optimizer.update='dense' for them)")
+                       "optimizer.updates='dense' for them)")
     if config.optimizer.name != 'adam' or config.optimizer.decoupled_weight_decay:
-      raise ValueError("config key optimizer.update: 'rows' implements the faithful Adam with "
+      raise ValueError("config key optimizer.updates: 'rows' implements the faithful Adam with "
                        'coupled L2 (optimizer.decoupled_weight_decay=False)')
   positive = ('embedding.dim', 'optimizer.rows_sync_steps', 'train.batch_size', 'train.eval_batch_size', 'train.max_epochs',
               'train.patience', 'train.checkpoint_every_steps', 'train.log_every_steps',

@@ -9,7 +9,7 @@ by Adam into a steady climb of about ``lr`` per step, while the loss gives ``s``
 (``sigmoid'(-150) == 0`` in float32). ``optimizer.decoupled_weight_decay=True`` (AdamW) is
 offered for comparison; with it thresholds started at -150 never move.
 
-``optimizer.update='rows'`` (:mod:`pep_jax.train.sparse`) applies the same optimizer to the rows
+``optimizer.updates='rows'`` (:mod:`pep_jax.train.sparse`) applies the same optimizer to the rows
 a batch looks up, with the steps a row missed applied when it is next looked up.
 """
 

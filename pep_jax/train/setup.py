@@ -187,10 +187,10 @@ def make_stage(config, data: CTRDataset, layer: Callable[[int, Mesh], nn.Module]
   sharding.check_divides(mesh, config.train.eval_batch_size, 'train.eval_batch_size')
   embedding = layer(sharding.row_multiple(mesh, config.mesh), mesh)
   model = build_model(config.model, data.field_dims, embedding)
-  rows = config.optimizer['update'] == 'rows' and steps is None
+  rows = config.optimizer.updates == 'rows' and steps is None
   if rows:
     if mesh.shape[sharding.TABLE] > 1:
-      raise ValueError(f"config key optimizer.update: 'rows' needs the table on one device of "
+      raise ValueError(f"config key optimizer.updates: 'rows' needs the table on one device of "
                        f"the mesh's table axis (set mesh.table=1; this mesh has "
                        f'{mesh.shape[sharding.TABLE]})')
     table_rows = embedding.table_rows

@@ -1,4 +1,4 @@
-"""Row-sparse updates (``optimizer.update='rows'``): a step costs O(batch), not O(table).
+"""Row-sparse updates (``optimizer.updates='rows'``): a step costs O(batch), not O(table).
 
 The faithful optimizer (:mod:`pep_jax.train.optim`) updates every row of the table, its
 thresholds and their Adam moments at every step, although a batch looks up a few thousand rows
@@ -184,7 +184,7 @@ def rows_optimizer(opt_config, layout_of: Callable[[object], RowLayout],
                      nonzeros=jnp.full((), -1, jnp.int32))
 
   def update(updates, state, params=None):
-    raise NotImplementedError("optimizer.update='rows' is applied by the rows train step")
+    raise NotImplementedError("optimizer.updates='rows' is applied by the rows train step")
 
   return optax.GradientTransformation(init, update)
 
@@ -193,7 +193,7 @@ def _global_norm_clip(grads: list, clip: float) -> list:
   """optax.clip_by_global_norm on a list of arrays."""
   if clip <= 0:
     return grads
-  norm = optax.global_norm(grads)
+  norm = optax.tree.norm(grads)
   return [jnp.where(norm < clip, g, (g / norm.astype(g.dtype)) * clip) for g in grads]
 
 
