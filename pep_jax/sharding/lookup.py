@@ -45,12 +45,15 @@ def take_rows(table: jax.Array, ids: jax.Array, mesh: Mesh | None) -> jax.Array:
     table: ``[R, ...]``; ``R`` a multiple of the ``'table'`` axis size.
     ids: int ``[B, ...]`` rows to look up, ``0 <= ids < R``; ``B`` a multiple of the device
       count.
-    mesh: the run's mesh, or None outside a run (a plain ``jnp.take``).
+    mesh: the run's mesh, or None outside a run (a plain ``jnp.take``, as on a one-device
+      mesh).
 
   Returns:
     ``[B, ..., D]`` (``ids.shape + table.shape[1:]``), split by batch over all devices.
   """
-  if mesh is None:
+  if mesh is None or mesh.size == 1:
+    # One device: a plain gather. Its gradient is a scatter-add straight into the table's
+    # shape, without the (identity) collective the split lookup's transpose adds.
     return jnp.take(table, ids, axis=0)
   return jax.shard_map(_local_take, mesh=mesh, in_specs=(TABLE_ROWS, BATCH),
                        out_specs=BATCH)(table, ids)
