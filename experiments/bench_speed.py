@@ -10,8 +10,9 @@ MovieLens-sized (7 fields, 1,280 features, d=32), ``criteo`` has Criteo's size a
 prepares it (39 fields, 1,086,810 features) at the public scripts' width d=24. Batch 1024 and
 the faithful optimizer (:mod:`pep_jax.train.optim`). Methods: UE (the ``plain`` stage, uniform
 embeddings) and PEP's prune stage (``pep``: thresholded table, non-zeros counted every step) at
-each granularity of ``--granularities``; optimizer modes ``--modes`` (``dense``, or ``rows``
-where ``optimizer.update`` exists).
+each granularity of ``--granularities``; ``--methods=ue,pep,retrain`` adds the retraining of a
+ticket (the ``masked`` stage, with a mask keeping every entry). Optimizer modes ``--modes``
+(``dense``, or ``rows`` where ``optimizer.update`` exists).
 
 Parts (``--parts``), each timed over ``--steps`` steps per row (small 300, criteo 20):
 
@@ -34,7 +35,8 @@ Parts (``--parts``), each timed over ``--steps`` steps per row (small 300, crite
 
 Bytes moved per step (dense mode only), a model of the memory traffic of a step whose table is
 far larger than a batch (the Criteo-sized case; on the small table the batch dominates and the
-figure means little): every array leaf of the state is counted, in bytes ``n`` of that leaf:
+figure means little): every array leaf of the state is counted (a retraining ticket's mask, a
+constant, is not), in bytes ``n`` of that leaf:
 
     parameter leaf:        4n   the gradient written whole (the lookup's transpose writes a
                                 dense gradient) and read by the update; the parameter read and
@@ -103,7 +105,8 @@ class Shape:
 
 
 SHAPES = {'small': Shape(tuple(SMALL), 32, 300), 'criteo': Shape(tuple(CRITEO_SHAPED), 24, 20)}
-KINDS = {'ue': 'plain', 'pep': 'pep'}  # method -> build_stage kind
+# method -> build_stage kind; retrain (a PEP ticket's retraining, full mask) only when asked
+KINDS = {'ue': 'plain', 'pep': 'pep', 'retrain': 'masked'}
 MODES = ('dense', 'rows')
 
 
@@ -113,8 +116,8 @@ class Case:
 
   shape: str
   model: str
-  method: str  # 'ue' | 'pep'
-  granularity: str | None  # PEP's thresholds; None for UE
+  method: str  # a key of KINDS
+  granularity: str | None  # PEP's thresholds; None for the other methods
   mode: str  # optimizer.update: 'dense' | 'rows'
 
   @property
@@ -197,6 +200,12 @@ def copy(state: steps_lib.TrainState) -> steps_lib.TrainState:
   return jax.tree.map(jnp.copy, state)
 
 
+def ticket_constants(stage: Stage, state: steps_lib.TrainState) -> dict:
+  """A retraining stage's constants: a ticket keeping every entry, split like the table."""
+  mask = jnp.ones(state.params['embedding']['table'].shape, bool)
+  return {'ticket': {'embedding': {'mask': jax.device_put(mask, stage.row_sharding)}}}
+
+
 def device_batches(stage: Stage, data: CTRDataset, count: int) -> list[dict]:
   """The first ``count`` training batches (as the loop orders them), placed on the mesh."""
   it = pipeline.batches(data.train, stage.config.train.batch_size, shuffle=True, seed=0)
@@ -204,26 +213,26 @@ def device_batches(stage: Stage, data: CTRDataset, count: int) -> list[dict]:
   return [jax.device_put(b, stage.batch_sharding) for b in batches]
 
 
-def time_one_step(stage: Stage, state, batches: list[dict], steps: int):
+def time_one_step(stage: Stage, state, constants: dict, batches: list[dict], steps: int):
   """Seconds per ``train_step`` called once per step, cycling over ``batches``.
 
   Returns ``(state, seconds, metrics)``.
 
   A step that returns ``nonzeros`` has it read back every step (a one-step prune loop does).
   """
-  state, metrics = stage.train_step(state, batches[0], {})  # compiles
+  state, metrics = stage.train_step(state, batches[0], constants)  # compiles
   jax.block_until_ready(metrics)
   read_back = 'nonzeros' in metrics
   start = time.perf_counter()
   for i in range(steps):
-    state, metrics = stage.train_step(state, batches[(i + 1) % len(batches)], {})
+    state, metrics = stage.train_step(state, batches[(i + 1) % len(batches)], constants)
     if read_back:
       int(metrics['nonzeros'])
   jax.block_until_ready((state, metrics))
   return state, (time.perf_counter() - start) / steps, metrics
 
 
-def time_block(stage: Stage, state, batches: list[dict], steps: int):
+def time_block(stage: Stage, state, constants: dict, batches: list[dict], steps: int):
   """Seconds per step of ``train_block`` over a pre-placed slab of the K batches.
 
   After a call that compiles (one step), ``steps`` steps are timed in calls of K steps (the
@@ -233,19 +242,19 @@ def time_block(stage: Stage, state, batches: list[dict], steps: int):
   size = len(batches)
   stacked = {k: np.stack([np.asarray(b[k]) for b in batches]) for k in batches[0]}
   slab = jax.device_put(stacked, steps_lib.slab_sharding(stage.batch_sharding))
-  state, _, done = stage.steps.train_block(state, slab, {}, 0, 1, -1)  # compiles
+  state, _, done = stage.steps.train_block(state, slab, constants, 0, 1, -1)  # compiles
   assert int(done) == 1, 'the warm-up block did not run its step'
   start, left = time.perf_counter(), steps
   while left > 0:
     stop = min(size, left)
-    state, _, done = stage.steps.train_block(state, slab, {}, 0, stop, -1)
+    state, _, done = stage.steps.train_block(state, slab, constants, 0, stop, -1)
     left -= int(done)  # the loop reads each call's last step back
   jax.block_until_ready(state)
   return state, (time.perf_counter() - start) / steps, min(size, steps)
 
 
-def time_loop(stage: Stage, state, data: CTRDataset, per_dispatch: int, steps: int,
-              log_keys: tuple[str, ...]) -> tuple[float, int]:
+def time_loop(stage: Stage, state, constants: dict, data: CTRDataset, per_dispatch: int,
+              steps: int, log_keys: tuple[str, ...]) -> tuple[float, int]:
   """Steady seconds per step of :func:`fit.train_steps` at K=``per_dispatch`` from ``state``.
 
   The first call (K steps; it may compile) is excluded, then ``ceil(steps / K)`` calls are
@@ -261,7 +270,7 @@ def time_loop(stage: Stage, state, data: CTRDataset, per_dispatch: int, steps: i
         contextlib.redirect_stderr(io.StringIO())):  # the loop's progress bar
     writer = MetricWriter(tmp)
     state, progress = fit.train_steps(
-        config, data, stage, state, {}, os.path.join(tmp, 'checkpoints'), 'bench',
+        config, data, stage, state, constants, os.path.join(tmp, 'checkpoints'), 'bench',
         writer, max_epochs=1, checkpoint_every=10 * target,
         on_step=lambda step, *_: step >= target, halt_at=lambda: -1, log_keys=log_keys)
     writer.close()
@@ -270,12 +279,12 @@ def time_loop(stage: Stage, state, data: CTRDataset, per_dispatch: int, steps: i
   return (progress['seconds'] - progress['warmup_seconds']) / timed, timed
 
 
-def time_eval(stage: Stage, state, data: CTRDataset) -> tuple[float, float]:
+def time_eval(stage: Stage, state, constants: dict, data: CTRDataset) -> tuple[float, float]:
   """``(rows/s, seconds)`` of :func:`loop.predict` over the held-out split, after a warm-up."""
   first = Split(data.valid.ids[:1], data.valid.labels[:1])
-  loop.predict(stage, state, {}, first)  # compiles (the slab's shape is fixed)
+  loop.predict(stage, state, constants, first)  # compiles (the slab's shape is fixed)
   start = time.perf_counter()
-  probs = loop.predict(stage, state, {}, data.valid)
+  probs = loop.predict(stage, state, constants, data.valid)
   seconds = time.perf_counter() - start
   assert probs.shape == (len(data.valid),)
   return len(data.valid) / seconds, seconds
@@ -308,8 +317,8 @@ def cases(args: argparse.Namespace, notes: list[str]) -> list[Case]:
     print(note, flush=True)
     modes = [m for m in modes if m != 'rows']
   args.modes = modes  # what runs (the first one also gives the eval rows)
-  methods = [(m, None) if m == 'ue' else (m, g) for m in args.methods
-             for g in ([None] if m == 'ue' else args.granularities)]
+  methods = [(m, g) for m in args.methods
+             for g in (args.granularities if m == 'pep' else [None])]
   return [Case(shape, model, method, granularity, mode)
           for shape in args.shapes for mode in modes for model in args.models
           for method, granularity in methods]
@@ -346,7 +355,8 @@ def run_case(case: Case, data: CTRDataset, args: argparse.Namespace) -> list[dic
 
   initial = stage.initial_state()  # copied for the rows that train (their steps donate it)
   batch = device_batches(stage, data, 1)[0]
-  metric_shapes = jax.eval_shape(stage.train_step, stage.abstract_state(), batch, {})[1]
+  constants = ticket_constants(stage, initial) if KINDS[case.method] == 'masked' else {}
+  metric_shapes = jax.eval_shape(stage.train_step, stage.abstract_state(), batch, constants)[1]
   counts_nonzeros = 'nonzeros' in metric_shapes
   bytes_per_step = None
   if case.mode == 'dense':
@@ -354,19 +364,21 @@ def run_case(case: Case, data: CTRDataset, args: argparse.Namespace) -> list[dic
   if 'step' in args.parts:
     batches = device_batches(stage, data, max(k, 2))
     state = copy(initial)
-    state, seconds, _ = time_one_step(stage, state, batches[:max(2, min(k, steps))], steps)
+    state, seconds, _ = time_one_step(stage, state, constants, batches[:max(2, min(k, steps))],
+                                      steps)
     add('step', 1, seconds, steps, steps_per_call=1)
     if k > 1:
-      state, seconds, per_call = time_block(stage, state, batches[:k], steps)
+      state, seconds, per_call = time_block(stage, state, constants, batches[:k], steps)
       add('step', k, seconds, steps, steps_per_call=per_call)
     del state, batches
   if 'loop' in args.parts and wants_loop(case, args):
     log_keys = ('nonzeros',) if counts_nonzeros else ()
     for per_dispatch in sorted({1, k}):
-      seconds, timed = time_loop(stage, copy(initial), data, per_dispatch, steps, log_keys)
+      seconds, timed = time_loop(stage, copy(initial), constants, data, per_dispatch, steps,
+                                 log_keys)
       add('loop', per_dispatch, seconds, timed, steps_per_call=per_dispatch)
   if 'eval' in args.parts and wants_eval(case, args):
-    rows_per_second, seconds = time_eval(stage, initial, data)
+    rows_per_second, seconds = time_eval(stage, initial, constants, data)
     row = {'part': 'eval', **case.key(), 'per_dispatch': k, 'rows': len(data.valid),
            'batch_size': args.eval_batch_size, 'seconds': seconds,
            'rows_per_second': rows_per_second}
@@ -505,7 +517,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  default=['step', 'loop', 'eval'], help='what to time')
   p.add_argument('--shapes', type=names(SHAPES), default=['small', 'criteo'])
   p.add_argument('--models', type=names(MODELS), default=['fm', 'deepfm', 'autoint_plus'])
-  p.add_argument('--methods', type=names(KINDS), default=['ue', 'pep'])
+  p.add_argument('--methods', type=names(KINDS), default=['ue', 'pep'],
+                 help='ue (plain), pep (prune stage), retrain (a ticket, masked stage)')
   p.add_argument('--granularities', type=names(GRANULARITIES),
                  default=['global', 'dimension', 'feature', 'feature_dimension'],
                  help="PEP's threshold granularities")
