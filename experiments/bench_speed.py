@@ -12,7 +12,7 @@ the faithful optimizer (:mod:`pep_jax.train.optim`). Methods: UE (the ``plain`` 
 embeddings) and PEP's prune stage (``pep``: thresholded table, non-zeros counted every step) at
 each granularity of ``--granularities``; ``--methods=ue,pep,retrain`` adds the retraining of a
 ticket (the ``masked`` stage, with a mask keeping every entry). Optimizer modes ``--modes``
-(``dense``, or ``rows`` where ``optimizer.update`` exists).
+(``dense`` or ``rows``: ``optimizer.updates``).
 
 Parts (``--parts``), each timed over ``--steps`` steps per row (small 300, criteo 20):
 
@@ -118,7 +118,7 @@ class Case:
   model: str
   method: str  # a key of KINDS
   granularity: str | None  # PEP's thresholds; None for the other methods
-  mode: str  # optimizer.update: 'dense' | 'rows'
+  mode: str  # optimizer.updates: 'dense' | 'rows'
 
   @property
   def label(self) -> str:
@@ -150,16 +150,11 @@ def case_config(case: Case, args: argparse.Namespace, per_dispatch: int):
   if case.granularity is not None:
     c.embedding.granularity = case.granularity
   if case.mode != 'dense':
-    c.optimizer.update = case.mode
+    c.optimizer.updates = case.mode
   c.train.batch_size = args.batch_size
   c.train.eval_batch_size = args.eval_batch_size
   c.train.steps_per_dispatch = per_dispatch
   return c
-
-
-def has_update_modes() -> bool:
-  """Whether this version of the config has ``optimizer.update`` (dense or sparse rows)."""
-  return 'update' in default_config().optimizer
 
 
 def machine() -> dict:
@@ -310,13 +305,7 @@ def run_demo(variant: str) -> dict:
 
 def cases(args: argparse.Namespace, notes: list[str]) -> list[Case]:
   """Every (shape, mode, model, method) the flags ask for, in run order."""
-  modes = args.modes
-  if 'rows' in modes and not has_update_modes():
-    note = 'mode rows skipped: this version has no optimizer.update (dense updates only)'
-    notes.append(note)
-    print(note, flush=True)
-    modes = [m for m in modes if m != 'rows']
-  args.modes = modes  # what runs (the first one also gives the eval rows)
+  modes = args.modes  # the first one also gives the eval rows
   methods = [(m, g) for m in args.methods
              for g in (args.granularities if m == 'pep' else [None])]
   return [Case(shape, model, method, granularity, mode)
@@ -523,7 +512,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  default=['global', 'dimension', 'feature', 'feature_dimension'],
                  help="PEP's threshold granularities")
   p.add_argument('--modes', type=names(MODES), default=list(MODES),
-                 help='optimizer.update modes; rows is skipped where the config lacks it')
+                 help='optimizer.updates modes')
   p.add_argument('--loop-models', '--loop_models', type=names(MODELS), default=['fm'],
                  help='models whose whole loop is timed (all of them with --full)')
   p.add_argument('--loop-granularities', '--loop_granularities', type=names(GRANULARITIES),

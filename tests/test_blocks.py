@@ -12,10 +12,12 @@ from pep_jax.train.logging import MetricWriter
 from pep_jax.train.setup import build_stage
 
 
-def prune(tmp_path, name, per_dispatch, *, stop_at_cut=False, max_epochs=2):
+def prune(tmp_path, name, per_dispatch, *, stop_at_cut=False, max_epochs=2, updates='dense'):
   """The tiny demo's PEP search with a budget of 60% of the table; returns what it cut."""
   config = demo.get_config('tiny')
   config.train.steps_per_dispatch = per_dispatch
+  config.optimizer.updates = updates
+  config.optimizer.rows_sync_steps = 30
   data = load_dataset(config.data)
   stage = build_stage(config, data, 'pep')
   budget = int(0.6 * stage.table_entries)
@@ -54,12 +56,13 @@ def test_blocks_cut_the_same_ticket_as_one_step_per_call(one_step, tmp_path):
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
 
 
-def test_a_run_stopped_inside_a_block_resumes_bit_exactly(tmp_path):
-  _, uninterrupted, _, _ = prune(tmp_path, 'whole', 7)
-  _, stopped, _, cut = prune(tmp_path, 'resumed', 7, stop_at_cut=True)
+@pytest.mark.parametrize('updates', ['dense', 'rows'])
+def test_a_run_stopped_inside_a_block_resumes_bit_exactly(tmp_path, updates):
+  _, uninterrupted, _, _ = prune(tmp_path, 'whole', 7, updates=updates)
+  _, stopped, _, cut = prune(tmp_path, 'resumed', 7, stop_at_cut=True, updates=updates)
   assert int(stopped.step) == cut['step'] and cut['step'] % 7 not in (0, 6)
   # The second call resumes inside that block and runs to the end.
-  _, resumed, _, _ = prune(tmp_path, 'resumed', 7)
+  _, resumed, _, _ = prune(tmp_path, 'resumed', 7, updates=updates)
   assert int(resumed.step) == int(uninterrupted.step)
   for a, b in zip(jax_leaves(uninterrupted.params), jax_leaves(resumed.params)):
     np.testing.assert_array_equal(a, b)

@@ -140,3 +140,22 @@ def test_rows_mode_refuses_methods_it_does_not_update():
   config.methods = ('pep', 'sseds')
   with pytest.raises(ValueError, match='optimizer.updates'):
     validate(config)
+
+
+def test_a_program_sized_for_the_batch_matches_the_full_size_one():
+  data = small_data([40, 300, 7], 2048)
+  config = config_for('rows')
+  config.train.batch_size = 512  # 512 x 3 ids, at most 347 distinct: a 1024-row program
+  stage = build_stage(config, data, 'pep')
+  batches = [{'ids': np.asarray(data.train.ids[i * 512:(i + 1) * 512]),
+              'labels': np.asarray(data.train.labels[i * 512:(i + 1) * 512]),
+              'weights': np.ones(512, np.float32)} for i in range(4)]
+  sized_steps = stage.steps_for(347)
+  assert sized_steps is not stage.steps
+  full_state, sized_state = stage.initial_state(), stage.initial_state()
+  for batch in batches:
+    full_state, full = stage.train_step(full_state, batch, {})
+    sized_state, sized = sized_steps.train_step(sized_state, batch, {})
+    assert int(full['nonzeros']) == int(sized['nonzeros'])
+  for a, b in zip(jax.tree.leaves(full_state.params), jax.tree.leaves(sized_state.params)):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-7)

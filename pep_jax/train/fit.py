@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 
 import jax
+import numpy as np
 
 from pep_jax.data import pipeline
 from pep_jax.data.base import CTRDataset
@@ -46,15 +47,26 @@ class _Blocks:
     finite.
     """
     t = time.perf_counter()
-    state, metrics, done = self.stage.steps.train_block(state, block.slab, self.constants,
-                                                        slot, block.count, halt_at)
+    steps = self.stage.steps_for(block.distinct)
+    state, metrics, done = steps.train_block(state, block.slab, self.constants, slot,
+                                             block.count, halt_at)
     metrics, done = jax.device_get((metrics, done))
     done = int(done)
     for j in range(slot, done):
       loop.check_loss(float(metrics['loss'][j]), self.name, block.first + j + 1, self.ckpt_dir)
+    sync = self.stage.config.optimizer.rows_sync_steps
+    if self.stage.materialize_fn is not None and (block.first + done) % sync == 0:
+      state = self.stage.materialize(state)  # rows mode: every row brought up to date
     if self.warmup is None:
       self.warmup = (time.perf_counter() - t, done - slot)
     return state, metrics, done
+
+
+def _row_offsets(stage: Stage, data: CTRDataset):
+  """Field offsets when blocks should count their distinct rows (the rows mode), else None."""
+  if stage.capacity_steps is None or jax.process_count() > 1:
+    return None  # (processes would count their own rows and could pick different programs)
+  return np.concatenate([[0], np.cumsum(data.field_dims)[:-1]]).astype(np.int64)
 
 
 def _crossed(before: int, after: int, every: int) -> bool:
@@ -100,7 +112,8 @@ def train_steps(config, data: CTRDataset, stage: Stage, state, constants: dict, 
   runner = _Blocks(stage, constants, name, ckpt.directory)
   blocks = loop.resumable_blocks(data.train, bs, stage.per_dispatch, seed=config.seed,
                                  start_step=start, max_epochs=max_epochs,
-                                 sharding=stage.batch_sharding, batch_map=batch_map)
+                                 sharding=stage.batch_sharding, batch_map=batch_map,
+                                 row_offsets=_row_offsets(stage, data))
   stop = False
   with contextlib.closing(blocks):
     for block in blocks:
@@ -127,11 +140,10 @@ def train_steps(config, data: CTRDataset, stage: Stage, state, constants: dict, 
         slot = done
       if stop:
         break
-  state = stage.materialize(state)
-  ckpt.save(int(state.step), state, progress)
+  ckpt.save(int(state.step), state, progress)  # as trained: a resumed run continues from it
   ckpt.close()
   bar.close()
-  return state, {'steps': int(state.step), **progress}
+  return stage.materialize(state), {'steps': int(state.step), **progress}
 
 
 def train_to_best(config, data: CTRDataset, stage: Stage, state, constants: dict, run_dir: str,
@@ -161,7 +173,8 @@ def train_to_best(config, data: CTRDataset, stage: Stage, state, constants: dict
   runner = _Blocks(stage, constants, name, latest.directory)
   blocks = loop.resumable_blocks(data.train, bs, stage.per_dispatch, seed=config.seed,
                                  start_step=start, max_epochs=config.train.max_epochs,
-                                 sharding=stage.batch_sharding)
+                                 sharding=stage.batch_sharding,
+                                 row_offsets=_row_offsets(stage, data))
   with contextlib.closing(blocks):
     for block in () if stop else blocks:
       slot = block.start

@@ -82,6 +82,7 @@ class Block:
   count: int  # real batches in the slab
   epoch_end: bool  # the slab's last real batch is the last batch of an epoch
   slab: dict  # [K, B, ...] arrays (jax.Array on the mesh, or numpy without a sharding)
+  distinct: int | None = None  # most distinct table rows a batch of the slab looks up
 
 
 def _stack(batches: list[dict], size: int) -> dict:
@@ -97,6 +98,7 @@ def _stack(batches: list[dict], size: int) -> dict:
 
 def resumable_blocks(split: Split, batch_size: int, per_block: int, *, seed: int,
                      start_step: int, max_epochs: int, sharding=None, batch_map=None,
+                     row_offsets: np.ndarray | None = None,
                      prefetch: int = 2) -> Iterator[Block]:
   """The training batches from global step ``start_step`` on, ``per_block`` batches a slab.
 
@@ -108,6 +110,8 @@ def resumable_blocks(split: Split, batch_size: int, per_block: int, *, seed: int
     batch_map: ``(step, batch) -> dict`` of extra arrays with ``batch_size`` rows (e.g.
       validation rows) added to the batch trained on at step ``step`` (the count after it).
     sharding: the mesh's batch sharding; each process reads only the rows its devices hold.
+    row_offsets: each field's first table row; given, every block records the most distinct
+      table rows one of its batches looks up (``Block.distinct``).
   """
   per_epoch = pipeline.num_batches(len(split), batch_size)
   lo, hi = (0, batch_size) if sharding is None else process_rows(sharding, batch_size)
@@ -128,10 +132,14 @@ def resumable_blocks(split: Split, batch_size: int, per_block: int, *, seed: int
             extra = batch_map(base + j + 1, batch)
             batch.update({k: np.asarray(v)[lo:hi] for k, v in extra.items()})
           batches.append(batch)
+        distinct = None
+        if row_offsets is not None:
+          distinct = max(len(np.unique(b['ids'] + row_offsets)) for b in batches)
         slab = _stack(batches, per_block)
         if slab_sh is not None:
           slab = global_slab(slab, slab_sh, batch_size)
-        yield Block(base, max(0, start_step - base), count, b0 + count == per_epoch, slab)
+        yield Block(base, max(0, start_step - base), count, b0 + count == per_epoch, slab,
+                    distinct)
 
   yield from pipeline.prefetch(produce(), prefetch) if prefetch else produce()
 

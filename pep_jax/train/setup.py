@@ -58,7 +58,27 @@ class Stage:
   # Brings a lazily updated state up to date (rows mode, pep_jax/train/sparse.py); None when
   # every step already updates every row.
   materialize_fn: Any = None
+  # Rows mode: capacity -> the steps compiled for batches of at most that many distinct rows.
+  capacity_steps: Any = None
   _embedding_fns: dict = dataclasses.field(default_factory=dict, repr=False)
+  _by_capacity: dict = dataclasses.field(default_factory=dict, repr=False)
+
+  def steps_for(self, distinct: int | None) -> steps_lib.CompiledSteps:
+    """The steps for batches looking up at most ``distinct`` table rows each.
+
+    The rows mode's cost grows with the static number of rows a step gathers, so blocks whose
+    batches look up few distinct rows run a program sized for them: the smallest power of two
+    (at least 1024) that holds them, each compiled on first use. Every other stage has one
+    program.
+    """
+    if self.capacity_steps is None or distinct is None:
+      return self.steps
+    capacity = max(1024, 1 << max(0, int(distinct) - 1).bit_length())
+    if capacity >= self.config.train.batch_size * self.num_fields:
+      return self.steps
+    if capacity not in self._by_capacity:
+      self._by_capacity[capacity] = self.capacity_steps(capacity)
+    return self._by_capacity[capacity]
 
   def materialize(self, state):
     """``state`` with every row up to date: what is evaluated, saved as a ticket or exported."""
@@ -108,12 +128,13 @@ class Stage:
   def initial_state(self, seed: int | None = None) -> steps_lib.TrainState:
     """The initial state, created in place on the mesh."""
     seed = self.config.seed if seed is None else seed
-    return jax.jit(self._init(seed), out_shardings=self.shardings.state)()
+    return self.materialize(jax.jit(self._init(seed), out_shardings=self.shardings.state)())
 
   def with_params(self, state: steps_lib.TrainState, params) -> steps_lib.TrainState:
     """``state`` with new parameters and a fresh optimizer state for them, on the mesh."""
-    return jax.jit(lambda st, p: st.replace(params=p, opt_state=self.tx.init(p)),
-                   out_shardings=self.shardings.state)(state, params)
+    return self.materialize(
+        jax.jit(lambda st, p: st.replace(params=p, opt_state=self.tx.init(p)),
+                out_shardings=self.shardings.state)(state, params))
 
   def initial_state_saved(self, directory: str) -> steps_lib.TrainState:
     """The initial state, saved to ``directory`` on first use and read back afterwards.
@@ -206,20 +227,28 @@ def make_stage(config, data: CTRDataset, layer: Callable[[int, Mesh], nn.Module]
       batch=sharding.specs.batch_sharding(mesh),
       constants=jax.tree.map(place.__getitem__, constants or {}),
       replicated=sharding.specs.replicated(mesh))
+  halt_key = 'nonzeros' if count_nonzeros else None
   if rows:
     placement = constants or {}
-    train_step, eval_step, materialize = sparse.step_functions(
-        model, config.optimizer, data.field_dims, table_rows, count_nonzeros=count_nonzeros,
-        per_feature_threshold=per_feature_threshold,
-        sync_steps=int(config.optimizer.rows_sync_steps),
-        row_constants=lambda c, f: jax.tree.map(
-            lambda where, x: f(x) if where == ROWS else x, placement, c))
+
+    def rows_steps(capacity: int | None):
+      train_step, eval_step, materialize = sparse.step_functions(
+          model, config.optimizer, data.field_dims, table_rows, count_nonzeros=count_nonzeros,
+          per_feature_threshold=per_feature_threshold, capacity=capacity,
+          row_constants=lambda c, f: jax.tree.map(
+              lambda where, x: f(x) if where == ROWS else x, placement, c))
+      compiled = steps_lib.compile_steps(train_step, eval_step, stage.shardings,
+                                         halt_key=halt_key,
+                                         sync_every=int(config.optimizer.rows_sync_steps))
+      return compiled, materialize
+
+    stage.steps, materialize = rows_steps(None)
     stage.materialize_fn = jax.jit(materialize, in_shardings=(stage.shardings.state,),
                                    out_shardings=stage.shardings.state)
+    stage.capacity_steps = lambda capacity: rows_steps(capacity)[0]
   else:
     steps = steps or (lambda m, t, count: steps_lib.step_functions(m, t,
                                                                    count_nonzeros=count))
-    train_step, eval_step = steps(model, tx, count_nonzeros)
-  stage.steps = steps_lib.compile_steps(train_step, eval_step, stage.shardings,
-                                        halt_key='nonzeros' if count_nonzeros else None)
+    stage.steps = steps_lib.compile_steps(*steps(model, tx, count_nonzeros), stage.shardings,
+                                          halt_key=halt_key)
   return stage

@@ -21,8 +21,10 @@ second moment at the piece's midpoint. A parameter is never carried past zero. A
 float64 step-by-step reference (``tests/test_sparse.py``) the displacement this gives is within
 a few percent for gaps up to thousands of steps.
 
-Every row is brought up to date (``materialize``) every ``optimizer.rows_sync_steps`` steps,
-when a ticket is cut, before an evaluation and when a stage ends, so what is evaluated, saved as
+Every row is brought up to date (``materialize``) when a stage starts, every
+``optimizer.rows_sync_steps`` steps (a block of steps halts there, and the training loop
+materializes between two calls: inside the compiled loop a conditional over the whole state
+would copy it at every step), when a ticket is cut, before an evaluation and when a stage ends, so what is evaluated, saved as
 a ticket or exported is the table with every decay applied. PEP's non-zero count is kept
 incrementally between those points (the count of the rows as stored, updated by the rows a
 step changes) and recounted exactly at each of them; for thresholds that are not per feature
@@ -95,27 +97,26 @@ def catch_up(p: jax.Array, m: jax.Array, v: jax.Array, count: jax.Array, gap: ja
   lb1, lb2 = np.log(hp.b1), np.log(hp.b2)
   gap = gap.astype(jnp.float32)
   count = count.astype(jnp.float32)
-  start = 0.0
+  coefficients, start = [], 0.0  # per row [U, 1, ...]: what each piece does to a row
   for i in range(SEGMENTS):
-    length = RATIO ** (i - 1) * (RATIO - 1) if i else 1.0  # 1, 3, 12, 48, ...
-    if i == SEGMENTS - 1:
-      length = np.inf
-    steps = jnp.clip(gap - start, 0.0, length)  # steps of this piece, per row
+    length = np.inf if i == SEGMENTS - 1 else (RATIO ** (i - 1) * (RATIO - 1) if i else 1.0)
+    steps = jnp.clip(gap - start, 0.0, length)  # steps of this piece (1, 3, 12, 48, ...)
     mid = (steps + 1.0) / 2.0
     a1, a2 = jnp.exp(steps * lb1), jnp.exp(steps * lb2)  # b^steps
     h2 = jnp.exp(mid * lb2)
     at = count + start + mid  # the count at the piece's midpoint
     bias1, bias2 = 1.0 - jnp.exp(at * lb1), 1.0 - jnp.exp(at * lb2)
-    g = hp.wd * p
     geometric = hp.b1 * (1.0 - a1) / (1.0 - hp.b1)  # sum_{j=1..steps} b1^j
+    coefficients.append((steps, a1, a2, h2, hp.lr / bias1, 1.0 / bias2, geometric))
+    start += length
+  for steps, a1, a2, h2, lr1, inv2, geometric in coefficients:
+    g = hp.wd * p
     m_sum = geometric * m + (steps - geometric) * g  # sum of the first moment over the piece
     v_mid = h2 * v + (1.0 - h2) * g * g
-    update = hp.lr * (m_sum / bias1) / (jnp.sqrt(v_mid / bias2) + hp.eps)
-    moved = p - update
+    moved = p - lr1 * m_sum / (jnp.sqrt(v_mid * inv2) + hp.eps)
     p = jnp.where(moved * p > 0, moved, 0.0)  # decay never carries a parameter past zero
     m = a1 * m + (1.0 - a1) * g
     v = a2 * v + (1.0 - a2) * g * g
-    start += length
   return p, m, v
 
 
@@ -138,7 +139,7 @@ class RowsState:
   m: tuple  # first moment of each row leaf, in leaf order
   v: tuple  # second moment of each row leaf
   last: jax.Array  # int32 [rows]: optimizer count of each row's last update
-  nonzeros: jax.Array  # int32: PEP's count of the rows as stored; -1 until first counted
+  nonzeros: jax.Array  # int32: PEP's count of the rows as stored (set by materialize)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,6 +190,27 @@ def rows_optimizer(opt_config, layout_of: Callable[[object], RowLayout],
   return optax.GradientTransformation(init, update)
 
 
+def unique_rows(ids: jax.Array, table_rows: int,
+                size: int | None = None) -> tuple[jax.Array, jax.Array]:
+  """The distinct ids of a batch and where each id went: ``(uniq [size], inv [n])``.
+
+  ``uniq[inv] == ids`` when the batch has at most ``size`` distinct ids (``n`` by default,
+  always enough); the distinct ids come first, in order of first appearance, and the other
+  slots hold ``table_rows`` (out of range: gathers clip it, scatters drop it). Found through a table-sized scratch array of first positions (a scatter-min), which
+  costs XLA:CPU well under a millisecond for a Criteo batch where ``jnp.unique``'s sort takes
+  about 15.
+  """
+  n = ids.shape[0]
+  pos = jnp.arange(n, dtype=jnp.int32)
+  first = jnp.full((table_rows,), n, jnp.int32).at[ids].min(pos)[ids]  # [n]
+  is_first = first == pos
+  slot = jnp.cumsum(is_first.astype(jnp.int32)) - 1
+  size = n if size is None else size
+  uniq = jnp.full((size,), table_rows, jnp.int32).at[jnp.where(is_first, slot, size)].set(
+      ids, mode='drop')
+  return uniq, slot[first]
+
+
 def _global_norm_clip(grads: list, clip: float) -> list:
   """optax.clip_by_global_norm on a list of arrays."""
   if clip <= 0:
@@ -199,16 +221,19 @@ def _global_norm_clip(grads: list, clip: float) -> list:
 
 def step_functions(model: nn.Module, opt_config, field_dims, table_rows: int, *,
                    count_nonzeros: bool, per_feature_threshold: bool,
-                   sync_steps: int, row_constants: Callable[[dict], dict]):
+                   row_constants: Callable[[dict], dict], capacity: int | None = None):
   """``(train_step, eval_step, materialize)`` of the rows mode (see the module docstring).
 
   Args:
     table_rows: rows of the (padded) table, the length of every row leaf.
     count_nonzeros: also return PEP's non-zero count.
     per_feature_threshold: ``s`` has one row per table row (a row leaf, counted row by row).
-    sync_steps: every row is brought up to date every this many steps.
     row_constants: ``constants -> constants`` with every table-shaped leaf replaced by
       ``f(leaf)``: called as ``row_constants(constants, f)``.
+    capacity: distinct rows a batch may look up (the static size of every gathered array);
+      ``B * F`` (always enough) by default. A smaller one costs proportionally less; the
+      training loop picks, for every block of batches, a program whose capacity holds them
+      (:meth:`~pep_jax.train.setup.Stage.steps_for`).
   """
   hp = adam_constants(opt_config)
   dense_tx = build_optimizer(opt_config, clip=False)
@@ -264,9 +289,8 @@ def step_functions(model: nn.Module, opt_config, field_dims, table_rows: int, *,
     opt = state.opt_state
     t = state.step + 1
     ids = batch['ids']
-    size = ids.size
-    uniq, inv = jnp.unique((ids + offsets[None, :]).ravel(), size=size, fill_value=table_rows,
-                           return_inverse=True)
+    size = capacity or ids.size
+    uniq, inv = unique_rows((ids + offsets[None, :]).ravel(), table_rows, size)
     valid = uniq < table_rows
     idx = jnp.minimum(uniq, table_rows - 1)
     sub_model, sub_offsets = view(size)
@@ -279,10 +303,8 @@ def step_functions(model: nn.Module, opt_config, field_dims, table_rows: int, *,
     last = jnp.take(opt.last, idx)  # [U]
     sub_constants = row_constants(constants, lambda x: jnp.take(x, idx, axis=0))
 
-    nonzeros = opt.nonzeros
+    nonzeros = opt.nonzeros  # valid: every state a stage starts from is materialized
     if count_nonzeros:
-      nonzeros = jax.lax.cond(nonzeros < 0, lambda: count_all(state.params, state, constants),
-                              lambda: nonzeros)
       if per_feature_threshold:
         before = row_counts(layout.merge(gathered, dense), state, sub_constants, valid)
 
@@ -331,7 +353,6 @@ def step_functions(model: nn.Module, opt_config, field_dims, table_rows: int, *,
       else:
         nonzeros = count_all(params, state, constants)
       state = state.replace(opt_state=opt.replace(nonzeros=nonzeros))
-    state = jax.lax.cond(t % sync_steps == 0, materialize, lambda s: s, state)
     metrics = {'loss': loss}
     if count_nonzeros:
       metrics['nonzeros'] = state.opt_state.nonzeros

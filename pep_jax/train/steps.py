@@ -106,7 +106,10 @@ def step_functions(model: nn.Module, tx: optax.GradientTransformation, *,
                           opt_state=opt_state)
     metrics = {'loss': loss}
     if count_nonzeros:
-      metrics['nonzeros'] = model.apply(variables(params, state.batch_stats, constants),
+      # The barrier makes the count read the updated table once it is written, instead of
+      # XLA fusing the whole optimizer update into the counting loop a second time.
+      counted = jax.lax.optimization_barrier(params)
+      metrics['nonzeros'] = model.apply(variables(counted, state.batch_stats, constants),
                                         method=lambda m: m.embedding.nonzeros())
     return state, metrics
 
@@ -153,8 +156,11 @@ class CompiledSteps:
 
 def compile_steps(train_step: Callable, eval_step: Callable,
                   shardings: StepShardings | None = None, *,
-                  halt_key: str | None = None) -> CompiledSteps:
+                  halt_key: str | None = None, sync_every: int | None = None) -> CompiledSteps:
   """Jits ``train_step``/``eval_step`` (see :func:`step_functions`) and their block loops.
+
+  ``sync_every``: blocks also halt after every step that is a multiple of it (the rows mode's
+  :meth:`~pep_jax.train.setup.Stage.materialize` points).
 
   With ``shardings``, every program is compiled for the mesh: the state stays where it lives
   (table rows split, dense parameters replicated), batches are split (slabs along their batch
@@ -177,6 +183,8 @@ def compile_steps(train_step: Callable, eval_step: Callable,
       state, m = train_step(state, batch, constants)
       metrics = jax.tree.map(lambda buf, v: buf.at[i].set(v), metrics, m)
       halted = ~jnp.isfinite(m['loss'])
+      if sync_every is not None:  # the loop brings lazily updated rows up to date here
+        halted |= state.step % sync_every == 0
       if halt_key is not None:
         halted |= (halt_at >= 0) & (m[halt_key] <= halt_at)
       return i + 1, state, metrics, halted
