@@ -208,6 +208,18 @@ def device_batches(stage: Stage, data: CTRDataset, count: int) -> list[dict]:
   return [jax.device_put(b, stage.batch_sharding) for b in batches]
 
 
+def steps_of(stage: Stage, batches: list[dict]):
+  """The compiled steps the training loop would run on ``batches``.
+
+  In the rows mode that is the program sized for the most distinct rows a batch looks up
+  (:meth:`Stage.steps_for`); every other stage has one program.
+  """
+  if stage.capacity_steps is None:
+    return stage.steps
+  offsets = np.concatenate([[0], np.cumsum(stage.embedding.field_dims)[:-1]])
+  return stage.steps_for(max(len(np.unique(np.asarray(b['ids']) + offsets)) for b in batches))
+
+
 def time_one_step(stage: Stage, state, constants: dict, batches: list[dict], steps: int):
   """Seconds per ``train_step`` called once per step, cycling over ``batches``.
 
@@ -215,12 +227,13 @@ def time_one_step(stage: Stage, state, constants: dict, batches: list[dict], ste
 
   A step that returns ``nonzeros`` has it read back every step (a one-step prune loop does).
   """
-  state, metrics = stage.train_step(state, batches[0], constants)  # compiles
+  train_step = steps_of(stage, batches).train_step
+  state, metrics = train_step(state, batches[0], constants)  # compiles
   jax.block_until_ready(metrics)
   read_back = 'nonzeros' in metrics
   start = time.perf_counter()
   for i in range(steps):
-    state, metrics = stage.train_step(state, batches[(i + 1) % len(batches)], constants)
+    state, metrics = train_step(state, batches[(i + 1) % len(batches)], constants)
     if read_back:
       int(metrics['nonzeros'])
   jax.block_until_ready((state, metrics))
@@ -237,12 +250,13 @@ def time_block(stage: Stage, state, constants: dict, batches: list[dict], steps:
   size = len(batches)
   stacked = {k: np.stack([np.asarray(b[k]) for b in batches]) for k in batches[0]}
   slab = jax.device_put(stacked, steps_lib.slab_sharding(stage.batch_sharding))
-  state, _, done = stage.steps.train_block(state, slab, constants, 0, 1, -1)  # compiles
+  train_block = steps_of(stage, batches).train_block
+  state, _, done = train_block(state, slab, constants, 0, 1, -1)  # compiles
   assert int(done) == 1, 'the warm-up block did not run its step'
   start, left = time.perf_counter(), steps
   while left > 0:
     stop = min(size, left)
-    state, _, done = stage.steps.train_block(state, slab, constants, 0, stop, -1)
+    state, _, done = train_block(state, slab, constants, 0, stop, -1)
     left -= int(done)  # the loop reads each call's last step back
   jax.block_until_ready(state)
   return state, (time.perf_counter() - start) / steps, min(size, steps)

@@ -60,14 +60,10 @@ def test_traffic_model_counts_nine_passes_per_parameter_and_the_count(bench):
   assert got['feature_dimension'] - got['global'] == pytest.approx(10 * table_bytes, rel=1e-3)
 
 
-def test_rows_mode_runs_or_is_skipped_with_a_note(bench):
+def test_both_update_modes_are_in_the_grid(bench):
   args = bench.parse_args(['--shapes=small', '--models=fm', '--modes=dense,rows'])
   notes = []
-  modes = {case.mode for case in bench.cases(args, notes)}
-  if bench.has_update_modes():
-    assert modes == {'dense', 'rows'} and not notes
-  else:
-    assert modes == {'dense'} and 'rows' in notes[0]
+  assert {case.mode for case in bench.cases(args, notes)} == {'dense', 'rows'} and not notes
 
 
 def test_ratios_pair_rows_of_the_same_configuration(bench):

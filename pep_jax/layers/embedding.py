@@ -161,7 +161,9 @@ class PEPEmbedding(_TableEmbedding):
       return jnp.sum(self.mask(), dtype=jnp.int32)
     s = th.table_thresholds(self.threshold, self.granularity, self.field_dims, self.table_rows)
     t = th.get_gate(self.gate, self.gate_scale)(s)
-    kept = jnp.sign(jnp.maximum(jnp.abs(self.table) - t, 0.0))  # [rows, D]: 1.0 where S != 0
+    # -0.0, not 0.0: a zero the shape of the table would be merged with the gradient's zero
+    # buffer, which the count would then read as a second input.
+    kept = jnp.sign(jnp.maximum(jnp.abs(self.table) - t, -0.0))  # [rows, D]: 1.0 where S != 0
     return jnp.sum(jnp.sum(kept, axis=0).astype(jnp.int32))
 
 
