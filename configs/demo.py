@@ -28,6 +28,7 @@ def get_config(arg=None):
   c.ue.dims = (16, 4)
   c.train.max_epochs = 15
   c.train.patience = 3
+  c.train.parallel_runs = 0  # one run per CPU core (pep_jax/train/experiment.py)
   if arg == 'tiny':  # seconds, for tests
     c.data.synthetic.num_rows = 20_000
     c.data.synthetic.vocab_sizes = (3, 10, 50, 200, 5, 100)
@@ -45,6 +46,7 @@ def get_config(arg=None):
     c.train.checkpoint_every_steps = 10
     c.train.log_every_steps = 10
     c.ue.dims = (8,)
+    c.train.parallel_runs = 1
   elif arg:
     raise ValueError(f"unknown variant {arg!r} of configs/demo.py; expected 'tiny' or none")
   return c

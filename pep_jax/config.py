@@ -23,7 +23,7 @@ ROWS_METHODS = ('pep', 'ue')  # the methods optimizer.updates='rows' supports
 
 # Keys that may change between runs sharing a work directory without changing any result.
 RESUMABLE_KEYS = ('stage', 'methods', 'train.log_every_steps', 'train.eval_batch_size',
-                  'train.steps_per_dispatch',
+                  'train.steps_per_dispatch', 'train.parallel_runs',
                   'ue.dims', 'retrain.init',
                   'mesh.data', 'mesh.table')
 
@@ -126,6 +126,9 @@ def default_config() -> ml_collections.ConfigDict:
   # step per call. A resumed run continues exactly at the same value; another value changes
   # results only by float32 rounding.
   c.train.steps_per_dispatch = 50
+  # Runs trained at once, in worker processes (candidates, beside the searches); results do
+  # not depend on it. 0: one per CPU core on a one-process CPU run, else 1.
+  c.train.parallel_runs = 1
 
   # Devices (see pep_jax/sharding): the table's rows are split over `table`, copied over `data`;
   # batches are split over both. -1: every device the other axis leaves.
@@ -180,6 +183,9 @@ def validate(config) -> None:
                        f'devices), got {_get(config, key)!r}')
   if config.mesh.data == -1 and config.mesh.table == -1:
     raise ValueError('config keys mesh.data and mesh.table: at most one of them may be -1')
+  if not config.train.parallel_runs >= 0:
+    raise ValueError(f'config key train.parallel_runs: must be 0 (automatic) or positive, got '
+                     f'{config.train.parallel_runs!r}')
   if not config.mesh.row_multiple > 0:
     raise ValueError(f'config key mesh.row_multiple: must be positive, got '
                      f'{config.mesh.row_multiple!r}')

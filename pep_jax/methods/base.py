@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import contextlib
+import fcntl
 import os
 from typing import Any
 
@@ -47,6 +49,19 @@ class Context:
   workdir: str
   writer: MetricWriter
   _train_counts: np.ndarray | None = dataclasses.field(default=None, repr=False)
+
+  @contextlib.contextmanager
+  def run_lock(self, run: str):
+    """Holds the run's lock file while it trains: runs may train in parallel processes (two
+    methods may ask for the same run, e.g. SSEDS for the uniform model it scores), never one
+    run twice at once."""
+    os.makedirs(self.run_dir(run), exist_ok=True)
+    with open(os.path.join(self.run_dir(run), '.lock'), 'w') as f:
+      fcntl.flock(f, fcntl.LOCK_EX)
+      try:
+        yield
+      finally:
+        fcntl.flock(f, fcntl.LOCK_UN)
 
   def run_dir(self, run: str) -> str:
     return os.path.join(self.workdir, 'retrain', run)
@@ -101,6 +116,11 @@ def fit_candidate(ctx: Context, method, cand: Candidate) -> dict:
     ``field_mean_size``), ``nonzeros`` of the table where the layer has one, and the metrics of
     :func:`pep_jax.train.fit.train_to_best`.
   """
+  with ctx.run_lock(cand.run):
+    return _fit(ctx, method, cand)
+
+
+def _fit(ctx: Context, method, cand: Candidate) -> dict:
   done = ctx.finished(cand.run)
   if done is not None:
     return done

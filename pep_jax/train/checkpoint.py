@@ -43,7 +43,10 @@ class Checkpointer:
 
   def __init__(self, directory: str, max_to_keep: int | None = 2):
     self.directory = os.path.abspath(directory)
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+    # Synchronous saves: runs may train in parallel threads, and Orbax's background saves of
+    # two managers at once lose each other's temporary folders.
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                           enable_async_checkpointing=False)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def steps(self) -> list[int]:

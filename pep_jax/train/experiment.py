@@ -11,8 +11,14 @@ config: running another config into it (other than the keys in
 
 from __future__ import annotations
 
+import atexit
+import concurrent.futures
+import ctypes
 import json
+import multiprocessing
 import os
+import signal
+import sys
 
 import jax
 
@@ -90,13 +96,22 @@ def run(config, workdir: str) -> list[dict]:
   stage = config.stage
   if stage == 'evaluate':
     _reevaluate(workdir)
+  search = stage in ('all', 'search', 'prune')
+
+  def plan(method) -> list:
+    """The method's search, then its candidates to train (or read back, when finished)."""
+    cands = method.candidates(ctx, search=search)
+    return [cand for cand in cands
+            if stage in ('all', 'retrain', 'evaluate') or ctx.finished(cand.run) is not None]
+
   rows = []
   try:
-    for method in modules:
-      cands = method.candidates(ctx, search=stage in ('all', 'search', 'prune'))
-      for cand in cands:
-        if stage in ('all', 'retrain', 'evaluate') or ctx.finished(cand.run) is not None:
-          rows.append(summary_row(ctx, cand, fit_candidate(ctx, method, cand)))
+    workers = parallel_runs(config)
+    if workers == 1:
+      for method in modules:
+        rows += [summary_row(ctx, c, fit_candidate(ctx, method, c)) for c in plan(method)]
+    else:
+      rows = _run_parallel(ctx, list(config.methods), plan, workers)
     rows += teacher_row(data)
   finally:
     writer.close()
@@ -105,6 +120,61 @@ def run(config, workdir: str) -> list[dict]:
     print(report.write_summary(rows, workdir, title, data))
     print(f'per-field sizes and the plot: {workdir}/summary.md, {workdir}/frontier.png')
   return rows
+
+
+def parallel_runs(config) -> int:
+  """How many runs train at once (``train.parallel_runs``; 0: one per CPU core on a
+  one-process CPU run, else one).
+
+  XLA:CPU runs a training step on about one core, and one device runs one program at a time,
+  so independent runs (every method's candidates, and one method's search beside other
+  methods' runs) train in separate processes to use the other cores. A run's results do not
+  depend on what trains beside it.
+  """
+  if int(config.train.parallel_runs) > 0:
+    return int(config.train.parallel_runs)
+  cpu = jax.process_count() == 1 and jax.default_backend() == 'cpu'
+  return max(1, os.cpu_count() or 1) if cpu else 1
+
+
+_WORKER: dict = {}  # the worker process's experiment (see _start_worker)
+
+
+def _start_worker(config, workdir: str) -> None:
+  """Initialises a worker process: the data and a metric writer of its own."""
+  if sys.platform.startswith('linux'):  # die with the parent, e.g. when it is killed
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+  writer = MetricWriter(workdir)
+  atexit.register(writer.close)
+  _WORKER['ctx'] = Context(config, load_dataset(config.data), workdir, writer)
+
+
+def _fit_in_worker(method: str, cand: Candidate) -> dict:
+  return fit_candidate(_WORKER['ctx'], methods_lib.get(method), cand)
+
+
+def _run_parallel(ctx: Context, names: list[str], plan, workers: int) -> list[dict]:
+  """Every method's search in a thread of its own, and every candidate in a pool of
+  ``workers`` processes as soon as its method proposes it; rows in ``config.methods`` order."""
+  spawn = multiprocessing.get_context('spawn')  # JAX is not fork-safe
+  fits = concurrent.futures.ProcessPoolExecutor(
+      workers, mp_context=spawn, initializer=_start_worker, initargs=(ctx.config, ctx.workdir))
+  drivers = concurrent.futures.ThreadPoolExecutor(len(names), 'pep_jax-search')
+
+  def drive(name: str) -> list:
+    return [(c, fits.submit(_fit_in_worker, name, c)) for c in plan(methods_lib.get(name))]
+
+  try:
+    plans = [drivers.submit(drive, name) for name in names]
+    return [summary_row(ctx, cand, future.result())
+            for p in plans for cand, future in p.result()]
+  except BaseException:
+    fits.shutdown(cancel_futures=True)  # runs already training finish; nothing else starts
+    drivers.shutdown(cancel_futures=True)
+    raise
+  finally:
+    drivers.shutdown()
+    fits.shutdown()
 
 
 def _reevaluate(workdir: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 
 import jax
@@ -19,6 +20,7 @@ class MetricWriter:
   def __init__(self, workdir: str):
     self.enabled = jax.process_index() == 0
     self._tb = None
+    self._lock = threading.Lock()  # runs may train in parallel threads
     self._path = os.path.join(workdir, 'metrics.jsonl')
     if self.enabled:
       from tensorboardX import SummaryWriter  # lazy: only the writing process needs it
@@ -29,10 +31,11 @@ class MetricWriter:
       return
     row = {'stage': stage, 'step': int(step), 'time': time.time(),
            **{k: float(v) for k, v in scalars.items()}}
-    with open(self._path, 'a') as f:
-      f.write(json.dumps(row) + '\n')
-    for key, value in scalars.items():
-      self._tb.add_scalar(f'{stage}/{key}', float(value), int(step))
+    with self._lock:
+      with open(self._path, 'a') as f:
+        f.write(json.dumps(row) + '\n')
+      for key, value in scalars.items():
+        self._tb.add_scalar(f'{stage}/{key}', float(value), int(step))
 
   def close(self) -> None:
     if self._tb is not None:
