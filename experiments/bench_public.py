@@ -237,10 +237,12 @@ def public_worker(args: argparse.Namespace) -> dict:
   if steps <= args.warmup or not end:
     raise RuntimeError(f'the public loop ran {steps} steps, not more than --warmup={args.warmup}')
   timed = end[0] - starts[args.warmup]
+  durations = np.diff(starts[args.warmup:] + end)  # each timed step, start to next start
   return {'torch': torch.__version__, 'threads': torch.get_num_threads(), **facts,
           'features': sum(facts['field_dims']), 'steps': steps,
           'timed_steps': steps - args.warmup, 'timed_seconds': timed,
           'steps_per_second': (steps - args.warmup) / timed,
+          'median_step_seconds': float(np.median(durations)),
           'startup_seconds': starts[0] - t_start, 'first_step_seconds': starts[1] - starts[0],
           'stopped': stopped}
 
@@ -368,7 +370,8 @@ def report(args: argparse.Namespace, public: dict, ours: dict) -> dict:
   for name, side, excluded in rows:
     print(f'{name:8s} {side["steps"]:6d} {side["timed_steps"]:6d} {side["timed_seconds"]:8.2f} '
           f'{side["steps_per_second"]:8.1f} {side["steps_per_second"] * bs:10,.0f}  {excluded}')
-  print(f'ratio ours/public: {ratio:.2f}x')
+  median_ms = 1e3 * public['median_step_seconds']
+  print(f'ratio ours/public: {ratio:.2f}x (public median step {median_ms:.1f} ms)')
   print('load average (1 min) before each side: public {:.2f}, ours {:.2f}'.format(
       public['load_before'], ours['load_before']))
   for caveat in ours['caveats']:
