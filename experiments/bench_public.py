@@ -21,7 +21,10 @@ with the public ML-1M settings: FM, d=32, ``s_init=-15``, feature-dimension thre
   clip, Adam), then the non-zero count of the whole table, the budget check and two TensorBoard
   scalars. The wall time of every ``update`` call is recorded; the rate is over the steps after
   the first ``--warmup`` (the first batch builds the DataLoader), to the loop's end.
-  ``torch.set_num_threads(os.cpu_count())``.
+  ``torch.set_num_threads(os.cpu_count())`` unless ``--torch-threads`` says otherwise. Its
+  OpenMP threads wait for each other at every operation, so a step stalls (up to ~0.6 s seen on
+  a 2-core machine, against a ~10 ms median) while other work holds a core: the JSON has the
+  step-time percentiles, the table the median.
 * Our side: ``pep_jax.train.experiment.run`` with ``configs/movielens_fm.py``, ``stage='search'``,
   ``methods=('pep',)``, one budget of 2 non-zeros (out of reach, so no ticket is written and the
   loop runs on) and ``prune.max_epochs`` the fewest epochs holding ``--steps`` steps. The rate
@@ -196,7 +199,7 @@ def public_worker(args: argparse.Namespace) -> dict:
     sys.modules['lmdb'] = types.ModuleType('lmdb')
   t_start = time.perf_counter()
   import torch
-  torch.set_num_threads(os.cpu_count())
+  torch.set_num_threads(args.torch_threads or os.cpu_count())
   code = os.path.abspath(args.public_code)
   sys.path.insert(0, code)
   os.chdir(args.workdir)  # it writes ./tmp/runs (TensorBoard) and ./tmp/embedding
@@ -243,6 +246,8 @@ def public_worker(args: argparse.Namespace) -> dict:
           'timed_steps': steps - args.warmup, 'timed_seconds': timed,
           'steps_per_second': (steps - args.warmup) / timed,
           'median_step_seconds': float(np.median(durations)),
+          'step_seconds_percentiles': {str(q): float(np.percentile(durations, q))
+                                       for q in (10, 50, 90, 99, 100)},
           'startup_seconds': starts[0] - t_start, 'first_step_seconds': starts[1] - starts[0],
           'stopped': stopped}
 
@@ -317,7 +322,8 @@ def run_worker(side: str, args: argparse.Namespace, workdir: str) -> dict:
              f'--result={result_path}', f'--workdir={folder}',
              f'--data={os.path.abspath(args.data)}',
              f'--public-code={os.path.abspath(args.public_code)}', f'--steps={args.steps}',
-             f'--warmup={args.warmup}', f'--steps-per-dispatch={args.steps_per_dispatch}']
+             f'--warmup={args.warmup}', f'--steps-per-dispatch={args.steps_per_dispatch}',
+             f'--torch-threads={args.torch_threads}']
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT,
                                                                   os.environ.get('PYTHONPATH')])))
   print(f'{side}: {args.steps} steps ... (log: {log_path})', flush=True)
@@ -406,6 +412,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument('--steps', type=int, default=3000, help='prune-loop steps of each side')
   parser.add_argument('--warmup', type=int, default=20,
                       help='first steps of the public loop left out of its rate')
+  parser.add_argument('--torch-threads', type=int, default=0,
+                      help='torch.set_num_threads for the public side; 0: every core')
   parser.add_argument('--steps-per-dispatch', type=int, default=0,
                       help='our train.steps_per_dispatch (where the config has it); 0: its default')
   parser.add_argument('--json', default='bench_public.json', help='write the results here')
