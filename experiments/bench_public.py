@@ -380,12 +380,19 @@ def report(args: argparse.Namespace, public: dict, ours: dict) -> dict:
   print(f'ratio ours/public: {ratio:.2f}x (public median step {median_ms:.1f} ms)')
   print('load average (1 min) before each side: public {:.2f}, ours {:.2f}'.format(
       public['load_before'], ours['load_before']))
-  for caveat in ours['caveats']:
+  caveats = list(ours['caveats'])
+  p99 = 1e3 * public['step_seconds_percentiles']['99']
+  if p99 > 10 * median_ms:  # torch's threads wait for a descheduled one at every operation
+    caveats.append(f'the public loop stalled: 1% of its steps took over {p99:.0f} ms against a '
+                   f'{median_ms:.1f} ms median ({1e3 / median_ms:.0f} steps/s), as torch\'s '
+                   f'threads do while other work holds a core; rerun on a quiet machine or '
+                   f'with --torch-threads=1')
+  for caveat in caveats:
     print(f'caveat: {caveat}')
   return {'torch': public['torch'], 'jax': ours['jax'], 'machine': m,
           'torch_threads': public['threads'], 'device': ours['device'],
           'data': os.path.abspath(args.data), 'steps': args.steps, 'warmup': args.warmup,
-          'public': public, 'ours': ours, 'ratio_ours_over_public': ratio}
+          'public': public, 'ours': ours, 'ratio_ours_over_public': ratio, 'caveats': caveats}
 
 
 def count_our_features(data_dir: str) -> tuple[int, int, list[int]]:

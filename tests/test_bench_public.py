@@ -74,3 +74,29 @@ def test_missing_torch_is_named(bench, tmp_path, monkeypatch):
                       lambda name, *a: None if name == 'torch' else find_spec(name, *a))
   with pytest.raises(SystemExit, match=r'needs torch\b.*pip install torch'):
     bench.main([f'--public-code={tmp_path}', f'--data={tmp_path}'])
+
+
+def side(steps_per_second, **extra):
+  return {'steps': 120, 'timed_steps': 100, 'timed_seconds': 100 / steps_per_second,
+          'steps_per_second': steps_per_second, 'load_before': 0.1, **extra}
+
+
+def test_report_ratio_and_stall_caveat(bench, capsys):
+  settings = {'model': 'fm', 'latent_dim': 32, 'threshold_init': -15,
+              'threshold_type': 'feature_dim', 'batch_size_train': 1024, 'fm_optimizer': 'adam',
+              'fm_lr': 1e-3, 'fm_l2_regularization': 1e-5, 'fm_grad_clip': 100}
+  ours_settings = {'model': 'fm', 'dim': 32, 's_init': -15.0, 'granularity': 'feature_dimension',
+                   'batch_size': 1024, 'optimizer.name': 'adam',
+                   'optimizer.learning_rate': 1e-3, 'optimizer.weight_decay': 1e-5,
+                   'optimizer.decoupled_weight_decay': False, 'optimizer.clip_norm': 100.0}
+  public = side(50.0, torch='2.x', threads=2, rows=10, features=7, settings=settings,
+                median_step_seconds=0.01,
+                step_seconds_percentiles={'10': 0.01, '50': 0.01, '90': 0.02, '99': 0.5,
+                                          '100': 0.6})
+  ours = side(100.0, jax='0.x', device='cpu', rows=10, features=14, settings=ours_settings,
+              steps_per_dispatch=1, warmup_steps=1, warmup_seconds=1.0, caveats=[])
+  doc = bench.report(bench.parse_args(['--data=/tmp/x']), public, ours)
+  assert doc['ratio_ours_over_public'] == pytest.approx(2.0)
+  assert doc['torch'] == '2.x' and doc['jax'] == '0.x' and doc['machine']['cpus'] >= 1
+  assert len(doc['caveats']) == 1 and 'stalled' in doc['caveats'][0]
+  assert 'ratio ours/public: 2.00x' in capsys.readouterr().out
