@@ -539,7 +539,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  help="PEP's granularities in the loop and eval rows (all of them with --full)")
   p.add_argument('--full', action='store_true',
                  help='every combination: loop and eval rows for every model and granularity')
-  p.add_argument('--per-dispatch', '--per_dispatch', type=int, default=50,
+  p.add_argument('--per-dispatch', '--per_dispatch', type=int,
+                 default=default_config().train.steps_per_dispatch,
                  help='K of the block rows (train.steps_per_dispatch); K=1 rows always run')
   p.add_argument('--steps', type=int, default=None,
                  help='timed steps per row (default: small 300, criteo 20)')

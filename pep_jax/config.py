@@ -121,11 +121,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.patience = 5
   c.train.checkpoint_every_steps = 2000
   c.train.log_every_steps = 100
-  # Train steps (and eval batches) per compiled call: the loops dispatch, read metrics back
-  # and check a budget once per block (a ticket is still cut at its exact step). 1 runs one
-  # step per call. A resumed run continues exactly at the same value; another value changes
-  # results only by float32 rounding.
-  c.train.steps_per_dispatch = 50
+  # Train steps per compiled call (blocks never cross an epoch's end): the loops dispatch,
+  # read metrics back and check a budget once per block (a ticket is still cut at its exact
+  # step); evaluation reads as many rows per call. 1 runs one step per call. A resumed run
+  # continues exactly at the same value; another value changes results by float32 rounding.
+  c.train.steps_per_dispatch = 200
   # Runs trained at once, in worker processes (candidates, beside the searches); results do
   # not depend on it. 0: one per CPU core on a one-process CPU run, else 1.
   c.train.parallel_runs = 1

@@ -281,3 +281,12 @@ def test_no_budget_reached_skips_retraining_and_still_writes_the_summary(tmp_pat
   assert 'no budget of [29] was reached' in capsys.readouterr().out
   assert [r['method'] for r in rows] == ['ue', 'teacher']
   assert os.path.exists(tmp_path / 'summary.json') and os.path.exists(tmp_path / 'frontier.png')
+
+
+def test_runs_in_worker_processes_give_the_sequential_summary(finished_run, tmp_path):
+  reference, _ = finished_run
+  config = tiny()
+  config.train.parallel_runs = 2
+  rows = experiment.run(config, str(tmp_path))
+  with open(os.path.join(reference, 'summary.json')) as f:
+    assert without_timings(rows) == without_timings(json.load(f))

@@ -133,11 +133,15 @@ class PEPEmbedding(_TableEmbedding):
   def __call__(self, ids: jax.Array) -> jax.Array:
     gids = self.global_ids(ids)
     rows = self.take(self.table, gids)  # [B, F, D]
-    if th.is_per_feature(self.granularity):
-      s = self.take(self.threshold, gids)  # [B, F, 1|D]
-    else:
+    gate = th.get_gate(self.gate, self.gate_scale)
+    if not th.is_per_feature(self.granularity):
       s = th.lookup_thresholds(self.threshold, self.granularity, gids)
-    return th.soft_threshold(rows, s, th.get_gate(self.gate, self.gate_scale))
+      return th.soft_threshold(rows, s, gate)
+    if self.threshold.size <= gids.size * self.threshold.shape[-1]:
+      # A table smaller than the batch's lookups (MovieLens-sized): gating every threshold
+      # once and gathering the gated ones costs fewer sigmoids (and their derivatives).
+      return th.threshold_values(rows, self.take(gate(self.threshold), gids))
+    return th.soft_threshold(rows, self.take(self.threshold, gids), gate)  # [B, F, D]
 
   def effective_table(self) -> jax.Array:
     s = th.table_thresholds(self.threshold, self.granularity, self.field_dims, self.table_rows)

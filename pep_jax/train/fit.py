@@ -135,7 +135,7 @@ def train_steps(config, data: CTRDataset, stage: Stage, state, constants: dict, 
                          samples_per_second=bar.samples_per_second)
         bar.update(step, **{k: f'{float(metrics[k][done - 1]):,.6g}' for k in log_keys},
                    loss=f'{float(metrics["loss"][done - 1]):.4f}')
-        if not stop and (_crossed(block.first + slot, step, checkpoint_every) or epoch_end):
+        if not stop and _crossed(block.first + slot, step, checkpoint_every):
           ckpt.save(step, state, progress)
         slot = done
       if stop:

@@ -148,12 +148,14 @@ def predict(stage, state, constants: dict, split: Split,
             batch_size: int | None = None) -> np.ndarray:
   """Click probabilities for every row of ``split`` (in order), float64 ``[N]``.
 
-  Runs ``stage``'s eval block over slabs of ``stage.per_dispatch`` batches of
-  ``batch_size`` rows (``train.eval_batch_size`` by default); with a mesh, each batch is
+  Runs ``stage``'s eval block over slabs of ``batch_size``-row batches
+  (``train.eval_batch_size`` by default), as many rows per call as a training block; with a mesh, each batch is
   split over the devices and every process reads only its own rows.
   """
   batch_size = batch_size or stage.config.train.eval_batch_size
-  per_block, sharding = stage.per_dispatch, stage.batch_sharding
+  # As many rows per call as a training block holds (slabs of eval batches are larger).
+  per_block = max(1, stage.per_dispatch * stage.config.train.batch_size // batch_size)
+  sharding = stage.batch_sharding
   lo, hi = process_rows(sharding, batch_size)
   slab_sh = steps_lib.slab_sharding(sharding)
   n = len(split)
