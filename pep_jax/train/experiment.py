@@ -11,7 +11,6 @@ config: running another config into it (other than the keys in
 
 from __future__ import annotations
 
-import atexit
 import concurrent.futures
 import ctypes
 import json
@@ -140,17 +139,23 @@ def parallel_runs(config) -> int:
 _WORKER: dict = {}  # the worker process's experiment (see _start_worker)
 
 
-def _start_worker(config, workdir: str) -> None:
-  """Initialises a worker process: the data and a metric writer of its own."""
+def _start_worker(config, data: CTRDataset, workdir: str) -> None:
+  """Initialises a worker process with the parent's data (sent, not read or generated again)."""
   if sys.platform.startswith('linux'):  # die with the parent, e.g. when it is killed
     ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-  writer = MetricWriter(workdir)
-  atexit.register(writer.close)
-  _WORKER['ctx'] = Context(config, load_dataset(config.data), workdir, writer)
+  # The searches in the parent are what later runs wait for: they go first for the cores.
+  os.nice(10)
+  _WORKER.update(config=config, data=data, workdir=workdir)
 
 
 def _fit_in_worker(method: str, cand: Candidate) -> dict:
-  return fit_candidate(_WORKER['ctx'], methods_lib.get(method), cand)
+  # One writer per run, closed before the result returns.
+  writer = MetricWriter(_WORKER['workdir'], name=cand.run)
+  try:
+    ctx = Context(_WORKER['config'], _WORKER['data'], _WORKER['workdir'], writer)
+    return fit_candidate(ctx, methods_lib.get(method), cand)
+  finally:
+    writer.close()
 
 
 def _run_parallel(ctx: Context, names: list[str], plan, workers: int) -> list[dict]:
@@ -158,7 +163,10 @@ def _run_parallel(ctx: Context, names: list[str], plan, workers: int) -> list[di
   ``workers`` processes as soon as its method proposes it; rows in ``config.methods`` order."""
   spawn = multiprocessing.get_context('spawn')  # JAX is not fork-safe
   fits = concurrent.futures.ProcessPoolExecutor(
-      workers, mp_context=spawn, initializer=_start_worker, initargs=(ctx.config, ctx.workdir))
+      workers, mp_context=spawn, initializer=_start_worker,
+      initargs=(ctx.config, ctx.data, ctx.workdir))
+  for _ in range(workers):  # start them now, so they are ready when the first run comes
+    fits.submit(os.getpid)
   drivers = concurrent.futures.ThreadPoolExecutor(len(names), 'pep_jax-search')
 
   def drive(name: str) -> list:

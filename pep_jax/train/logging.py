@@ -17,14 +17,16 @@ import tqdm
 class MetricWriter:
   """Appends ``{'stage', 'step', ...}`` rows to ``metrics.jsonl`` and TensorBoard scalars."""
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, name: str = ''):
+    """``name`` ends the TensorBoard file's name (writers of parallel runs stay apart)."""
     self.enabled = jax.process_index() == 0
     self._tb = None
     self._lock = threading.Lock()  # runs may train in parallel threads
     self._path = os.path.join(workdir, 'metrics.jsonl')
     if self.enabled:
       from tensorboardX import SummaryWriter  # lazy: only the writing process needs it
-      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'),
+                               filename_suffix=f'.{name}' if name else '')
 
   def write(self, stage: str, step: int, **scalars) -> None:
     if not self.enabled:
