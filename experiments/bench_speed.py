@@ -104,7 +104,7 @@ class Shape:
   steps: int
 
 
-SHAPES = {'small': Shape(tuple(SMALL), 32, 300), 'criteo': Shape(tuple(CRITEO_SHAPED), 24, 20)}
+SHAPES = {'small': Shape(tuple(SMALL), 32, 100), 'criteo': Shape(tuple(CRITEO_SHAPED), 24, 20)}
 # method -> build_stage kind; retrain (a PEP ticket's retraining, full mask) only when asked
 KINDS = {'ue': 'plain', 'pep': 'pep', 'retrain': 'masked'}
 MODES = ('dense', 'rows')
@@ -543,7 +543,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  default=default_config().train.steps_per_dispatch,
                  help='K of the block rows (train.steps_per_dispatch); K=1 rows always run')
   p.add_argument('--steps', type=int, default=None,
-                 help='timed steps per row (default: small 300, criteo 20)')
+                 help='timed steps per row (default: small 100, criteo 20)')
   p.add_argument('--batch-size', '--batch_size', type=int, default=1024)
   p.add_argument('--eval-batch-size', '--eval_batch_size', type=int, default=8192)
   p.add_argument('--eval-rows', '--eval_rows', type=int, default=16 * 8192,
