@@ -14,7 +14,7 @@ each granularity of ``--granularities``; ``--methods=ue,pep,retrain`` adds the r
 ticket (the ``masked`` stage, with a mask keeping every entry). Optimizer modes ``--modes``
 (``dense`` or ``rows``: ``optimizer.updates``).
 
-Parts (``--parts``), each timed over ``--steps`` steps per row (small 300, criteo 20):
+Parts (``--parts``), each timed over ``--steps`` steps per row (small 100, criteo 20):
 
 * ``step``: the isolated train step on pre-built device batches, timed after compilation. At
   K=1 ``train_step`` is called in a Python loop (a stage that counts non-zeros has them read
