@@ -66,8 +66,9 @@ def _dartsemb_search(config, data):
   stage, add_valid = dartsemb.search_stage(Context(config, data, '', None),
                                            config.dartsemb.candidate_sets[0])
   steps, train_step = itertools.count(1), stage.train_step
-  timed = dataclasses.replace(
-      stage, train_step=lambda state, batch, c: train_step(state, add_valid(next(steps), batch), c))
+  timed = dataclasses.replace(stage, steps=dataclasses.replace(
+      stage.steps,
+      train_step=lambda state, batch, c: train_step(state, add_valid(next(steps), batch), c)))
   return timed, stage.initial_state(), {}
 
 

@@ -106,10 +106,7 @@ def step_functions(model: nn.Module, tx: optax.GradientTransformation, *,
                           opt_state=opt_state)
     metrics = {'loss': loss}
     if count_nonzeros:
-      # The barrier makes the count read the updated table once it is written, instead of
-      # XLA fusing the whole optimizer update into the counting loop a second time.
-      counted = jax.lax.optimization_barrier(params)
-      metrics['nonzeros'] = model.apply(variables(counted, state.batch_stats, constants),
+      metrics['nonzeros'] = model.apply(variables(params, state.batch_stats, constants),
                                         method=lambda m: m.embedding.nonzeros())
     return state, metrics
 
