@@ -102,8 +102,10 @@ def test_rows_equal_dense_when_every_row_is_looked_up_every_step(model, granular
                                        batches)
   np.testing.assert_allclose(loss_r, loss_d, rtol=1e-5)
   assert count_r == count_d
+  # The two programs sum in different orders; Adam turns a rounding difference in a gradient
+  # near zero into a step of up to lr (1e-3), so parameters agree to a fraction of one step.
   for a, b in zip(jax.tree.leaves(dense.params), jax.tree.leaves(rows.params)):
-    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=2e-4)
 
 
 def test_a_row_left_out_decays_as_under_the_dense_optimizer():
