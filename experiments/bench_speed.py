@@ -79,6 +79,7 @@ import numpy as np
 from pep_jax.config import default_config
 from pep_jax.data import pipeline
 from pep_jax.data.base import CTRDataset, Split
+from pep_jax.layers.embedding import field_offsets
 from pep_jax.train import fit, loop
 from pep_jax.train import steps as steps_lib
 from pep_jax.train.logging import MetricWriter
@@ -216,8 +217,8 @@ def steps_of(stage: Stage, batches: list[dict]):
   """
   if stage.capacity_steps is None:
     return stage.steps
-  offsets = np.concatenate([[0], np.cumsum(stage.embedding.field_dims)[:-1]])
-  return stage.steps_for(max(len(np.unique(np.asarray(b['ids']) + offsets)) for b in batches))
+  offsets = field_offsets(stage.embedding.field_dims)
+  return stage.steps_for(loop.most_distinct_rows(batches, offsets))
 
 
 def time_one_step(stage: Stage, state, constants: dict, batches: list[dict], steps: int):

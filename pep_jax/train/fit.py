@@ -20,10 +20,10 @@ import time
 from collections.abc import Callable
 
 import jax
-import numpy as np
 
 from pep_jax.data import pipeline
 from pep_jax.data.base import CTRDataset
+from pep_jax.layers.embedding import field_offsets
 from pep_jax.train import loop
 from pep_jax.train.checkpoint import Checkpointer
 from pep_jax.train.logging import MetricWriter, Progress
@@ -66,7 +66,7 @@ def _row_offsets(stage: Stage, data: CTRDataset):
   """Field offsets when blocks should count their distinct rows (the rows mode), else None."""
   if stage.capacity_steps is None or jax.process_count() > 1:
     return None  # (processes would count their own rows and could pick different programs)
-  return np.concatenate([[0], np.cumsum(data.field_dims)[:-1]]).astype(np.int64)
+  return field_offsets(data.field_dims)
 
 
 def _crossed(before: int, after: int, every: int) -> bool:

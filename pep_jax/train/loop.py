@@ -96,6 +96,12 @@ def _stack(batches: list[dict], size: int) -> dict:
   return out
 
 
+def most_distinct_rows(batches: list[dict], row_offsets: np.ndarray) -> int:
+  """The most distinct table rows one of ``batches`` looks up (``row_offsets``: each field's
+  first row, :func:`pep_jax.layers.embedding.field_offsets`)."""
+  return max(len(np.unique(np.asarray(b['ids']) + row_offsets)) for b in batches)
+
+
 def resumable_blocks(split: Split, batch_size: int, per_block: int, *, seed: int,
                      start_step: int, max_epochs: int, sharding=None, batch_map=None,
                      row_offsets: np.ndarray | None = None,
@@ -119,22 +125,20 @@ def resumable_blocks(split: Split, batch_size: int, per_block: int, *, seed: int
 
   def produce():
     for epoch in range(start_step // per_epoch, max_epochs):
-      order = pipeline.epoch_order(len(split), seed=seed, epoch=epoch, shuffle=True)
-      first_block = max(0, start_step - epoch * per_epoch) // per_block
-      for b0 in range(first_block * per_block, per_epoch, per_block):
+      first = max(0, start_step - epoch * per_epoch) // per_block * per_block
+      epoch_rows = pipeline.batch_rows(len(split), batch_size, shuffle=True, seed=seed,
+                                       epoch=epoch, start=first)
+      for b0 in range(first, per_epoch, per_block):
         count = min(per_block, per_epoch - b0)
         base = epoch * per_epoch + b0
         batches = []
-        for j in range(count):
-          rows = order[(b0 + j) * batch_size:(b0 + j + 1) * batch_size]
+        for j, rows in zip(range(count), epoch_rows):
           batch = pipeline.make_batch(split, rows[lo:hi], hi - lo)
           if batch_map is not None:
             extra = batch_map(base + j + 1, batch)
             batch.update({k: np.asarray(v)[lo:hi] for k, v in extra.items()})
           batches.append(batch)
-        distinct = None
-        if row_offsets is not None:
-          distinct = max(len(np.unique(b['ids'] + row_offsets)) for b in batches)
+        distinct = None if row_offsets is None else most_distinct_rows(batches, row_offsets)
         slab = _stack(batches, per_block)
         if slab_sh is not None:
           slab = global_slab(slab, slab_sh, batch_size)
@@ -149,11 +153,10 @@ def predict(stage, state, constants: dict, split: Split,
   """Click probabilities for every row of ``split`` (in order), float64 ``[N]``.
 
   Runs ``stage``'s eval block over slabs of ``batch_size``-row batches
-  (``train.eval_batch_size`` by default), as many rows per call as a training block; with a mesh, each batch is
-  split over the devices and every process reads only its own rows.
+  (``train.eval_batch_size`` by default), as many rows per call as a training block; with a
+  mesh, each batch is split over the devices and every process reads only its own rows.
   """
   batch_size = batch_size or stage.config.train.eval_batch_size
-  # As many rows per call as a training block holds (slabs of eval batches are larger).
   per_block = max(1, stage.per_dispatch * stage.config.train.batch_size // batch_size)
   sharding = stage.batch_sharding
   lo, hi = process_rows(sharding, batch_size)

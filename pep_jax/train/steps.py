@@ -118,13 +118,6 @@ def step_functions(model: nn.Module, tx: optax.GradientTransformation, *,
   return train_step, eval_step
 
 
-def make_steps(model: nn.Module, tx: optax.GradientTransformation, *, count_nonzeros: bool,
-               shardings: StepShardings | None = None) -> tuple[Callable, Callable]:
-  """The jitted one-step ``train_step`` and ``eval_step`` of :func:`step_functions`."""
-  steps = compile_steps(*step_functions(model, tx, count_nonzeros=count_nonzeros), shardings)
-  return steps.train_step, steps.eval_step
-
-
 @dataclasses.dataclass(frozen=True)
 class CompiledSteps:
   """A stage's steps, jitted once for one batch and once for a block of batches per call.
