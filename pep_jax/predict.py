@@ -11,8 +11,9 @@ trained on synthetic data; other files are raw rows of the artifact's dataset):
   ``train.txt`` lines (tab-separated, 40 or 39 columns), Avazu CSV (24 columns with ``click``,
   23 without; with or without the header line), or MovieLens ratings
   (``UserID::MovieID::Rating::Timestamp``, or without the rating) with ``users.dat`` and
-  ``movies.dat`` in the same folder. Values the vocabulary does not know map to their field's
-  out-of-vocabulary index, as in training.
+  ``movies.dat`` in the same folder. They are read by the dataset's ``encode``, the function
+  the cache build reads the training files with, so a row gets the keys it had in training;
+  values the vocabulary does not know map to their field's out-of-vocabulary index.
 
 A malformed row is never scored: the file is refused with the count, reasons and first line
 numbers, and nothing is written.
@@ -28,7 +29,7 @@ import pyarrow as pa
 from absl import flags
 
 from pep_jax import cli, serving
-from pep_jax.data import avazu, cache, criteo, movielens, parsing
+from pep_jax.data import cache, parsing, real
 
 FORMATS = ('auto', 'ids', 'raw')
 
@@ -46,94 +47,36 @@ def _read(path: str, columns, delimiter: str, convert, *, skip_bytes: int = 0,
                                        convert=convert, bad=report, skip_bytes=skip_bytes,
                                        first_line=first_line))
   _refuse(report)
-  if not chunks or sum(len(c.labels) for c in chunks) == 0:
+  return _stack(path, chunks)
+
+
+def _stack(path: str, chunks: list[parsing.Chunk]) -> np.ndarray:
+  """The keys ``[n, F]`` of the chunks of a whole file; refuses a file without rows."""
+  if sum(len(c.labels) for c in chunks) == 0:
     raise ValueError(f'{path}: no rows to score')
   return np.concatenate([c.keys for c in chunks], axis=1).T  # [n, F]
 
 
-def _first_line(path: str) -> bytes:
-  with parsing.open_raw(path) as f:
-    return f.readline()
+def raw_keys(path: str, dataset: str, meta: dict) -> np.ndarray:
+  """Keys ``[n, F]`` of every row of a raw file, by its dataset's encoder.
 
+  Args:
+    path: rows in the dataset's own format, with or without the label column.
+    dataset: the dataset's name (the artifact's ``manifest.json``).
+    meta: the ``meta.json`` of the cache the model was trained on.
 
-def _without_label(convert, label: str):
-  """A reader's converter for rows without their label column (its check is dropped)."""
+  Returns:
+    uint64 ``[n, F]``, in the file's row order.
 
-  def run(table: pa.Table) -> parsing.RowChecks:
-    zeros = pa.array([b'0'] * table.num_rows, pa.binary())
-    checks = convert(table.append_column(label, zeros))
-    return parsing.RowChecks(checks.keys, checks.labels,
-                             [(r, bad) for r, bad in checks.problems if 'not 0/1' not in r])
-
-  return run
-
-
-def criteo_keys(path: str) -> np.ndarray:
-  """Keys ``[n, 39]`` of Criteo ``train.txt`` lines, with (40 columns) or without the label."""
-  labelled = _first_line(path).count(b'\t') + 1 == len(criteo.COLUMNS)
-  if labelled:
-    return _read(path, criteo.COLUMNS, '\t', criteo.convert)
-  return _read(path, criteo.FIELD_NAMES, '\t', _without_label(criteo.convert, 'label'))
-
-
-def avazu_keys(path: str) -> np.ndarray:
-  """Keys ``[n, 22]`` of Avazu CSV rows, with or without ``click`` and the header line."""
-  first = _first_line(path)
-  no_click = tuple(c for c in avazu.COLUMNS if c != 'click')
-  header = first.rstrip(b'\r\n').split(b',')
-  skip = 0
-  if header[0] == b'id':
-    names = tuple(h.decode() for h in header)
-    if names not in (avazu.COLUMNS, no_click):
-      raise ValueError(f'{path}: line 1 is a header with columns {names}; expected '
-                       f'{",".join(avazu.COLUMNS)} (click may be left out)')
-    skip, labelled = len(first), names == avazu.COLUMNS
-  else:
-    labelled = len(header) == len(avazu.COLUMNS)
-  columns = avazu.COLUMNS if labelled else no_click
-  convert = avazu.convert if labelled else _without_label(avazu.convert, 'click')
-  return _read(path, columns, ',', convert, skip_bytes=skip, first_line=2 if skip else 1)
-
-
-def movielens_keys(path: str, meta: dict) -> np.ndarray:
-  """Keys ``[n, 7]`` of MovieLens ratings lines; users.dat and movies.dat beside ``path``."""
-  folder = os.path.dirname(os.path.abspath(path))
-  reports: list[parsing.BadLines] = []
-  tables = {}
-  for name, columns in (('users.dat', movielens.USER_COLUMNS),
-                        ('movies.dat', movielens.MOVIE_COLUMNS)):
-    found = parsing.first_file(folder, (name, name + '.gz'))
-    if not found:
-      raise FileNotFoundError(f'{os.path.join(folder, name)} not found: MovieLens rows are '
-                              'scored with the users.dat and movies.dat of their folder')
-    table, _, report = movielens.read_table(found, columns, reports)
+  Raises:
+    InputError: the file has a malformed row (count, reasons, first line numbers) or no row.
+    MissingError: a file the rows are read with is missing (MovieLens: ``users.dat``).
+  """
+  bad: list[parsing.BadLines] = []
+  chunks = list(real.MODULES[dataset].encode(path, bad, {}, labelled=None, meta=meta))
+  for report in bad:
     _refuse(report)
-    tables[name] = {c: table.column(c).to_pylist() for c in columns}
-  labelled = _first_line(path).count(b'::') == 3
-  columns = movielens.RATING_COLUMNS if labelled else ('user', 'movie', 'timestamp')
-  table, lines, report = movielens.read_table(path, columns, reports)
-  users = {int(u): i for i, u in enumerate(tables['users.dat']['user'])}
-  movies = {int(m): i for i, m in enumerate(tables['movies.dat']['movie'])}
-  keys = []
-  for line, row in zip(lines, table.to_pylist()):
-    if labelled and row['rating'] not in (b'1', b'2', b'3', b'4', b'5'):
-      report.add('rating outside 1..5', lines=[int(line)])
-      continue
-    try:
-      u, m = users[int(row['user'])], movies[int(row['movie'])]
-      values = [row['timestamp'], *(tables['users.dat'][c][u] for c in movielens.USER_COLUMNS[1:]),
-                tables['movies.dat']['title'][m], tables['movies.dat']['genres'][m]]
-      keys.append(movielens.row_keys(values, meta))
-    except (KeyError, ValueError) as e:
-      reason = 'unknown user or movie id' if isinstance(e, KeyError) else 'non-integer value'
-      report.add(reason, lines=[int(line)])
-  _refuse(report)
-  if not keys:
-    raise ValueError(f'{path}: no rows to score')
-  return np.stack(keys)
-
-
-RAW_READERS = {'criteo': criteo_keys, 'avazu': avazu_keys}
+  return _stack(path, chunks)
 
 
 def ids_from_csv(path: str, field_dims: np.ndarray) -> np.ndarray:
@@ -189,13 +132,9 @@ def encode_file(path: str, scorer: serving.Scorer, fmt: str = 'auto') -> np.ndar
   if scorer.vocab_dir is None:
     raise ValueError(f'--format=raw: the artifact was trained on {dataset} data, which has no '
                      'raw format; give ids (CSV or .npy)')
-  vocab = cache.Vocabulary.load(scorer.vocab_dir)
-  if dataset == 'movielens':
-    with open(os.path.join(scorer.vocab_dir, 'meta.json')) as f:
-      keys = movielens_keys(path, json.load(f))
-  else:
-    keys = RAW_READERS[dataset](path)
-  return vocab.encode(keys)
+  with open(os.path.join(scorer.vocab_dir, 'meta.json')) as f:
+    meta = json.load(f)
+  return cache.Vocabulary.load(scorer.vocab_dir).encode(raw_keys(path, dataset, meta))
 
 
 def predict_file(artifact: str, path: str, output: str | None = None, fmt: str = 'auto'

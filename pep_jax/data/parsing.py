@@ -31,6 +31,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
+from pep_jax.errors import InputError
+
 INT_NULL_KEY = np.uint64(1 << 63)  # the NULL token of an integer field (int64 min as bits)
 HASH_BIT = np.uint64(1 << 63)  # set on every hashed categorical key
 MAX_BAD_EXAMPLES = 10  # line numbers kept for the report
@@ -229,6 +231,12 @@ def open_raw(path: str) -> io.BufferedIOBase:
   if path.endswith('.gz'):
     return gzip.open(path, 'rb')
   return open(path, 'rb')
+
+
+def first_line(path: str) -> bytes:
+  """Line 1 of a raw file with its line end (``b''`` for an empty file)."""
+  with open_raw(path) as f:
+    return f.readline()
 
 
 def read_blocks(path: str, block_bytes: int, *, skip: int = 0) -> Iterator[bytes]:
@@ -499,3 +507,33 @@ def read_delimited(path: str, *, column_names: Sequence[str], delimiter: str,
     bad.total_lines += num_lines
     line0 += num_lines
     yield chunk
+
+
+# ----------------------------------------------------------------------------- one row
+
+
+def one_row_keys(convert: Callable[[pa.Table], RowChecks], field_names: Sequence[str],
+                 values: Sequence[str | bytes], *, dataset: str) -> np.ndarray:
+  """The keys of one raw row (feature values only), by the converter of its dataset's files.
+
+  Args:
+    convert: the dataset's table converter; it gets a one-row table without the label column.
+    field_names: the feature columns, in order.
+    values: one raw value per feature column (``str`` values are UTF-8 encoded).
+    dataset: the dataset's name, for messages.
+
+  Returns:
+    uint64 ``[F]``.
+
+  Raises:
+    InputError: the row has the wrong number of values, or a value its converter rejects.
+  """
+  if len(values) != len(field_names):
+    raise InputError(f'a {dataset} row has {len(field_names)} feature values, got {len(values)}')
+  raw = [v.encode() if isinstance(v, str) else bytes(v) for v in values]
+  table = pa.table({name: pa.array([v], pa.binary()) for name, v in zip(field_names, raw)})
+  checks = convert(table)
+  reasons = [reason for reason, bad in checks.problems if bad[0]]
+  if reasons:
+    raise InputError(f'a {dataset} row: {", ".join(reasons)}')
+  return checks.keys[:, 0]

@@ -114,13 +114,10 @@ def source(data_config) -> cache.Source:
 
 def good_raw_rows(module, path: str) -> Iterator[tuple[int, dict]]:
   """``(line number, {'label': 0/1, field: raw bytes})`` for every good line of a raw file."""
-  skip = 0
-  if module is avazu:
-    skip = avazu.header_length(path, parsing.BadLines(path))
+  columns, skip = module.layout(path, parsing.BadLines(path))
   line0 = 2 if skip else 1
   for block in parsing.read_blocks(path, 32 << 20, skip=skip):
-    table, lines, dropped = parsing.parse_block(block, module.COLUMNS,
-                                                '\t' if module is criteo else ',')
+    table, lines, dropped = parsing.parse_block(block, columns, module.DELIMITER)
     checks = module.convert(table)
     is_bad = np.zeros(table.num_rows, bool)
     for _, mask in checks.problems:
