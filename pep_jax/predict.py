@@ -29,7 +29,7 @@ import pyarrow as pa
 from absl import flags
 
 from pep_jax import cli, serving
-from pep_jax.data import cache, parsing, real
+from pep_jax.data import cache, parsing, registry
 
 FORMATS = ('auto', 'ids', 'raw')
 
@@ -73,7 +73,7 @@ def raw_keys(path: str, dataset: str, meta: dict) -> np.ndarray:
     MissingError: a file the rows are read with is missing (MovieLens: ``users.dat``).
   """
   bad: list[parsing.BadLines] = []
-  chunks = list(real.MODULES[dataset].encode(path, bad, {}, labelled=None, meta=meta))
+  chunks = list(registry.raw_dataset(dataset).encode(path, bad, {}, labelled=None, meta=meta))
   for report in bad:
     _refuse(report)
   return _stack(path, chunks)

@@ -6,7 +6,7 @@ import ml_collections
 def data_defaults() -> ml_collections.ConfigDict:
   """The ``config.data`` section; dataset configs override what differs."""
   c = ml_collections.ConfigDict()
-  c.name = 'synthetic'  # synthetic | criteo | avazu | movielens
+  c.name = 'synthetic'  # a key of pep_jax.data.registry.DATASETS
   c.dir = ''  # folder with the raw files of a real dataset
   c.cache_dir = ''  # columnar cache; '' -> <dir>/cache
   c.split_seed = 42  # seed of the random 80/10/10 split

@@ -12,7 +12,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from pep_jax import cli
-from pep_jax.data import cache, real
+from pep_jax.data import cache, real, registry
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'experiment config file',
                                           lock_config=True)
@@ -22,8 +22,9 @@ _FORCE = flags.DEFINE_bool('force', False, 'rebuild even if a valid cache exists
 def main(argv):
   cli.exit_if_argv(argv)
   data_config = _CONFIG.value.data
-  if data_config.name == 'synthetic':
-    raise app.UsageError('config key data.name is synthetic: there is nothing to prepare')
+  if not cli.exit_on_user_error(registry.dataset, data_config.name).FILES:
+    raise app.UsageError(f'config key data.name is {data_config.name}: there is nothing to '
+                         'prepare')
   folder = cli.exit_on_user_error(real.prepare, data_config, force=_FORCE.value)
   with open(os.path.join(folder, 'meta.json')) as f:
     meta = json.load(f)

@@ -14,17 +14,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from pep_jax.data import avazu, cache, criteo, movielens, parsing
+from pep_jax.data import cache, parsing, registry
 from pep_jax.data.base import CTRDataset
 from pep_jax.data.split import check_fractions
-
-MODULES = {'criteo': criteo, 'avazu': avazu, 'movielens': movielens}
-
-
-def _module(data_config):
-  if data_config.name not in MODULES:
-    raise ValueError(f'config key data.name: {data_config.name!r} is not one of {sorted(MODULES)}')
-  return MODULES[data_config.name]
 
 
 def settings(data_config) -> cache.Settings:
@@ -55,7 +47,7 @@ def cache_folder(data_config) -> str:
 
 def missing_files_message(data_config) -> str:
   """What to download and where to put it."""
-  module = _module(data_config)
+  module = registry.raw_dataset(data_config.name)
   where = data_config.dir or '<data.dir is empty>'
   files = ', '.join(os.path.join(where, f) for f in module.FILES)
   return (f'data.name={data_config.name!r}: expected {files} (plain or .gz), not found. '
@@ -65,7 +57,7 @@ def missing_files_message(data_config) -> str:
 
 def source(data_config) -> cache.Source:
   """The reader of the configured dataset; FileNotFoundError if its raw files are missing."""
-  module = _module(data_config)
+  module = registry.raw_dataset(data_config.name)
   workers = _workers(data_config)
   if data_config.source == 'tfds':
     from pep_jax.data import tfds_builders
@@ -107,7 +99,7 @@ def row_encoder(data_config) -> Callable[[Sequence[str | bytes]], np.ndarray]:
   title, genres). Unknown values map to the out-of-vocabulary index 0.
   """
   folder = prepare(data_config)
-  module = _module(data_config)
+  module = registry.raw_dataset(data_config.name)
   vocab = cache.Vocabulary.load(folder)
   with open(os.path.join(folder, 'meta.json')) as f:
     meta = json.load(f)

@@ -21,6 +21,9 @@ from pep_jax.data.base import CTRDataset, Split
 from pep_jax.data.split import split_rows
 from pep_jax.metrics import auc as roc_auc
 
+NAME = 'synthetic'
+FILES = ()  # generated in memory from data.synthetic: nothing to read
+
 
 def _check(cfg) -> None:
   if len(cfg.vocab_sizes) != len(cfg.intrinsic_dims):
@@ -128,7 +131,7 @@ def load(data_config) -> CTRDataset:
       'ctr': float(labels.mean()),
   }
   return CTRDataset(
-      name='synthetic', field_names=names,
+      name=NAME, field_names=names,
       field_dims=np.asarray(cfg.vocab_sizes, np.int64),
       train=Split(ids[train], labels[train]), valid=Split(ids[valid], labels[valid]),
       test=Split(ids[test], labels[test]), info=info)

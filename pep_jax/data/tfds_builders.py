@@ -90,7 +90,7 @@ def movielens_tables(records, genre_names) -> tuple[dict, dict, dict]:
 
 def source(data_config) -> cache.Source:
   """The cache source for ``data.source='tfds'`` (MovieLens-1M only)."""
-  if data_config.name != 'movielens':
+  if data_config.name != movielens.NAME:
     raise ValueError("config key data.source='tfds' is for data.name='movielens'; Criteo and "
                      "Avazu are read from their raw files (their TFDS builders are in "
                      "pep_jax.data.tfds_builders for `tfds build` users)")
