@@ -30,13 +30,14 @@ from absl import flags
 
 from pep_jax import cli, serving
 from pep_jax.data import cache, parsing, registry
+from pep_jax.errors import InputError, MissingError
 
 FORMATS = ('auto', 'ids', 'raw')
 
 
 def _refuse(report: parsing.BadLines) -> None:
   if report.count:
-    raise ValueError(f'{report.summary()}. Malformed rows are not scored; fix or remove them')
+    raise InputError(f'{report.summary()}. Malformed rows are not scored; fix or remove them')
 
 
 def _read(path: str, columns, delimiter: str, convert, *, skip_bytes: int = 0,
@@ -53,7 +54,7 @@ def _read(path: str, columns, delimiter: str, convert, *, skip_bytes: int = 0,
 def _stack(path: str, chunks: list[parsing.Chunk]) -> np.ndarray:
   """The keys ``[n, F]`` of the chunks of a whole file; refuses a file without rows."""
   if sum(len(c.labels) for c in chunks) == 0:
-    raise ValueError(f'{path}: no rows to score')
+    raise InputError(f'{path}: no rows to score')
   return np.concatenate([c.keys for c in chunks], axis=1).T  # [n, F]
 
 
@@ -102,13 +103,13 @@ def ids_from_npy(path: str, field_dims: np.ndarray) -> np.ndarray:
   try:
     ids = np.load(path, allow_pickle=False)
   except (OSError, ValueError) as e:
-    raise ValueError(f'{path}: not a readable .npy array ({e})') from e
+    raise InputError(f'{path}: not a readable .npy array ({e})') from e
   if ids.ndim != 2 or ids.shape[1] != len(field_dims) or not np.issubdtype(ids.dtype, np.integer):
-    raise ValueError(f'{path}: expected integer ids of shape [rows, {len(field_dims)}], got '
+    raise InputError(f'{path}: expected integer ids of shape [rows, {len(field_dims)}], got '
                      f'{ids.dtype} {ids.shape}')
   bad = np.flatnonzero(((ids < 0) | (ids >= field_dims[None, :])).any(axis=1))
   if len(bad):
-    raise ValueError(f'{path}: {len(bad)} rows have ids outside 0..field_dims-1, first rows '
+    raise InputError(f'{path}: {len(bad)} rows have ids outside 0..field_dims-1, first rows '
                      f'(0-based) {bad[:10].tolist()}; field_dims {field_dims.tolist()}')
   return ids
 
@@ -117,12 +118,13 @@ def encode_file(path: str, scorer: serving.Scorer, fmt: str = 'auto') -> np.ndar
   """The per-field ids ``[n, F]`` of every row of ``path``.
 
   Raises:
-    ValueError, FileNotFoundError: naming the file (and the lines) that cannot be scored.
+    InputError: the file, a row or a flag cannot be used (the message names it and the lines).
+    MissingError: the file, or a file it is read with, is missing.
   """
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'--input={path} not found')
+    raise MissingError(f'--input={path} not found')
   if fmt not in FORMATS:
-    raise ValueError(f'--format={fmt}: expected one of {FORMATS}')
+    raise InputError(f'--format={fmt}: expected one of {FORMATS}')
   dataset = scorer.manifest['dataset']
   if fmt == 'auto':
     fmt = 'ids' if path.endswith('.npy') or scorer.vocab_dir is None else 'raw'
@@ -130,7 +132,7 @@ def encode_file(path: str, scorer: serving.Scorer, fmt: str = 'auto') -> np.ndar
     read = ids_from_npy if path.endswith('.npy') else ids_from_csv
     return read(path, scorer.field_dims)
   if scorer.vocab_dir is None:
-    raise ValueError(f'--format=raw: the artifact was trained on {dataset} data, which has no '
+    raise InputError(f'--format=raw: the artifact was trained on {dataset} data, which has no '
                      'raw format; give ids (CSV or .npy)')
   with open(os.path.join(scorer.vocab_dir, 'meta.json')) as f:
     meta = json.load(f)

@@ -41,6 +41,7 @@ import numpy as np
 from pep_jax.data import parsing
 from pep_jax.data.base import CTRDataset, Split
 from pep_jax.data.split import split_assignment
+from pep_jax.errors import InputError
 
 FORMAT_VERSION = 1
 SPLITS = ('train', 'valid', 'test')
@@ -316,7 +317,7 @@ def _build_into(source: Source, settings: Settings, tmp: str, *, max_bad_fractio
     logging.info('%s', report.summary())
     report.check(max_bad_fraction)
   if num_rows == 0:
-    raise ValueError(f'{", ".join(r.path for r in bad_lines)}: no usable rows')
+    raise InputError(f'{", ".join(r.path for r in bad_lines)}: no usable rows')
 
   # Vocabulary per field, from the counted rows.
   split_all = np.fromfile(split_path, np.uint8)

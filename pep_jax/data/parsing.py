@@ -378,12 +378,12 @@ class BadLines:
             f'first: {first}{notes}')
 
   def check(self, max_fraction: float) -> None:
-    """Raises ValueError when more than ``max_fraction`` of the lines read were bad."""
+    """Raises InputError when the file had no lines or more than ``max_fraction`` bad ones."""
     total_lines = self.total_lines
     if total_lines == 0:
-      raise ValueError(f'{self.path}: the file has no lines')
+      raise InputError(f'{self.path}: the file has no lines')
     if self.count > max_fraction * total_lines:
-      raise ValueError(
+      raise InputError(
           f'{self.summary()}. That is {self.count} of {total_lines} lines, more than '
           f'data.max_bad_fraction={max_fraction}; is this the right file?')
 

@@ -17,18 +17,19 @@ import numpy as np
 from pep_jax.data import cache, parsing, registry
 from pep_jax.data.base import CTRDataset
 from pep_jax.data.split import check_fractions
+from pep_jax.errors import ConfigError, MissingError
 
 
 def settings(data_config) -> cache.Settings:
   """The cache settings a data config asks for (validated)."""
   if data_config.count_on not in ('all', 'train'):
-    raise ValueError(f'config key data.count_on: {data_config.count_on!r}, '
+    raise ConfigError(f'config key data.count_on: {data_config.count_on!r}, '
                      "expected 'all' or 'train'")
   if data_config.source not in ('raw', 'tfds'):
-    raise ValueError(f"config key data.source: {data_config.source!r}, expected 'raw' or 'tfds'")
+    raise ConfigError(f"config key data.source: {data_config.source!r}, expected 'raw' or 'tfds'")
   split = check_fractions(data_config.split)
   if data_config.min_count < 1:
-    raise ValueError(f'config key data.min_count: {data_config.min_count} must be >= 1')
+    raise ConfigError(f'config key data.min_count: {data_config.min_count} must be >= 1')
   return cache.Settings(dataset=data_config.name, source=data_config.source,
                         min_count=int(data_config.min_count), count_on=data_config.count_on,
                         split=split, split_seed=int(data_config.split_seed))
@@ -56,7 +57,7 @@ def missing_files_message(data_config) -> str:
 
 
 def source(data_config) -> cache.Source:
-  """The reader of the configured dataset; FileNotFoundError if its raw files are missing."""
+  """The reader of the configured dataset; MissingError if its raw files are missing."""
   module = registry.raw_dataset(data_config.name)
   workers = _workers(data_config)
   if data_config.source == 'tfds':
@@ -64,7 +65,7 @@ def source(data_config) -> cache.Source:
     return tfds_builders.source(data_config)
   paths = module.raw_paths(data_config.dir) if data_config.dir else []
   if not paths:
-    raise FileNotFoundError(missing_files_message(data_config))
+    raise MissingError(missing_files_message(data_config))
   return cache.Source(
       name=module.NAME, field_names=module.FIELD_NAMES, field_kinds=module.FIELD_KINDS,
       inputs=tuple(paths), read=lambda bad, info: module.read(paths, bad, info, workers=workers))

@@ -16,14 +16,15 @@ from collections.abc import Sequence
 import numpy as np
 
 from pep_jax.data import parsing
+from pep_jax.errors import ConfigError
 
 
 def check_fractions(fractions) -> tuple[float, float, float]:
-  """``data.split`` as three floats; raises ``ValueError`` naming the key unless they are three
+  """``data.split`` as three floats; raises ``ConfigError`` naming the key unless they are three
   non-negative fractions summing to 1."""
   out = tuple(float(x) for x in fractions)
   if len(out) != 3 or min(out) < 0 or abs(sum(out) - 1) > 1e-6:
-    raise ValueError(f'config key data.split must be three fractions summing to 1, got {out}')
+    raise ConfigError(f'config key data.split must be three fractions summing to 1, got {out}')
   return out
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from pep_jax.data.base import CTRDataset, Split
 from pep_jax.data.split import split_rows
+from pep_jax.errors import ConfigError
 from pep_jax.metrics import auc as roc_auc
 
 NAME = 'synthetic'
@@ -27,14 +28,14 @@ FILES = ()  # generated in memory from data.synthetic: nothing to read
 
 def _check(cfg) -> None:
   if len(cfg.vocab_sizes) != len(cfg.intrinsic_dims):
-    raise ValueError('config keys data.synthetic.vocab_sizes and data.synthetic.intrinsic_dims '
+    raise ConfigError('config keys data.synthetic.vocab_sizes and data.synthetic.intrinsic_dims '
                      f'must have the same length, got {len(cfg.vocab_sizes)} and '
                      f'{len(cfg.intrinsic_dims)}')
   if max(cfg.intrinsic_dims) > cfg.latent_dim:
-    raise ValueError(f'config key data.synthetic.latent_dim={cfg.latent_dim} is smaller than the '
+    raise ConfigError(f'config key data.synthetic.latent_dim={cfg.latent_dim} is smaller than the '
                      f'largest intrinsic dimension {max(cfg.intrinsic_dims)}')
   if min(cfg.vocab_sizes) < 1 or cfg.num_rows < 10:
-    raise ValueError('config keys data.synthetic.vocab_sizes (>= 1 each) and '
+    raise ConfigError('config keys data.synthetic.vocab_sizes (>= 1 each) and '
                      'data.synthetic.num_rows (>= 10) are out of range')
 
 

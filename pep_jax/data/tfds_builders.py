@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from pep_jax.data import avazu, cache, criteo, movielens, parsing
+from pep_jax.errors import ConfigError, MissingError
 
 # TFDS's 1m-ratings turns occupation codes into these texts and renames "Children's".
 _OCCUPATIONS = ('other/not specified', 'academic/educator', 'artist', 'clerical/admin',
@@ -91,7 +92,7 @@ def movielens_tables(records, genre_names) -> tuple[dict, dict, dict]:
 def source(data_config) -> cache.Source:
   """The cache source for ``data.source='tfds'`` (MovieLens-1M only)."""
   if data_config.name != movielens.NAME:
-    raise ValueError("config key data.source='tfds' is for data.name='movielens'; Criteo and "
+    raise ConfigError("config key data.source='tfds' is for data.name='movielens'; Criteo and "
                      "Avazu are read from their raw files (their TFDS builders are in "
                      "pep_jax.data.tfds_builders for `tfds build` users)")
   tfds_dir = data_config.tfds_data_dir or 'default'
@@ -152,7 +153,7 @@ def make_builder(module):
     def _split_generators(self, dl_manager):
       paths = module.raw_paths(str(dl_manager.manual_dir))
       if not paths:
-        raise FileNotFoundError(f'{dl_manager.manual_dir}: {self.MANUAL_DOWNLOAD_INSTRUCTIONS}')
+        raise MissingError(f'{dl_manager.manual_dir}: {self.MANUAL_DOWNLOAD_INSTRUCTIONS}')
       return {'train': self._generate_examples(paths[0])}
 
     def _generate_examples(self, path):
