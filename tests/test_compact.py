@@ -1,0 +1,161 @@
+"""Compact layouts: each lookup reads back the table it was given and stores what its method counts.
+
+Every case encodes a small random table and keeps the dense ``[N, D]`` numpy table it stands
+for. Layouts with a projection (fieldwidth) use entries on a grid of 1/8 in [-1, 1], so
+every product and sum of the few terms a row needs is exact in float32 in any order: their
+lookups must match the numpy table exactly too. Stored bytes are compared with the methods'
+accounting, called the way each method calls it.
+"""
+
+import types
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pep_jax.config import default_config
+from pep_jax.layers import compact
+from pep_jax.layers.embedding import FieldWidthEmbedding, field_offsets
+from pep_jax.methods import dartsemb, pep, ue
+from pep_jax.methods.base import Candidate
+
+FIELD_DIMS = (5, 1, 7, 3)  # one field of a single feature
+NUM_ROWS = sum(FIELD_DIMS)
+BATCH = 24
+
+
+class Case(NamedTuple):
+  """An encoded table: ``arrays`` stand for ``table [N, D]``; ``accounted`` are the bytes its
+  method reports and ``extra`` the bytes the layout stores beyond them."""
+
+  lookup: Callable
+  arrays: dict
+  table: np.ndarray
+  accounted: int
+  extra: int = 0
+
+
+def grid(rng, shape) -> np.ndarray:
+  """Entries ``k / 8``, ``|k| <= 8``: products and short sums of them are exact in float32."""
+  return (rng.integers(-8, 9, size=shape) / 8).astype(np.float32)
+
+
+def context(dim: int, counts=None, **sections) -> Any:
+  """What the methods' ``account`` reads of a :class:`pep_jax.methods.base.Context`."""
+  config = default_config()
+  config.embedding.dim = dim
+  for section, values in sections.items():
+    for key, value in values.items():
+      config[section][key] = value
+  data = types.SimpleNamespace(field_dims=np.asarray(FIELD_DIMS), num_features=NUM_ROWS,
+                               num_fields=len(FIELD_DIMS))
+  return types.SimpleNamespace(config=config, data=data, train_counts=lambda: counts)
+
+
+def sparse_table(rng, dim: int) -> np.ndarray:
+  table = rng.standard_normal((NUM_ROWS, dim)).astype(np.float32)
+  table[rng.random(table.shape) < 0.6] = 0
+  table[2] = 0  # a row of zeros
+  table[3] = rng.standard_normal(dim)  # a full row
+  return table
+
+
+# ----------------------------------------------------------------------------- cases
+
+
+def dense_case(rng) -> Case:
+  dim = 12
+  table = rng.standard_normal((NUM_ROWS, dim)).astype(np.float32)
+  cand = Candidate('ue', f'ue_d{dim}', f'd={dim}', info={'dim': dim})
+  accounted = ue.account(context(dim), cand, None, None, None)['bytes']
+  return Case(compact.dense_lookup, compact.encode_dense(table), table, accounted)
+
+
+def pruned_case(dim: int, encode: Callable, lookup: Callable):
+  """A PEP ticket's table, accounted by :func:`pep_jax.methods.pep.account`."""
+
+  def make(rng) -> Case:
+    table = sparse_table(rng, dim)
+    nonzeros = int((table != 0).sum())
+    stage = types.SimpleNamespace(embedding=types.SimpleNamespace(dim=dim),
+                                  embedding_call=lambda state, name, constants: nonzeros)
+    cand = Candidate('pep', 'pep_b1', 'b1', info={'ticket': {'field_mean_size': None}})
+    accounted = pep.account(context(dim), cand, stage, None, None)['bytes']
+    return Case(lookup, encode(table), table, accounted)
+
+  return make
+
+
+def fieldwidth_case(rng) -> Case:
+  dim, widths = 12, (3, 0, 12, 1)  # a field without a table
+  layer = FieldWidthEmbedding(FIELD_DIMS, dim, widths)
+  shapes = layer.init(jax.random.key(0), jnp.zeros((1, len(FIELD_DIMS)), jnp.int32))['params']
+  params = {name: grid(rng, value.shape) for name, value in shapes.items()}
+  table = np.zeros((NUM_ROWS, dim), np.float32)
+  for f, start in enumerate(field_offsets(FIELD_DIMS)):
+    if widths[f]:
+      table[start:start + FIELD_DIMS[f]] = params[f'field_{f}'] @ params[f'proj_{f}']
+  cand = Candidate('dartsemb', 'dartsemb_c1', '{1}', info={'widths': list(widths)})
+  accounted = dartsemb.account(context(dim), cand, None, None, None)['bytes']
+  return Case(compact.fieldwidth_lookup, compact.encode_fieldwidth(params), table, accounted)
+
+
+CASES = {
+    'dense': dense_case,
+    'bitmask_d12': pruned_case(12, compact.encode_bitmask, compact.bitmask_lookup),
+    'bitmask_d32': pruned_case(32, compact.encode_bitmask, compact.bitmask_lookup),
+    'csr_d40': pruned_case(40, compact.encode_csr, compact.csr_lookup),
+    'fieldwidth': fieldwidth_case,
+}
+
+
+@pytest.fixture(params=sorted(CASES), name='case')
+def case_fixture(request) -> Case:
+  return CASES[request.param](np.random.default_rng(sorted(CASES).index(request.param)))
+
+
+def batches(seed: int, count: int = 3):
+  """``(ids, gids)`` int32 ``[BATCH, F]``: random rows, the first and the last of every field."""
+  rng = np.random.default_rng(seed)
+  dims = np.asarray(FIELD_DIMS)
+  for _ in range(count):
+    ids = rng.integers(0, dims, size=(BATCH, len(dims)))
+    ids[0], ids[1] = 0, dims - 1
+    yield ids.astype(np.int32), (ids + field_offsets(FIELD_DIMS)).astype(np.int32)
+
+
+def jitted(case: Case, traces: list):
+  dim = case.table.shape[1]
+
+  def lookup(arrays, ids, gids):
+    traces.append(1)
+    return case.lookup(arrays, ids, gids, dim)
+
+  return jax.jit(lookup)
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+def test_lookup_reads_back_the_table(case):
+  arrays = {k: jnp.asarray(v) for k, v in case.arrays.items()}
+  lookup = jitted(case, [])
+  for ids, gids in batches(0):
+    rows = np.asarray(lookup(arrays, ids, gids))
+    assert rows.dtype == np.float32
+    np.testing.assert_array_equal(rows, case.table[gids])  # [B, F, D], exactly
+
+
+def test_stored_bytes_are_the_accounting(case):
+  assert compact.nbytes(case.arrays) == case.accounted + case.extra
+
+
+def test_lookup_traces_once(case):
+  traces = []
+  lookup = jitted(case, traces)
+  arrays = {k: jnp.asarray(v) for k, v in case.arrays.items()}
+  for ids, gids in batches(1):
+    lookup(arrays, ids, gids).block_until_ready()
+  assert len(traces) == 1
