@@ -18,7 +18,7 @@ import pytest
 from pep_jax.config import default_config
 from pep_jax.layers import compact
 from pep_jax.layers.embedding import FieldWidthEmbedding, field_offsets
-from pep_jax.methods import dartsemb, pep, ue
+from pep_jax.methods import dartsemb, pep, sseds, ue
 from pep_jax.methods.base import Candidate
 
 FIELD_DIMS = (5, 1, 7, 3)  # one field of a single feature
@@ -102,12 +102,29 @@ def fieldwidth_case(rng) -> Case:
   return Case(compact.fieldwidth_lookup, compact.encode_fieldwidth(params), table, accounted)
 
 
+def fieldcols_case(rng) -> Case:
+  dim = 12  # columns take two bytes per field, the second one half used
+  mask = rng.random((len(FIELD_DIMS), dim)) < 0.5
+  mask[1] = False  # a field with no kept column
+  mask[2] = True
+  table = rng.standard_normal((NUM_ROWS, dim)).astype(np.float32)
+  field_of_row = np.repeat(np.arange(len(FIELD_DIMS)), FIELD_DIMS)
+  ctx = context(dim, sseds={'granularity': 'field', 'align': 'pad'})
+  cand = Candidate('sseds', 'sseds_b1', 'b1', info={'budget': 1})
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(sseds, 'load_mask', lambda ctx, budget: mask)
+    accounted = sseds.account(ctx, cand, None, None, None)['bytes']
+  return Case(compact.fieldcols_lookup, compact.encode_fieldcols(table, mask, FIELD_DIMS),
+              table * mask[field_of_row], accounted)
+
+
 CASES = {
     'dense': dense_case,
     'bitmask_d12': pruned_case(12, compact.encode_bitmask, compact.bitmask_lookup),
     'bitmask_d32': pruned_case(32, compact.encode_bitmask, compact.bitmask_lookup),
     'csr_d40': pruned_case(40, compact.encode_csr, compact.csr_lookup),
     'fieldwidth': fieldwidth_case,
+    'fieldcols': fieldcols_case,
 }
 
 

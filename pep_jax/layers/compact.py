@@ -18,13 +18,19 @@ What a layout stores is what it costs: :func:`nbytes` of its arrays. With ``N`` 
   ``values [nnz]``; ``4 (N + 1) + (c + 4) nnz``.
 * ``fieldwidth``: ``field_<f> [vocab_f, w_f]`` and ``proj_<f> [w_f, D]`` where ``w_f > 0``;
   ``4 sum_f w_f (vocab_f + D)``.
+* ``fieldcols``: ``field_<f> [vocab_f, k_f]`` where ``k_f > 0``, ``columns [F, ceil(D / 8)]``
+  (uint8); ``4 sum_f k_f vocab_f + F ceil(D / 8)``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from pep_jax.layers.embedding import field_offsets
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -217,4 +223,69 @@ def fieldwidth_lookup(arrays: dict[str, jax.Array], ids: jax.Array, gids: jax.Ar
       fields.append(rows @ arrays[f'proj_{f}'])  # [B, D]
     else:
       fields.append(jnp.zeros((ids.shape[0], dim), jnp.float32))
+  return jnp.stack(fields, axis=1)  # [B, F, D]
+
+
+# ----------------------------------------------------------------------------- fieldcols
+
+
+def encode_fieldcols(table: np.ndarray, mask: np.ndarray,
+                     field_dims: Sequence[int]) -> dict[str, np.ndarray]:
+  """The ``fieldcols`` layout of ``table * mask``, field ``f`` keeping the same columns in
+  every row (SSEDS with ``align='pad'`` at field granularity).
+
+  Stored: ``field_<f> [vocab_f, k_f]`` (the kept columns of the field's rows, in column order)
+  for every field with ``k_f > 0`` kept columns, and ``columns [F, ceil(D / 8)]`` uint8, bit
+  ``j`` of byte ``c`` of row ``f`` set where field ``f`` keeps dimension ``8 c + j``. Bytes:
+  ``4 sum_f vocab_f k_f + F ceil(D / 8)``.
+
+  Args:
+    table: ``[N, D]`` the real rows; entries outside the mask are not stored.
+    mask: bool ``[F, D]``, the kept (field, dimension) slots.
+    field_dims: ``vocab_f`` of each field, ``sum = N``.
+  """
+  table = np.asarray(table, np.float32)
+  mask = np.asarray(mask, bool)
+  dims = [int(v) for v in field_dims]
+  if table.ndim != 2 or table.shape[0] != sum(dims):
+    raise ValueError(f'fieldcols layout: table {table.shape} for fields of {sum(dims)} rows')
+  if mask.shape != (len(dims), table.shape[1]):
+    raise ValueError(f'fieldcols layout: mask {mask.shape}, expected '
+                     f'{(len(dims), table.shape[1])} (fields, dimensions)')
+  arrays = {}
+  for f, (start, vocab) in enumerate(zip(field_offsets(dims), dims)):
+    cols = np.flatnonzero(mask[f])
+    if len(cols):
+      arrays[f'field_{f}'] = np.ascontiguousarray(table[start:start + vocab][:, cols])
+  arrays['columns'] = np.packbits(mask, axis=1, bitorder='little')  # [F, ceil(D / 8)]
+  return arrays
+
+
+def fieldcols_lookup(arrays: dict[str, jax.Array], ids: jax.Array, gids: jax.Array,
+                     dim: int) -> jax.Array:
+  """Rows of ``table * mask`` from the kept columns of each field.
+
+  ``e_f[cols_f] = field_f[ids_f]`` and 0 elsewhere, ``cols_f`` the set bits of
+  ``columns[f]`` in increasing order (``k_f`` of them, the table's static width).
+
+  Args:
+    arrays: ``field_<f> [vocab_f, k_f]``, ``columns`` uint8 ``[F, ceil(D / 8)]``.
+    ids: int ``[B, F]`` per-field indices.
+    gids: unused.
+    dim: ``D``.
+
+  Returns:
+    ``[B, F, D]``.
+  """
+  del gids
+  columns = arrays['columns']
+  fields = []
+  for f in range(ids.shape[1]):
+    out = jnp.zeros((ids.shape[0], dim), jnp.float32)  # [B, D]
+    if f'field_{f}' in arrays:
+      table = arrays[f'field_{f}']  # [vocab_f, k_f]
+      kept = jnp.unpackbits(columns[f], bitorder='little')[:dim]  # [D]
+      cols = jnp.nonzero(kept, size=table.shape[1])[0]  # [k_f]
+      out = out.at[:, cols].set(jnp.take(table, ids[:, f], axis=0))
+    fields.append(out)
   return jnp.stack(fields, axis=1)  # [B, F, D]
