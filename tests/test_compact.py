@@ -1,7 +1,7 @@
 """Compact layouts: each lookup reads back the table it was given and stores what its method counts.
 
 Every case encodes a small random table and keeps the dense ``[N, D]`` numpy table it stands
-for. Layouts with a projection (fieldwidth) use entries on a grid of 1/8 in [-1, 1], so
+for. Layouts with a projection (fieldwidth, mde) use entries on a grid of 1/8 in [-1, 1], so
 every product and sum of the few terms a row needs is exact in float32 in any order: their
 lookups must match the numpy table exactly too. Stored bytes are compared with the methods'
 accounting, called the way each method calls it.
@@ -18,7 +18,7 @@ import pytest
 from pep_jax.config import default_config
 from pep_jax.layers import compact
 from pep_jax.layers.embedding import FieldWidthEmbedding, field_offsets
-from pep_jax.methods import dartsemb, pep, sseds, ue
+from pep_jax.methods import dartsemb, mde, pep, sseds, ue
 from pep_jax.methods.base import Candidate
 
 FIELD_DIMS = (5, 1, 7, 3)  # one field of a single feature
@@ -52,6 +52,13 @@ def context(dim: int, counts=None, **sections) -> Any:
   data = types.SimpleNamespace(field_dims=np.asarray(FIELD_DIMS), num_features=NUM_ROWS,
                                num_fields=len(FIELD_DIMS))
   return types.SimpleNamespace(config=config, data=data, train_counts=lambda: counts)
+
+
+def skewed_counts(rng) -> np.ndarray:
+  """Training counts from a few hundred down to never seen."""
+  counts = (400 * rng.random(NUM_ROWS) ** 6).astype(np.int64)
+  counts[rng.permutation(NUM_ROWS)[:3]] = 0
+  return counts
 
 
 def sparse_table(rng, dim: int) -> np.ndarray:
@@ -118,6 +125,28 @@ def fieldcols_case(rng) -> Case:
               table * mask[field_of_row], accounted)
 
 
+def mde_case(num_blocks: int, alpha: float):
+  """An MDE table cut as :mod:`pep_jax.methods.mde` cuts it, accounted by ``mde.account``."""
+
+  def make(rng) -> Case:
+    dim, counts = 12, skewed_counts(rng)
+    block, local, sizes = mde.block_layout(counts, num_blocks)
+    widths = mde.block_widths(mde.block_popularity(counts, block, num_blocks), dim, alpha)
+    layer = mde.MDEEmbedding(FIELD_DIMS, dim, tuple(int(n) for n in sizes), widths)
+    shapes = layer.init(jax.random.key(0), jnp.zeros((1, len(FIELD_DIMS)), jnp.int32))['params']
+    params = {name: grid(rng, value.shape) for name, value in shapes.items()}
+    table = np.zeros((NUM_ROWS, dim), np.float32)
+    for row in range(NUM_ROWS):
+      b = block[row]
+      entries = params[f'block_{b}'][local[row]]
+      table[row] = entries @ params[f'proj_{b}'] if f'proj_{b}' in params else entries
+    cand = Candidate('mde', 'mde_x', 'x', info={'dim': dim, 'blocks': num_blocks, 'alpha': alpha})
+    accounted = mde.account(context(dim, counts), cand, None, None, None)['bytes']
+    return Case(compact.mde_lookup, compact.encode_mde(params, block, local), table, accounted)
+
+  return make
+
+
 CASES = {
     'dense': dense_case,
     'bitmask_d12': pruned_case(12, compact.encode_bitmask, compact.bitmask_lookup),
@@ -125,6 +154,8 @@ CASES = {
     'csr_d40': pruned_case(40, compact.encode_csr, compact.csr_lookup),
     'fieldwidth': fieldwidth_case,
     'fieldcols': fieldcols_case,
+    'mde_one_block': mde_case(1, 0.5),
+    'mde_four_blocks': mde_case(4, 0.5),
 }
 
 
@@ -176,3 +207,21 @@ def test_lookup_traces_once(case):
   for ids, gids in batches(1):
     lookup(arrays, ids, gids).block_until_ready()
   assert len(traces) == 1
+
+
+def test_mde_index_packs_block_and_row():
+  params = {'block_0': np.zeros((5, 2), np.float32), 'block_1': np.zeros((3, 1), np.float32)}
+  arrays = compact.encode_mde(params, np.array([1, 0, 0, 1]), np.array([2, 4, 0, 0]))
+  assert compact.mde_index_shift([5, 3]) == 3
+  assert arrays['index'].dtype == np.int32
+  assert arrays['index'].tolist() == [1 << 3 | 2, 4, 0, 1 << 3]
+  assert compact.mde_index_shift([1]) == 1
+
+
+def test_mde_refuses_blocks_beyond_the_index_bits():
+  # Zero-width blocks hold no entries: only their row counts matter here.
+  wide = {f'block_{b}': np.zeros((2**30 if b == 0 else 1, 0), np.float32) for b in range(3)}
+  with pytest.raises(ValueError, match='int32 index'):
+    compact.encode_mde(wide, np.zeros(1, np.int64), np.zeros(1, np.int64))
+  del wide['block_2']  # 30 bits for the row leave one for 2 blocks
+  assert compact.encode_mde(wide, np.zeros(1, np.int64), np.zeros(1, np.int64))['index'].tolist() == [0]

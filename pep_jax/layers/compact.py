@@ -20,6 +20,8 @@ What a layout stores is what it costs: :func:`nbytes` of its arrays. With ``N`` 
   ``4 sum_f w_f (vocab_f + D)``.
 * ``fieldcols``: ``field_<f> [vocab_f, k_f]`` where ``k_f > 0``, ``columns [F, ceil(D / 8)]``
   (uint8); ``4 sum_f k_f vocab_f + F ceil(D / 8)``.
+* ``mde``: ``block_<b> [n_b, w_b]``, ``proj_<b> [w_b, D]`` where ``w_b < D``, ``index [N]``
+  (int32); ``4 params + 4 N``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,11 @@ def smallest_uint(limit: int) -> np.dtype:
 def nbytes(arrays: dict[str, np.ndarray]) -> int:
   """Bytes a layout stores: the sum of its arrays' ``nbytes``."""
   return int(sum(np.asarray(a).nbytes for a in arrays.values()))
+
+
+def index_bits(n: int) -> int:
+  """Bits of an index into ``n`` values: ``ceil(log2(n))`` (0 for a single value)."""
+  return (int(n) - 1).bit_length()
 
 
 def _zeros(gids: jax.Array, dim: int) -> jax.Array:
@@ -289,3 +296,104 @@ def fieldcols_lookup(arrays: dict[str, jax.Array], ids: jax.Array, gids: jax.Arr
       out = out.at[:, cols].set(jnp.take(table, ids[:, f], axis=0))
     fields.append(out)
   return jnp.stack(fields, axis=1)  # [B, F, D]
+
+
+# ----------------------------------------------------------------------------- mde
+
+
+def mde_index_shift(block_sizes: Sequence[int]) -> int:
+  """Low bits of an MDE ``index`` holding the row within its block: the bit length of
+  ``max_b n_b - 1``, at least 1."""
+  return max(1, index_bits(max(int(n) for n in block_sizes)))
+
+
+def _mde_blocks(arrays: dict) -> int:
+  count = 0
+  while f'block_{count}' in arrays:
+    count += 1
+  return count
+
+
+def encode_mde(params: dict, block: np.ndarray, local: np.ndarray) -> dict[str, np.ndarray]:
+  """The ``mde`` layout of :class:`~pep_jax.methods.mde.MDEEmbedding` params and layout.
+
+  Stored: the blocks ``block_<b> [n_b, w_b]`` and projections ``proj_<b> [w_b, D]`` as they
+  are, and one int32 per feature locating its row,
+
+      index[r] = block[r] << shift | local[r],   shift = mde_index_shift(n),
+
+  so bytes are ``4 params + 4 N``.
+
+  Args:
+    params: ``block_<b>`` for ``b = 0 .. B-1`` and ``proj_<b>`` where ``w_b < D``.
+    block: ``[N]`` int, the block of every feature.
+    local: ``[N]`` int, its row in that block.
+
+  Raises:
+    ValueError: for inconsistent arrays, or more blocks than the ``31 - shift`` bits left in an
+      int32 can number.
+  """
+  count = _mde_blocks(params)
+  names = {f'{kind}_{b}' for kind in ('block', 'proj') for b in range(count)}
+  if count == 0 or not set(params) <= names:
+    raise ValueError(f'mde layout: expected block_0 .. block_<B-1> and some proj_<b>, got '
+                     f'{sorted(params)}')
+  sizes = [int(params[f'block_{b}'].shape[0]) for b in range(count)]
+  shift = mde_index_shift(sizes)
+  if index_bits(count) > 31 - shift:
+    raise ValueError(f'mde layout: {count} blocks of up to {max(sizes)} rows do not fit one '
+                     f'int32 index ({shift} bits for the row leave {31 - shift} for the block)')
+  block = np.asarray(block, np.int64)
+  local = np.asarray(local, np.int64)
+  if block.shape != local.shape or block.ndim != 1:
+    raise ValueError(f'mde layout: block {block.shape} and local {local.shape} must be [N]')
+  if len(block) and (block.min() < 0 or block.max() >= count
+                     or local.min() < 0 or (local >= np.asarray(sizes)[block]).any()):
+    raise ValueError('mde layout: a feature points outside the blocks')
+  arrays = {name: np.ascontiguousarray(value, np.float32) for name, value in params.items()}
+  arrays['index'] = (block << shift | local).astype(np.int32)
+  return arrays
+
+
+def mde_lookup(arrays: dict[str, jax.Array], ids: jax.Array, gids: jax.Array,
+               dim: int) -> jax.Array:
+  """``e = block_b[l] @ proj_b`` (``block_b[l]`` where ``w_b = D``), ``(b, l)`` unpacked from
+  ``index[gids]``.
+
+  Every block is gathered at the clipped ``l`` of every lookup, so a lookup reads
+  ``sum_b w_b`` entries; with the blocks stored apart, reading only the feature's own block
+  in one gather would need their concatenation (a copy of every block on each call). The
+  narrow blocks' rows, zero outside the feature's own block, are laid side by side and
+  projected in one matmul against the projections stacked ``[sum_{w_b < D} w_b, D]``: one
+  GEMM per lookup instead of one per block, the same multiply-adds (the zeros add exactly
+  nothing), and full-width rows are selected as they are.
+
+  Args:
+    arrays: ``block_<b> [n_b, w_b]``, ``proj_<b> [w_b, D]``, ``index`` int32 ``[N]``.
+    ids: unused.
+    gids: int ``[B, F]`` table rows.
+    dim: ``D``.
+
+  Returns:
+    ``[B, F, D]``.
+  """
+  del ids
+  count = _mde_blocks(arrays)
+  shift = mde_index_shift([arrays[f'block_{b}'].shape[0] for b in range(count)])
+  index = jnp.take(arrays['index'], gids, axis=0)  # [B, F]
+  block, local = index >> shift, index & ((1 << shift) - 1)
+  narrow, projections, full = [], [], []
+  for b in range(count):
+    mine = (block == b)[..., None]  # [B, F, 1]
+    rows = jnp.take(arrays[f'block_{b}'], local, axis=0, mode='clip')  # [B, F, w_b]
+    if f'proj_{b}' in arrays:
+      narrow.append(jnp.where(mine, rows, 0))
+      projections.append(arrays[f'proj_{b}'])
+    else:
+      full.append((mine, rows))
+  out = _zeros(gids, dim)
+  if narrow:
+    out = jnp.concatenate(narrow, axis=-1) @ jnp.concatenate(projections, axis=0)  # [B, F, D]
+  for mine, rows in full:
+    out = jnp.where(mine, rows, out)
+  return out
