@@ -18,7 +18,7 @@ import pytest
 from pep_jax.config import default_config
 from pep_jax.layers import compact
 from pep_jax.layers.embedding import FieldWidthEmbedding, field_offsets
-from pep_jax.methods import dartsemb, mde, pep, sseds, ue
+from pep_jax.methods import dartsemb, mde, mgqe, pep, sseds, ue
 from pep_jax.methods.base import Candidate
 
 FIELD_DIMS = (5, 1, 7, 3)  # one field of a single feature
@@ -147,6 +147,46 @@ def mde_case(num_blocks: int, alpha: float):
   return make
 
 
+def codes_from(rng, limits: np.ndarray, subspaces: int, num_centroids: int, sub_dim: int):
+  """Random codes below each row's limit, random centroids and the table they stand for."""
+  codes = (rng.random((len(limits), subspaces)) * limits[:, None]).astype(np.int64)
+  centroids = rng.standard_normal((subspaces, num_centroids, sub_dim)).astype(np.float32)
+  table = centroids[np.arange(subspaces), codes].reshape(len(limits), -1)
+  return codes, centroids, table
+
+
+def mgqe_case(frequent_fraction: float, rare_centroid_fraction: float):
+  """MGQE's tiers (``mgqe.account``): 64 centroids, 3 subspaces of 2; with a rare fraction of
+  1/8 the rare rows may use 8 centroids: 6- and 3-bit codes, rows of 18 and 9 bits."""
+
+  def make(rng) -> Case:
+    dim, subspaces, num_centroids = 6, 3, 64
+    ctx = context(dim, skewed_counts(rng),
+                  mgqe={'frequent_fraction': frequent_fraction,
+                        'rare_centroid_fraction': rare_centroid_fraction})
+    limits = mgqe._limits(ctx, num_centroids)  # the limits mgqe.account counts
+    codes, centroids, table = codes_from(rng, limits, subspaces, num_centroids,
+                                         dim // subspaces)
+    cand = Candidate('mgqe', 'mgqe_x', 'x',
+                     info={'dim': dim, 'subspaces': subspaces, 'centroids': num_centroids})
+    accounted = mgqe.account(ctx, cand, None, None, None)['bytes']
+    return Case(compact.codes_lookup, compact.encode_codes(codes, centroids, limits), table,
+                accounted, extra=len(np.unique(limits)))
+
+  return make
+
+
+def three_tier_case(rng) -> Case:
+  """Limits 1, 5 and 64 (0-, 3- and 6-bit codes), tiers in 2 bits, 5 subspaces of 1."""
+  dim, subspaces, num_centroids = 5, 5, 64
+  limits = rng.choice(np.array([1, 5, 64]), size=NUM_ROWS)
+  limits[:3] = (1, 5, 64)
+  codes, centroids, table = codes_from(rng, limits, subspaces, num_centroids, 1)
+  accounted = mgqe.accounting(NUM_ROWS, dim, subspaces, num_centroids, limits)['bytes']
+  return Case(compact.codes_lookup, compact.encode_codes(codes, centroids, limits), table,
+              accounted, extra=3)
+
+
 CASES = {
     'dense': dense_case,
     'bitmask_d12': pruned_case(12, compact.encode_bitmask, compact.bitmask_lookup),
@@ -156,6 +196,9 @@ CASES = {
     'fieldcols': fieldcols_case,
     'mde_one_block': mde_case(1, 0.5),
     'mde_four_blocks': mde_case(4, 0.5),
+    'mgqe_one_tier': mgqe_case(1.0, 0.125),
+    'mgqe_two_tiers': mgqe_case(0.3, 0.125),
+    'codes_three_tiers': three_tier_case,
 }
 
 
@@ -209,6 +252,13 @@ def test_lookup_traces_once(case):
   assert len(traces) == 1
 
 
+def test_mgqe_cases_have_the_tiers_they_claim():
+  two = CASES['mgqe_two_tiers'](np.random.default_rng(0)).arrays
+  assert two['code_bits'].tolist() == [3, 6] and 'tiers' in two
+  one = CASES['mgqe_one_tier'](np.random.default_rng(0)).arrays
+  assert one['code_bits'].tolist() == [6] and 'tiers' not in one
+
+
 def test_mde_index_packs_block_and_row():
   params = {'block_0': np.zeros((5, 2), np.float32), 'block_1': np.zeros((3, 1), np.float32)}
   arrays = compact.encode_mde(params, np.array([1, 0, 0, 1]), np.array([2, 4, 0, 0]))
@@ -225,3 +275,12 @@ def test_mde_refuses_blocks_beyond_the_index_bits():
     compact.encode_mde(wide, np.zeros(1, np.int64), np.zeros(1, np.int64))
   del wide['block_2']  # 30 bits for the row leave one for 2 blocks
   assert compact.encode_mde(wide, np.zeros(1, np.int64), np.zeros(1, np.int64))['index'].tolist() == [0]
+
+
+def test_codes_streams_straddle_bytes():
+  # Two rows of 3 codes of 3 bits: row 1 starts at bit 9, its codes cross byte boundaries.
+  codes = np.array([[1, 7, 2], [5, 3, 6]])
+  arrays = compact.encode_codes(codes, np.zeros((3, 8, 1), np.float32), np.array([8, 8]))
+  bits = np.unpackbits(arrays['codes'], bitorder='little')
+  values = [int(sum(bits[3 * i + j] << j for j in range(3))) for i in range(6)]
+  assert values == codes.ravel().tolist() and arrays['codes'].nbytes == 3

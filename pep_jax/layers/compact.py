@@ -22,6 +22,13 @@ What a layout stores is what it costs: :func:`nbytes` of its arrays. With ``N`` 
   (uint8); ``4 sum_f k_f vocab_f + F ceil(D / 8)``.
 * ``mde``: ``block_<b> [n_b, w_b]``, ``proj_<b> [w_b, D]`` where ``w_b < D``, ``index [N]``
   (int32); ``4 params + 4 N``.
+* ``codes`` (MGQE): ``centroids [S, K, D_s]``, ``code_bits [T]`` (uint8) and the bit streams
+  ``codes`` and ``tiers``; ``4 K D + T + ceil(code bits / 8) + ceil(tier bits / 8)``.
+
+A *bit stream* is a uint8 array read in little bit order: bit ``j`` of byte ``c`` is bit
+``8 c + j`` of the stream. A value of ``w`` bits at stream bit ``p`` occupies bits
+``p .. p + w - 1``, least significant first, and may straddle bytes; the last byte is padded
+with zero bits.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from pep_jax.layers.embedding import field_offsets
+
+_PACK_CHUNK = 1 << 20  # values packed at a time by _pack_bits: bits [chunk * width] uint8
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -54,6 +63,60 @@ def nbytes(arrays: dict[str, np.ndarray]) -> int:
 def index_bits(n: int) -> int:
   """Bits of an index into ``n`` values: ``ceil(log2(n))`` (0 for a single value)."""
   return (int(n) - 1).bit_length()
+
+
+def _pack_bits(values: np.ndarray, widths: np.ndarray) -> np.ndarray:
+  """A bit stream holding ``values[m]`` in ``widths[m]`` bits, one value after another.
+
+  Args:
+    values: ``[M]`` non-negative integers, ``values[m] < 2 ** widths[m]``.
+    widths: ``[M]`` bits of each value, ``0 .. 32``.
+
+  Returns:
+    uint8 ``[ceil(sum(widths) / 8)]``.
+  """
+  values = np.asarray(values, np.uint64)
+  widths = np.asarray(widths, np.int64)
+  out, carry = [], np.zeros(0, np.uint8)
+  for lo in range(0, len(values), _PACK_CHUNK):
+    value, width = values[lo:lo + _PACK_CHUNK], widths[lo:lo + _PACK_CHUNK]
+    owner = np.repeat(np.arange(len(value)), width)  # [bits]: the value each bit belongs to
+    first = np.cumsum(width) - width
+    place = (np.arange(len(owner)) - first[owner]).astype(np.uint64)  # bit of its value
+    bits = np.concatenate([carry, ((value[owner] >> place) & 1).astype(np.uint8)])
+    whole = len(bits) // 8 * 8
+    out.append(np.packbits(bits[:whole], bitorder='little'))
+    carry = bits[whole:]
+  out.append(np.packbits(carry, bitorder='little'))
+  return np.concatenate(out)
+
+
+def _read_bits(stream: jax.Array, byte: jax.Array, bit: jax.Array, width: jax.Array,
+               max_width: int) -> jax.Array:
+  """Values of a bit stream: ``width`` bits starting at bit ``bit`` of byte ``byte``.
+
+  ``value = (sum_j stream[byte + j] << 8 j) >> bit  mod 2 ** width``, from the
+  ``ceil((7 + max_width) / 8)`` bytes a value may touch, each a clipped gather: bytes past the
+  end of the stream only feed bits above ``width``, which are masked off.
+
+  Args:
+    stream: uint8 ``[L]``, ``L >= 1``.
+    byte: int32 ``[...]``.
+    bit: int32 ``[...]`` in ``0 .. 7``.
+    width: int32 ``[...]`` in ``0 .. max_width``.
+    max_width: static, at most 32.
+
+  Returns:
+    uint32 ``[...]``.
+  """
+  bit = bit.astype(jnp.uint32)
+  value = jnp.zeros(byte.shape, jnp.uint32)
+  for j in range(-(-(7 + max_width) // 8)):
+    piece = jnp.take(stream, byte + j, mode='clip').astype(jnp.uint32)
+    # Byte j holds value bits 8 j - bit .. 8 j - bit + 7 (a shift by 32 or more gives 0).
+    value |= piece >> bit if j == 0 else piece << (jnp.uint32(8 * j) - bit)
+  mask = (jnp.uint32(1) << width.astype(jnp.uint32)) - jnp.uint32(1)  # width 32: all ones
+  return value & mask
 
 
 def _zeros(gids: jax.Array, dim: int) -> jax.Array:
@@ -397,3 +460,104 @@ def mde_lookup(arrays: dict[str, jax.Array], ids: jax.Array, gids: jax.Array,
   for mine, rows in full:
     out = jnp.where(mine, rows, out)
   return out
+
+
+# ----------------------------------------------------------------------------- codes (MGQE)
+
+
+def encode_codes(codes: np.ndarray, centroids: np.ndarray,
+                 limits: np.ndarray) -> dict[str, np.ndarray]:
+  """The ``codes`` layout of a product-quantised (MGQE) table.
+
+  Row ``r`` may use the first ``limits[r]`` of the ``K`` centroids of each subspace; the ``T``
+  distinct limits, in increasing order, are the tiers. Stored:
+
+  * ``centroids [S, K, D_s]`` float32;
+  * ``code_bits [T]`` uint8: bits of a code of tier ``t``, ``b_t = ceil(log2(limit_t))``;
+  * ``codes``: one bit stream of every row's ``S`` codes, ``b_t`` bits each, rows in row order;
+  * ``tiers``: a bit stream of every row's tier in ``ceil(log2(T))`` bits (absent when ``T = 1``).
+
+  Bytes: ``4 K D + T + ceil(sum_r S b_{t(r)} / 8) + ceil(N ceil(log2 T) / 8)``, the
+  accounting of :func:`pep_jax.methods.mgqe.accounting` plus the ``T`` bytes of ``code_bits``,
+  which the lookup needs to find where a row's codes start.
+
+  Args:
+    codes: ``[N, S]`` int, ``0 <= codes[r, s] < limits[r]``.
+    centroids: ``[S, K, D_s]``.
+    limits: ``[N]`` int in ``1 .. K``.
+
+  Raises:
+    ValueError: for inconsistent arrays, or streams too long for int32 positions.
+  """
+  codes = np.asarray(codes, np.int64)
+  limits = np.asarray(limits, np.int64)
+  centroids = np.ascontiguousarray(centroids, np.float32)
+  if codes.ndim != 2 or centroids.ndim != 3 or centroids.shape[0] != codes.shape[1]:
+    raise ValueError(f'codes layout: codes {codes.shape} [N, S] do not fit centroids '
+                     f'{centroids.shape} [S, K, D_s]')
+  rows, subspaces = codes.shape
+  if limits.shape != (rows,) or not ((1 <= limits) & (limits <= centroids.shape[1])).all():
+    raise ValueError(f'codes layout: limits must be [{rows}] in 1..{centroids.shape[1]}')
+  if ((codes < 0) | (codes >= limits[:, None])).any():
+    raise ValueError('codes layout: a code is outside its row\'s limit')
+  distinct, tier = np.unique(limits, return_inverse=True)
+  code_bits = np.array([index_bits(limit) for limit in distinct], np.uint8)  # [T]
+  row_bits = code_bits[tier].astype(np.int64)  # [N]: bits of each code of the row
+  bits = int(row_bits.sum())  # the lookup's int32 prefix sums reach this, and bytes S bits / 8
+  if bits >= 2**31 - 256 or subspaces * bits >= 8 * (2**31 - 8):
+    raise ValueError(f'codes layout: {rows} rows of codes are too many for int32 positions')
+  arrays = {'centroids': centroids, 'code_bits': code_bits,
+            'codes': _pack_bits(codes.ravel(), np.repeat(row_bits, subspaces))}
+  if len(distinct) > 1:
+    arrays['tiers'] = _pack_bits(tier, np.full(rows, index_bits(len(distinct))))
+  return arrays
+
+
+def codes_lookup(arrays: dict[str, jax.Array], ids: jax.Array, gids: jax.Array,
+                 dim: int) -> jax.Array:
+  """Product-quantised rows: ``e_g = concat_s centroids[s, code_{g,s}]``.
+
+  The codes of row ``g`` start at bit ``S sum_{r < g} b_{t(r)}`` of ``codes``. With one tier
+  that is ``S g b``; with several, every call decodes the tier of every row and takes the
+  prefix sum of their code widths: ``O(N)`` work per call (positions are derived, never
+  stored). Each of the ``S`` codes is then read from the bytes it touches by clipped gathers.
+
+  Args:
+    arrays: ``centroids [S, K, D_s]``, ``code_bits`` uint8 ``[T]``, ``codes`` uint8 and, for
+      ``T > 1``, ``tiers`` uint8 (see :func:`encode_codes`).
+    ids: unused.
+    gids: int ``[B, F]`` table rows.
+    dim: ``D = S D_s``.
+
+  Returns:
+    ``[B, F, D]``.
+  """
+  del ids
+  centroids = arrays['centroids']  # [S, K, D_s]
+  subspaces, num_centroids, _ = centroids.shape
+  code_bits = arrays['code_bits'].astype(jnp.int32)  # [T]
+  if 'tiers' in arrays:
+    tier_width = index_bits(code_bits.shape[0])
+    bits = jnp.unpackbits(arrays['tiers'], bitorder='little')  # [8 L]
+    slots = bits.shape[0] // tier_width  # the N rows and the padding's (zero) tiers
+    bits = bits[:slots * tier_width].reshape(slots, tier_width).astype(jnp.int32)
+    tier = jnp.sum(bits << jnp.arange(tier_width, dtype=jnp.int32), axis=1)  # [slots]
+    row_bits = jnp.take(code_bits, tier, mode='clip')  # [slots]
+    before = jnp.cumsum(row_bits) - row_bits  # [slots]: code bits of the rows before
+    width = jnp.take(row_bits, gids, axis=0)  # [B, F]
+    start = jnp.take(before, gids, axis=0)  # [B, F]
+  else:
+    width = jnp.broadcast_to(code_bits[0], gids.shape)  # [B, F]
+    start = gids.astype(jnp.int32) * width
+  if arrays['codes'].shape[0] == 0:  # every code has 0 bits: centroid 0
+    code = jnp.zeros(gids.shape + (subspaces,), jnp.int32)
+  else:
+    # Bit S start + s width of the stream, as (byte, bit), without forming S start.
+    s = jnp.arange(subspaces, dtype=jnp.int32)
+    offset = subspaces * (start & 7)[..., None] + s * width[..., None]  # [B, F, S]
+    byte = subspaces * (start >> 3)[..., None] + (offset >> 3)
+    code = _read_bits(arrays['codes'], byte, offset & 7,
+                      jnp.broadcast_to(width[..., None], offset.shape),
+                      index_bits(num_centroids)).astype(jnp.int32)  # [B, F, S]
+  chosen = centroids[jnp.arange(subspaces), code]  # [B, F, S, D_s]
+  return chosen.reshape(gids.shape + (dim,))
