@@ -28,7 +28,7 @@ def get_config(arg=None):
   c.ue.dims = (16, 4)
   c.train.max_epochs = 15
   c.train.patience = 3
-  c.train.parallel_runs = 0  # one run per CPU core (pep_jax/train/experiment.py)
+  c.train.parallel_runs = 0  # one run per CPU core (pep_jax/experiment.py)
   if arg == 'tiny':  # seconds, for tests
     c.data.synthetic.num_rows = 20_000
     c.data.synthetic.vocab_sizes = (3, 10, 50, 200, 5, 100)

@@ -6,7 +6,9 @@ Reads every finished run of a work directory made by configs/demo.py (running th
 it first when it holds none, a few minutes on a CPU) and, for each, measures:
 
 * the embedding's bytes in memory: the dense ``[N, D]`` float32 table, and the arrays of each
-  compact layout (``dense`` for a uniform model; ``bitmask`` and ``csr`` for a ticket);
+  layout its method stores it in (``pep_jax.methods.base.Method.layouts``: ``bitmask`` and
+  ``csr`` for a ticket, ``dense`` for a uniform model, ...), with the dense table the layer
+  computes where it has one;
 * its bytes on disk: the layout's arrays in an ``.npz`` file, and the whole artifact that
   ``python -m pep_jax.export`` writes with the default layout;
 * rows/s of the jitted scorer (the model around that layout) on the test split, in batches
@@ -31,18 +33,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from pep_jax import export, serving
+from pep_jax import workdir as wd
 from pep_jax.data import pipeline
+from pep_jax.errors import InputError
+from pep_jax.layers import compact as compact_lib
 
 
 def finished_runs(workdir: str) -> list[str]:
-  root = os.path.join(workdir, 'retrain')
-  names = [n for n in os.listdir(root) if os.path.exists(os.path.join(root, n, 'result.json'))]
-
-  def order(name):  # tickets by budget, largest first, then the uniform models by width
-    number = int(''.join(c for c in name if c.isdigit()))
-    return (name.startswith('ue'), -number)
-
-  return sorted(names, key=order)
+  """Finished runs, each method's largest first."""
+  names = wd.finished_runs(workdir)
+  params = {n: wd.result(workdir, n).get('params') or 0 for n in names}
+  return sorted(names, key=lambda n: (n.split('_')[0], -params[n]))
 
 
 def best_seconds(fn, repeats: int) -> float:
@@ -55,9 +56,9 @@ def best_seconds(fn, repeats: int) -> float:
   return min(times)
 
 
-def compact_rate(run, flat_dense, layout, arrays, batches, repeats) -> float:
-  """Rows/s of the compact scorer with ``arrays`` as its embedding."""
-  model = serving.compact_model(run.config, run.data.field_dims, layout, run.dim, arrays)
+def compact_rate(run, flat_dense, lookup, arrays, batches, repeats) -> float:
+  """Rows/s of the compact scorer with ``arrays`` (looked up by ``lookup``) as its embedding."""
+  model = serving.compact_model(run.config, run.data.field_dims, lookup, run.dim, arrays)
   score = jax.jit(serving.score_function(model))
   weights = {k: jnp.asarray(v) for k, v in flat_dense.items()}
   weights.update({f'params/embedding/{k}': jnp.asarray(v) for k, v in arrays.items()})
@@ -90,37 +91,50 @@ def folder_bytes(folder: str) -> int:
   return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder) for f in files)
 
 
+def layouts_of(run) -> dict:
+  """``{layout: stored form}`` of every layout the run's method can store it in, and the dense
+  table it computes (``dense``) where its layer has one."""
+  forms = {}
+  if hasattr(run.stage.embedding, 'effective_table'):
+    table = run.stage.embedding_call(run.state, 'effective_table', run.constants)
+    forms['dense'] = compact_lib.encode_dense(np.asarray(table)[:run.num_rows])
+  for layout in run.method.layouts:
+    try:
+      stored = run.method.compact(run.ctx, run.candidate, run.stage, run.state, run.constants,
+                                  layout)
+    except InputError:  # e.g. a bitmask above 32 dimensions
+      continue
+    if stored.layout == layout:
+      forms[layout] = stored.arrays
+  return forms
+
+
 def bench_run(workdir, name, args, scratch) -> list[dict]:
   run = export.load_run(workdir, name)
-  default_layout, flat = export.compact_weights(run)
+  default, flat = export.compact_weights(run)
   flat_dense = {k: v for k, v in flat.items() if not k.startswith('params/embedding/')}
   dense_param_bytes = serving.nbytes(flat_dense)
-  params = jax.device_get(run.state.params)
-  table = np.asarray(params['embedding']['table'])[:run.num_rows]
-  if run.kind == 'masked':
-    mask = np.asarray(jax.device_get(run.constants['ticket']['embedding']['mask']))
-    table = table * mask[:run.num_rows].astype(table.dtype)
-  dense_table_bytes = table.nbytes
+  dense_table_bytes = run.num_rows * run.dim * np.dtype(np.float32).itemsize
   batches = list(pipeline.batches(run.data.test, args.batch_size, shuffle=False))
   artifact = os.path.join(scratch, name)
   manifest = export.export(workdir, artifact, run=name)
   artifact_bytes = folder_bytes(artifact)
-  rows = [{'run': name, 'nonzeros': int(np.count_nonzero(table)), 'layout': 'trained model',
+  nonzeros = run.result.get('nonzeros')
+  rows = [{'run': name, 'nonzeros': nonzeros, 'layout': 'trained model',
            'memory_bytes': dense_table_bytes, 'fraction_of_dense': 1.0,
            'disk_bytes': None, 'model_memory_bytes': dense_table_bytes + dense_param_bytes,
            'artifact_bytes': None,
            'rows_per_second': trained_rate(run, batches, args.repeats)}]
-  layouts = ('dense', 'bitmask', 'csr') if run.kind == 'masked' else ('dense',)
-  for layout in layouts:
-    arrays = serving.ENCODERS[layout](table)
+  for layout, arrays in layouts_of(run).items():
+    lookup = compact_lib.dense_lookup if layout == 'dense' else run.method.layouts[layout]
     memory = serving.nbytes(arrays)
     rows.append({
-        'run': name, 'nonzeros': rows[0]['nonzeros'], 'layout': layout,
+        'run': name, 'nonzeros': nonzeros, 'layout': layout,
         'memory_bytes': memory, 'fraction_of_dense': memory / dense_table_bytes,
         'disk_bytes': npz_bytes(arrays, scratch),
         'model_memory_bytes': memory + dense_param_bytes,
-        'artifact_bytes': artifact_bytes if layout == default_layout else None,
-        'rows_per_second': compact_rate(run, flat_dense, layout, arrays, batches, args.repeats),
+        'artifact_bytes': artifact_bytes if layout == default.layout else None,
+        'rows_per_second': compact_rate(run, flat_dense, lookup, arrays, batches, args.repeats),
     })
   assert manifest['check']['passed']
   return rows
@@ -133,7 +147,7 @@ def main():
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--json', default='bench_export.json')
   args = parser.parse_args()
-  if not os.path.isdir(os.path.join(args.workdir, 'retrain')):
+  if not wd.finished_runs(args.workdir):
     command = [sys.executable, '-m', 'pep_jax.main', '--config=configs/demo.py',
                f'--workdir={args.workdir}']
     print(f'{args.workdir} holds no finished runs: {" ".join(command[1:])}')

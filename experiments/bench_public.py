@@ -25,7 +25,7 @@ with the public ML-1M settings: FM, d=32, ``s_init=-15``, feature-dimension thre
   OpenMP threads wait for each other at every operation, so a step stalls (up to ~0.6 s seen on
   a 2-core machine, against a ~10 ms median) while other work holds a core: the JSON has the
   step-time percentiles, the table the median.
-* Our side: ``pep_jax.train.experiment.run`` with ``configs/movielens_fm.py``, ``stage='search'``,
+* Our side: ``pep_jax.experiment.run`` with ``configs/movielens_fm.py``, ``stage='search'``,
   ``methods=('pep',)``, one budget of 2 non-zeros (out of reach, so no ticket is written and the
   loop runs on) and ``prune.max_epochs`` the fewest epochs holding ``--steps`` steps. The rate
   is ``(steps - warmup_steps) / (seconds - warmup_seconds)`` from ``prune/result.json`` (the
@@ -257,7 +257,8 @@ def ours_worker(args: argparse.Namespace) -> dict:
   sys.path.insert(0, ROOT)
   import jax
   from pep_jax.data import load_dataset, pipeline
-  from pep_jax.train import experiment
+  from pep_jax import experiment
+  from pep_jax import workdir as wd
 
   config = our_data_config(os.path.abspath(args.data), os.path.join(args.workdir, 'cache'))
   config.stage = 'search'
@@ -280,8 +281,7 @@ def ours_worker(args: argparse.Namespace) -> dict:
   config.prune.max_epochs = max(1, math.ceil(args.steps / per_epoch))
   workdir = os.path.join(args.workdir, 'run')
   experiment.run(config, workdir)
-  with open(os.path.join(workdir, 'prune', 'result.json')) as f:
-    result = json.load(f)
+  result = wd.search_result(workdir, *wd.PRUNE)
   steps, seconds = result['steps'], result['seconds']
   if 'warmup_steps' in result:
     warmup_steps, warmup_seconds = result['warmup_steps'], result['warmup_seconds']

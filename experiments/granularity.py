@@ -21,7 +21,7 @@ from ml_collections import config_flags
 
 from pep_jax import analysis, presets
 from pep_jax.ops.threshold import GRANULARITIES
-from pep_jax.methods.pep import find_tickets
+from pep_jax.workdir import find_tickets
 
 config_flags.DEFINE_config_file('config', None, 'Experiment config (default: synthetic data).',
                                 lock_config=True)

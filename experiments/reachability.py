@@ -22,7 +22,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from pep_jax import analysis, presets
-from pep_jax.methods.pep import find_tickets
+from pep_jax.workdir import find_tickets
 
 config_flags.DEFINE_config_file('config', None, 'Experiment config (default: synthetic '
                                 'MovieLens-shaped data).', lock_config=True)

@@ -18,9 +18,9 @@ import platform
 import jax
 import numpy as np
 
+from pep_jax import experiment
+from pep_jax import workdir as wd
 from pep_jax.data import load_dataset
-from pep_jax.methods import pep
-from pep_jax.train import experiment
 from pep_jax.train.setup import build_stage
 
 MODES = ('dense', 'rows')
@@ -35,8 +35,7 @@ def load_config(spec: str):
 
 
 def prune_rate(workdir: str, batch_size: int) -> float:
-  with open(os.path.join(workdir, 'prune', 'result.json')) as f:
-    r = json.load(f)
+  r = wd.search_result(workdir, *wd.PRUNE)
   steps, seconds = r['steps'] - r['warmup_steps'], r['seconds'] - r['warmup_seconds']
   return batch_size * steps / seconds if seconds > 0 else float('nan')
 
@@ -58,8 +57,8 @@ def main():
     stage = build_stage(config, data, 'masked')
     target = jax.ShapeDtypeStruct(stage.abstract_state().params['embedding']['table'].shape,
                                   bool, sharding=stage.row_sharding)
-    tickets[mode] = {t['budget']: t for t in pep.find_tickets(workdir)}
-    masks[mode] = {b: np.asarray(pep.load_ticket_mask(workdir, t, target))
+    tickets[mode] = {t['budget']: t for t in wd.find_tickets(workdir)}
+    masks[mode] = {b: np.asarray(wd.load_ticket_mask(workdir, t, target))
                    for b, t in tickets[mode].items()}
 
   batch_size = config.train.batch_size
@@ -68,7 +67,8 @@ def main():
     row = {'budget': budget}
     for mode in MODES:
       t = tickets[mode].get(budget)
-      run = summaries[mode].get(pep.run_name('rewind', budget), {})
+      run = next((r for r in summaries[mode].values()
+                  if r['method'] == 'pep' and r.get('budget') == budget), {})
       row[f'{mode}_step'] = t and t['step']
       row[f'{mode}_nonzeros'] = t and t['nonzeros']
       row[f'{mode}_test_auc'] = run.get('test_auc')

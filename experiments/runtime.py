@@ -6,28 +6,25 @@
         --config.data.dir=/data/criteo --max_steps=200
 
 By default on the embedded synthetic data (``pep_jax.presets.synthetic_analysis_config``: 400k
-training rows, batch 1024). For every model of ``--models`` and every method of ``METHODS`` it
-builds the method's training stage and times ``--max_steps`` train steps (compilation
+training rows, batch 1024). For every model of ``--models`` it times the model with uniform
+embeddings (``base``) and the search step of every method that declares one
+(``pep_jax.methods.base.Method.search_stage``), ``--max_steps`` train steps each (compilation
 excluded), extrapolated to one epoch; ``--max_steps=0`` times the whole epoch. Everything
 is measured in one run and written to ``runtime.md`` / ``.csv`` and ``runtime.json`` (with the
 machine) in ``--workdir``.
-
-A method is one entry of ``METHODS``: a name and a function giving the stage, initial state and
-constants its training step runs with.
 """
 
 import dataclasses
 import itertools
 import json
 import os
-from collections.abc import Callable
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from pep_jax import analysis, presets
 from pep_jax.data import load_dataset
-from pep_jax.methods import dartsemb
+from pep_jax.methods import METHODS
 from pep_jax.methods.base import Context
 from pep_jax.train.setup import build_stage
 
@@ -41,42 +38,24 @@ flags.mark_flag_as_required('workdir')
 FLAGS = flags.FLAGS
 
 
-@dataclasses.dataclass(frozen=True)
-class Method:
-  """A method whose training step is timed.
-
-  ``prepare(config, data) -> (stage, state, constants)`` builds what its step runs with.
-  """
-
-  name: str
-  prepare: Callable
-
-
-def _stage_of(kind: str) -> Callable:
-  def prepare(config, data):
-    stage = build_stage(config, data, kind)
-    return stage, stage.initial_state(), {}
-  return prepare
-
-
-def _dartsemb_search(config, data):
-  """DartsEmb's search step (weights on a training batch, architecture on a validation batch),
-  over the first candidate set of ``dartsemb.candidate_sets``; adding the validation rows to
-  each batch is part of what is timed, as in the search loop."""
-  stage, add_valid = dartsemb.search_stage(Context(config, data, '', None),
-                                           config.dartsemb.candidate_sets[0])
-  steps, train_step = itertools.count(1), stage.train_step
-  timed = dataclasses.replace(stage, steps=dataclasses.replace(
-      stage.steps,
-      train_step=lambda state, batch, c: train_step(state, add_valid(next(steps), batch), c)))
-  return timed, stage.initial_state(), {}
-
-
-METHODS = [
-    Method('base', _stage_of('plain')),  # the model with uniform embeddings
-    Method('pep', _stage_of('pep')),  # PEP's pruning stage (thresholds trained, count read)
-    Method('dartsemb', _dartsemb_search),  # DartsEmb's search (supernet, bi-level steps)
-]
+def timed_stages(config, data) -> list[tuple[str, object, object, dict]]:
+  """``(name, stage, state, constants)`` of every step timed: ``base`` (the model with uniform
+  embeddings) and the search step of every method that has one (PEP's pruning stage with its
+  count, DartsEmb's bi-level supernet step, ...), in registry order."""
+  base = build_stage(config, data, 'plain')
+  out = [('base', base, base.initial_state(), {})]
+  ctx = Context(config, data, '', None)
+  for method in METHODS.values():
+    if method.search_stage is None:
+      continue
+    stage, batch_map = method.search_stage(ctx)
+    if batch_map is not None:  # per-step inputs are part of what is timed, as in the search
+      steps, train_step = itertools.count(1), stage.train_step
+      stage = dataclasses.replace(stage, steps=dataclasses.replace(
+          stage.steps, train_step=lambda state, batch, c, f=train_step, m=batch_map:
+          f(state, m(next(steps), batch), c)))
+    out.append((method.name, stage, stage.initial_state(), {}))
+  return out
 
 
 def main(argv):
@@ -89,19 +68,20 @@ def main(argv):
   for model in FLAGS.models:
     variant = analysis.variant(config, **{'model.name': model})
     row = {'model': model}
-    for method in METHODS:
-      stage, state, constants = method.prepare(variant, data)
+    names = []
+    for name, stage, state, constants in timed_stages(variant, data):
       timing = analysis.seconds_per_epoch(stage, state, constants, data.train,
                                           config.train.batch_size, max_steps=FLAGS.max_steps,
                                           seed=config.seed)
-      row[f'{method.name}_s_per_epoch'] = timing['seconds_per_epoch']
-      row[f'{method.name}_ms_per_step'] = timing['ms_per_step']
+      row[f'{name}_s_per_epoch'] = timing['seconds_per_epoch']
+      row[f'{name}_ms_per_step'] = timing['ms_per_step']
       row['steps_timed'], row['steps_per_epoch'] = timing['steps_timed'], timing['steps_per_epoch']
-      print(f'{model} {method.name}: {timing["seconds_per_epoch"]:.2f} s/epoch '
+      print(f'{model} {name}: {timing["seconds_per_epoch"]:.2f} s/epoch '
             f'({timing["ms_per_step"]:.2f} ms/step)')
+      names.append(name)
     rows.append(row)
-  columns = ['model'] + [f'{m.name}_s_per_epoch' for m in METHODS] + [
-      f'{m.name}_ms_per_step' for m in METHODS] + ['steps_timed', 'steps_per_epoch']
+  columns = ['model'] + [f'{n}_s_per_epoch' for n in names] + [
+      f'{n}_ms_per_step' for n in names] + ['steps_timed', 'steps_per_epoch']
   machine = analysis.machine()
   with open(os.path.join(FLAGS.workdir, 'runtime.json'), 'w') as f:
     json.dump({'machine': machine, 'data': config.data.name, 'dim': config.embedding.dim,

@@ -23,17 +23,19 @@ import platform
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from pep_jax import experiment
+from pep_jax import workdir as wd
 from pep_jax.data import pipeline
 from pep_jax.data.base import CTRDataset, Split
+from pep_jax.errors import MissingError
 from pep_jax.layers.embedding import field_offsets
-from pep_jax.train import experiment, loop
-from pep_jax.train.checkpoint import Checkpointer
 from pep_jax.methods.base import feature_counts, resolve_budgets  # noqa: F401  (re-exported)
-from pep_jax.methods.pep import find_tickets, load_ticket_mask, ticket_state_dir
+from pep_jax.methods.runs import load_run
+from pep_jax.train import loop
+from pep_jax.train.checkpoint import Checkpointer
 from pep_jax.train.setup import build_stage, write_json  # noqa: F401  (re-exported)
 
 # ----------------------------------------------------------------------------------- runs
@@ -57,12 +59,8 @@ def variant(config, **overrides) -> ml_collections.ConfigDict:
 
 
 def prune_result(workdir: str) -> dict | None:
-  """``prune/result.json`` of a work directory, or None before the prune stage finished."""
-  path = os.path.join(workdir, 'prune', 'result.json')
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
+  """The prune stage's result in a work directory, or None before it finished."""
+  return wd.search_result(workdir, *wd.PRUNE)
 
 
 def run_variant(config, workdir: str, *, retrain: bool = True, uniform: bool = False) -> dict:
@@ -77,7 +75,7 @@ def run_variant(config, workdir: str, *, retrain: bool = True, uniform: bool = F
   """
   if not uniform:
     config = variant(config, **{'ue.dims': ()})
-  experiment.run(variant(config, stage='prune'), workdir)
+  experiment.run(variant(config, stage='search'), workdir)
   result = prune_result(workdir)
   rows = []
   if retrain and result['reached']:
@@ -87,7 +85,8 @@ def run_variant(config, workdir: str, *, retrain: bool = True, uniform: bool = F
 
 def run_uniform(config, workdir: str, dims) -> list[dict]:
   """Uniform-embedding baselines at widths ``dims`` in their own work directory."""
-  rows = experiment.run(variant(config, stage='ue', **{'ue.dims': tuple(dims)}), workdir)
+  rows = experiment.run(variant(config, stage='all', methods=('ue',),
+                                **{'ue.dims': tuple(dims)}), workdir)
   return [r for r in rows if r['method'] == 'ue']
 
 
@@ -110,9 +109,9 @@ def score_pruned_ticket(config, data: CTRDataset, workdir: str, ticket: dict) ->
   Raises:
     FileNotFoundError: naming the folder, for tickets written before states were saved.
   """
-  directory = ticket_state_dir(workdir, ticket['budget'])
+  directory = wd.ticket_state_dir(workdir, ticket['budget'])
   if not os.path.isdir(directory):
-    raise FileNotFoundError(f'{directory} is missing: this ticket was written without the pruned '
+    raise MissingError(f'{directory} is missing: this ticket was written without the pruned '
                             'state; prune again in a new work directory to score it as it is')
   stage = build_stage(config, data, 'pep')
   ckpt = Checkpointer(directory, max_to_keep=None)
@@ -128,32 +127,15 @@ def best_effective_table(config, data: CTRDataset, workdir: str, run: str) -> np
   """The table as the model sees it, ``[features, D]``, at a finished run's best checkpoint.
 
   Args:
-    run: ``'ue_d<dim>'`` (a uniform baseline) or ``'pep_b<budget>'`` (a rewound ticket) under
-      ``workdir/retrain/``; a ticket's table is multiplied by its mask.
+    run: a finished run of ``workdir`` whose layer has an ``effective_table`` (a uniform
+      baseline ``ue_d<dim>``, a ticket ``pep_b<budget>`` whose table is multiplied by its mask,
+      an SSEDS model with ``align='pad'``).
   """
-  directory = os.path.join(workdir, 'retrain', run, 'best')
-  constants = {}
-  if run.startswith('ue_d'):
-    stage = build_stage(config, data, 'plain', dim=int(run[len('ue_d'):]))
-  elif run.startswith('pep_b'):
-    stage = build_stage(config, data, 'masked')
-    budget = int(run[len('pep_b'):])
-    tickets = [t for t in find_tickets(workdir) if t['budget'] == budget]
-    if not tickets:
-      raise FileNotFoundError(f'no ticket of budget {budget} in {workdir}/tickets')
-    table = stage.abstract_state().params['embedding']['table']
-    mask = load_ticket_mask(workdir, tickets[0], jax.ShapeDtypeStruct(
-        table.shape, jnp.bool_, sharding=stage.row_sharding))
-    constants = {'ticket': {'embedding': {'mask': mask}}}
-  else:
-    raise ValueError(f"run {run!r}: expected 'ue_d<dim>' or 'pep_b<budget>'")
-  ckpt = Checkpointer(directory, max_to_keep=None)
-  step = ckpt.latest_step()
-  if step is None:
-    raise FileNotFoundError(f'no finished checkpoint in {directory}: run that experiment first')
-  state, _ = ckpt.restore(step, stage.abstract_state())
-  ckpt.close()
-  table = stage.embedding_call(state, 'effective_table', constants)
+  del config  # the work directory's own
+  loaded = load_run(workdir, run, data)
+  if not hasattr(loaded.stage.embedding, 'effective_table'):
+    raise ValueError(f'run {run!r}: its embedding layer has no single table to read')
+  table = loaded.stage.embedding_call(loaded.state, 'effective_table', loaded.constants)
   return np.asarray(table)[:data.num_features]
 
 
@@ -259,7 +241,7 @@ def read_metrics(workdir: str, stage: str, key: str) -> tuple[np.ndarray, np.nda
 
   A step logged twice (a resumed run replays a few steps) keeps its last value.
   """
-  path = os.path.join(workdir, 'metrics.jsonl')
+  path = wd.metrics_path(workdir)
   points = {}
   if os.path.exists(path):
     with open(path) as f:

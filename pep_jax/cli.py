@@ -2,13 +2,14 @@
 
 ``main``, ``data.prepare``, ``export`` and ``predict`` start through :func:`run` instead of
 ``absl.app.run``. A mistake the user can fix from the message alone (a bad flag, an unknown
-``--config.*`` key, a config file that does not load, a bad config value, a missing or damaged
-input) then ends the process with exit status 1 and one line::
+``--config.*`` key, a config file that does not load, and every :class:`pep_jax.errors.UserError`:
+a bad config value, a missing or damaged input) then ends the process with exit status 1 and
+one line::
 
     error: <what is wrong, naming the key, file or line>
 
-Any other exception is a bug and keeps its traceback. With absl's ``--verbosity`` given,
-user errors keep their traceback too.
+Any other exception, a ``ValueError`` from numpy or JAX included, is a bug and keeps its
+traceback. With absl's ``--verbosity`` given, user errors keep their traceback too.
 """
 
 from __future__ import annotations
@@ -18,13 +19,7 @@ from collections.abc import Callable
 
 from absl import app, flags, logging
 
-
-# Failures a user can fix from the message alone: a bad config value, missing input files, a
-# damaged checkpoint or artifact, a diverging run. The command lines print them without a
-# traceback.
-def user_errors() -> tuple[type[Exception], ...]:
-  from pep_jax.train.checkpoint import CheckpointError  # pylint: disable=import-outside-toplevel
-  return (ValueError, FileNotFoundError, FileExistsError, CheckpointError, FloatingPointError)
+from pep_jax.errors import UserError
 
 
 def one_line(text: str) -> str:
@@ -49,14 +44,14 @@ def _verbose() -> bool:
 
 
 def exit_on_user_error(fn: Callable, *args, **kwargs):
-  """Runs ``fn``; a :func:`user_errors` exception exits with ``error: <message>``.
+  """Runs ``fn``; a :class:`UserError` exits with ``error: <message>``.
 
   With absl's ``--verbosity`` given on the command line the exception propagates with its
   traceback instead.
   """
   try:
     return fn(*args, **kwargs)
-  except user_errors() as e:
+  except UserError as e:
     if _verbose():
       raise
     raise fail(f'{e} (add --verbosity=1 for the traceback)') from e

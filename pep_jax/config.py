@@ -10,6 +10,7 @@ from __future__ import annotations
 import ml_collections
 
 from pep_jax.data.config import data_defaults
+from pep_jax.errors import ConfigError
 from pep_jax.layers.embedding import EMBEDDINGS  # noqa: F401  (documented alongside)
 from pep_jax.models.ctr import MODELS
 from pep_jax.ops.threshold import GATES, GRANULARITIES
@@ -19,12 +20,11 @@ from pep_jax.ops.threshold import GATES, GRANULARITIES
 STAGES = ('all', 'search', 'prune', 'retrain', 'evaluate')
 
 UPDATES = ('dense', 'rows')  # optimizer.updates
-ROWS_METHODS = ('pep', 'ue')  # the methods optimizer.updates='rows' supports
 
-# Keys that may change between runs sharing a work directory without changing any result.
+# Keys that may change between runs sharing a work directory without changing any result
+# (each method adds its own: pep_jax.methods.resumable_keys).
 RESUMABLE_KEYS = ('stage', 'methods', 'train.log_every_steps', 'train.eval_batch_size',
                   'train.steps_per_dispatch', 'train.parallel_runs',
-                  'ue.dims', 'retrain.init',
                   'mesh.data', 'mesh.table')
 
 
@@ -65,7 +65,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.optimizer.clip_norm = 100.0
   # dense: every row of the table, its thresholds and moments every step (the public code's
   # optimizer). rows: only the rows a batch looks up, with the coupled-L2 steps a row missed
-  # applied when it is next looked up (pep_jax/train/sparse.py); methods pep and ue only.
+  # applied when it is next looked up (pep_jax/train/sparse.py); for the methods that declare
+  # rows_mode (pep and ue).
   c.optimizer.updates = 'dense'  # ('updates': ConfigDict.update is a method, not a key)
   c.optimizer.rows_sync_steps = 1000  # rows mode: every row brought up to date this often
 
@@ -142,7 +143,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 def validate(config) -> None:
-  """Raises ``ValueError`` naming the first config key with an unusable value."""
+  """Raises :class:`ConfigError` naming the first config key with an unusable value."""
   checks = [
       ('stage', config.stage in STAGES, STAGES),
       ('model.name', config.model.name in MODELS, MODELS),
@@ -153,19 +154,14 @@ def validate(config) -> None:
   ]
   for key, ok, allowed in checks:
     if not ok:
-      raise ValueError(f'config key {key}: got {_get(config, key)!r}, expected one of {allowed}')
+      raise ConfigError(f'config key {key}: got {_get(config, key)!r}, expected one of {allowed}')
   if config.model.name == 'lr':
-    raise ValueError("config key model.name: 'lr' has no embedding table, so there is nothing "
+    raise ConfigError("config key model.name: 'lr' has no embedding table, so there is nothing "
                      'for config.methods to size; choose fm, deepfm, autoint, autoint_plus or '
                      'autoint_lr (pep_jax.models.ctr.LR stays importable as a reference model)')
   if config.optimizer.updates == 'rows':
-    others = [m for m in config.methods if m not in ROWS_METHODS]
-    if others:
-      raise ValueError(f"config key optimizer.updates: 'rows' updates the shared table of "
-                       f'methods {ROWS_METHODS}; config.methods also has {others} (use '
-                       "optimizer.updates='dense' for them)")
     if config.optimizer.name != 'adam' or config.optimizer.decoupled_weight_decay:
-      raise ValueError("config key optimizer.updates: 'rows' implements the faithful Adam with "
+      raise ConfigError("config key optimizer.updates: 'rows' implements the faithful Adam with "
                        'coupled L2 (optimizer.decoupled_weight_decay=False)')
   positive = ('embedding.dim', 'optimizer.rows_sync_steps', 'train.batch_size', 'train.eval_batch_size', 'train.max_epochs',
               'train.patience', 'train.checkpoint_every_steps', 'train.log_every_steps',
@@ -174,23 +170,23 @@ def validate(config) -> None:
               'embedding.gate_scale')
   for key in positive:
     if not _get(config, key) > 0:
-      raise ValueError(f'config key {key}: must be positive, got {_get(config, key)!r}')
+      raise ConfigError(f'config key {key}: must be positive, got {_get(config, key)!r}')
   if not config.prune.budgets:
-    raise ValueError('config key prune.budgets: give at least one budget')
+    raise ConfigError('config key prune.budgets: give at least one budget')
   for key in ('mesh.data', 'mesh.table'):
     if not (_get(config, key) == -1 or _get(config, key) > 0):
-      raise ValueError(f'config key {key}: expected a positive size or -1 (all remaining '
+      raise ConfigError(f'config key {key}: expected a positive size or -1 (all remaining '
                        f'devices), got {_get(config, key)!r}')
   if config.mesh.data == -1 and config.mesh.table == -1:
-    raise ValueError('config keys mesh.data and mesh.table: at most one of them may be -1')
+    raise ConfigError('config keys mesh.data and mesh.table: at most one of them may be -1')
   if not config.train.parallel_runs >= 0:
-    raise ValueError(f'config key train.parallel_runs: must be 0 (automatic) or positive, got '
+    raise ConfigError(f'config key train.parallel_runs: must be 0 (automatic) or positive, got '
                      f'{config.train.parallel_runs!r}')
   if not config.mesh.row_multiple > 0:
-    raise ValueError(f'config key mesh.row_multiple: must be positive, got '
+    raise ConfigError(f'config key mesh.row_multiple: must be positive, got '
                      f'{config.mesh.row_multiple!r}')
   if any(int(d) <= 0 for d in config.ue.dims):
-    raise ValueError(f'config key ue.dims: widths must be positive, got {config.ue.dims}')
+    raise ConfigError(f'config key ue.dims: widths must be positive, got {config.ue.dims}')
 
 
 def _get(config, dotted: str):
@@ -209,6 +205,22 @@ def flatten(config, prefix: str = '') -> dict:
     else:
       out[name] = _as_json(value)
   return out
+
+
+def from_flat(flat: dict) -> ml_collections.ConfigDict:
+  """The config from its flattened form (a work directory's or an artifact's ``config.json``).
+
+  Raises:
+    KeyError, AttributeError, TypeError: for a key whose parent the default config lacks.
+  """
+  config = default_config()
+  for key, value in flat.items():
+    *parents, leaf = key.split('.')
+    node = config
+    for part in parents:
+      node = node[part]
+    node[leaf] = tuple(value) if isinstance(value, list) else value
+  return config
 
 
 def _as_json(value):

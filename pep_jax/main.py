@@ -9,7 +9,7 @@ from ml_collections import config_flags
 
 from pep_jax import cli
 from pep_jax.parallel import initialize_distributed
-from pep_jax.train import experiment
+from pep_jax import experiment
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)

@@ -10,7 +10,7 @@ import pytest
 from configs import demo
 from pep_jax import analysis
 from pep_jax.data import load_dataset
-from pep_jax.methods.pep import find_tickets
+from pep_jax.workdir import find_tickets
 
 
 def test_feature_counts_match_a_counter():

@@ -3,8 +3,8 @@
 Every case encodes a small random table and keeps the dense ``[N, D]`` numpy table it stands
 for. Layouts with a projection (fieldwidth, mde) use entries on a grid of 1/8 in [-1, 1], so
 every product and sum of the few terms a row needs is exact in float32 in any order: their
-lookups must match the numpy table exactly too. Stored bytes are compared with the methods'
-accounting, called the way each method calls it.
+lookups must match the numpy table exactly too. Stored bytes are compared with each layout's
+bytes formula as the methods document it (docs/methods.md), computed by hand.
 """
 
 import types
@@ -18,8 +18,8 @@ import pytest
 from pep_jax.config import default_config
 from pep_jax.layers import compact
 from pep_jax.layers.embedding import FieldWidthEmbedding, field_offsets
-from pep_jax.methods import dartsemb, mde, mgqe, pep, sseds, ue
-from pep_jax.methods.base import Candidate
+from pep_jax.methods import dartsemb, mde, mgqe, sseds
+from pep_jax.methods.base import Candidate, sparse_table_bytes
 
 FIELD_DIMS = (5, 1, 7, 3)  # one field of a single feature
 NUM_ROWS = sum(FIELD_DIMS)
@@ -28,13 +28,12 @@ BATCH = 24
 
 class Case(NamedTuple):
   """An encoded table: ``arrays`` stand for ``table [N, D]``; ``accounted`` are the bytes its
-  method reports and ``extra`` the bytes the layout stores beyond them."""
+  layout's formula gives."""
 
   lookup: Callable
   arrays: dict
   table: np.ndarray
   accounted: int
-  extra: int = 0
 
 
 def grid(rng, shape) -> np.ndarray:
@@ -43,7 +42,7 @@ def grid(rng, shape) -> np.ndarray:
 
 
 def context(dim: int, counts=None, **sections) -> Any:
-  """What the methods' ``account`` reads of a :class:`pep_jax.methods.base.Context`."""
+  """What the methods' ``size`` reads of a :class:`pep_jax.methods.base.Context`."""
   config = default_config()
   config.embedding.dim = dim
   for section, values in sections.items():
@@ -75,21 +74,16 @@ def sparse_table(rng, dim: int) -> np.ndarray:
 def dense_case(rng) -> Case:
   dim = 12
   table = rng.standard_normal((NUM_ROWS, dim)).astype(np.float32)
-  cand = Candidate('ue', f'ue_d{dim}', f'd={dim}', info={'dim': dim})
-  accounted = ue.account(context(dim), cand, None, None, None)['bytes']
+  accounted = 4 * NUM_ROWS * dim
   return Case(compact.dense_lookup, compact.encode_dense(table), table, accounted)
 
 
 def pruned_case(dim: int, encode: Callable, lookup: Callable):
-  """A PEP ticket's table, accounted by :func:`pep_jax.methods.pep.account`."""
+  """A PEP ticket's table: ``N (b + 4) + 4 nnz`` (bitmask) or ``5 nnz + 4 (N + 1)`` (csr)."""
 
   def make(rng) -> Case:
     table = sparse_table(rng, dim)
-    nonzeros = int((table != 0).sum())
-    stage = types.SimpleNamespace(embedding=types.SimpleNamespace(dim=dim),
-                                  embedding_call=lambda state, name, constants: nonzeros)
-    cand = Candidate('pep', 'pep_b1', 'b1', info={'ticket': {'field_mean_size': None}})
-    accounted = pep.account(context(dim), cand, stage, None, None)['bytes']
+    accounted = sparse_table_bytes(int((table != 0).sum()), NUM_ROWS, dim)
     return Case(lookup, encode(table), table, accounted)
 
   return make
@@ -104,8 +98,7 @@ def fieldwidth_case(rng) -> Case:
   for f, start in enumerate(field_offsets(FIELD_DIMS)):
     if widths[f]:
       table[start:start + FIELD_DIMS[f]] = params[f'field_{f}'] @ params[f'proj_{f}']
-  cand = Candidate('dartsemb', 'dartsemb_c1', '{1}', info={'widths': list(widths)})
-  accounted = dartsemb.account(context(dim), cand, None, None, None)['bytes']
+  accounted = dartsemb.accounting(FIELD_DIMS, widths, dim)['bytes']
   return Case(compact.fieldwidth_lookup, compact.encode_fieldwidth(params), table, accounted)
 
 
@@ -120,13 +113,14 @@ def fieldcols_case(rng) -> Case:
   cand = Candidate('sseds', 'sseds_b1', 'b1', info={'budget': 1})
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(sseds, 'load_mask', lambda ctx, budget: mask)
-    accounted = sseds.account(ctx, cand, None, None, None)['bytes']
+    params = sseds.size(ctx, cand, None, None, None)['params']
+  accounted = 4 * params + len(FIELD_DIMS) * -(-dim // 8)  # values and a bit per column
   return Case(compact.fieldcols_lookup, compact.encode_fieldcols(table, mask, FIELD_DIMS),
               table * mask[field_of_row], accounted)
 
 
 def mde_case(num_blocks: int, alpha: float):
-  """An MDE table cut as :mod:`pep_jax.methods.mde` cuts it, accounted by ``mde.account``."""
+  """An MDE table cut as :mod:`pep_jax.methods.mde` cuts it, counted by ``mde.accounting``."""
 
   def make(rng) -> Case:
     dim, counts = 12, skewed_counts(rng)
@@ -140,8 +134,7 @@ def mde_case(num_blocks: int, alpha: float):
       b = block[row]
       entries = params[f'block_{b}'][local[row]]
       table[row] = entries @ params[f'proj_{b}'] if f'proj_{b}' in params else entries
-    cand = Candidate('mde', 'mde_x', 'x', info={'dim': dim, 'blocks': num_blocks, 'alpha': alpha})
-    accounted = mde.account(context(dim, counts), cand, None, None, None)['bytes']
+    accounted = mde.accounting(sizes, widths, dim, NUM_ROWS)['bytes']
     return Case(compact.mde_lookup, compact.encode_mde(params, block, local), table, accounted)
 
   return make
@@ -156,7 +149,7 @@ def codes_from(rng, limits: np.ndarray, subspaces: int, num_centroids: int, sub_
 
 
 def mgqe_case(frequent_fraction: float, rare_centroid_fraction: float):
-  """MGQE's tiers (``mgqe.account``): 64 centroids, 3 subspaces of 2; with a rare fraction of
+  """MGQE's tiers (``mgqe.accounting``): 64 centroids, 3 subspaces of 2; with a rare fraction of
   1/8 the rare rows may use 8 centroids: 6- and 3-bit codes, rows of 18 and 9 bits."""
 
   def make(rng) -> Case:
@@ -164,14 +157,12 @@ def mgqe_case(frequent_fraction: float, rare_centroid_fraction: float):
     ctx = context(dim, skewed_counts(rng),
                   mgqe={'frequent_fraction': frequent_fraction,
                         'rare_centroid_fraction': rare_centroid_fraction})
-    limits = mgqe._limits(ctx, num_centroids)  # the limits mgqe.account counts
+    limits = mgqe._limits(ctx, num_centroids)  # the limits the method trains with
     codes, centroids, table = codes_from(rng, limits, subspaces, num_centroids,
                                          dim // subspaces)
-    cand = Candidate('mgqe', 'mgqe_x', 'x',
-                     info={'dim': dim, 'subspaces': subspaces, 'centroids': num_centroids})
-    accounted = mgqe.account(ctx, cand, None, None, None)['bytes']
+    accounted = mgqe.accounting(NUM_ROWS, dim, subspaces, num_centroids, limits)['bytes']
     return Case(compact.codes_lookup, compact.encode_codes(codes, centroids, limits), table,
-                accounted, extra=len(np.unique(limits)))
+                accounted)
 
   return make
 
@@ -184,7 +175,7 @@ def three_tier_case(rng) -> Case:
   codes, centroids, table = codes_from(rng, limits, subspaces, num_centroids, 1)
   accounted = mgqe.accounting(NUM_ROWS, dim, subspaces, num_centroids, limits)['bytes']
   return Case(compact.codes_lookup, compact.encode_codes(codes, centroids, limits), table,
-              accounted, extra=3)
+              accounted)
 
 
 CASES = {
@@ -240,7 +231,7 @@ def test_lookup_reads_back_the_table(case):
 
 
 def test_stored_bytes_are_the_accounting(case):
-  assert compact.nbytes(case.arrays) == case.accounted + case.extra
+  assert compact.nbytes(case.arrays) == case.accounted
 
 
 def test_lookup_traces_once(case):

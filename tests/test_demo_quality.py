@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from configs import demo
-from pep_jax.train import experiment
+from pep_jax import experiment
 
 
 @pytest.fixture(scope='module')

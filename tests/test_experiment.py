@@ -13,7 +13,7 @@ import pytest
 
 from configs import demo
 from pep_jax.data import load_dataset, pipeline
-from pep_jax.train import experiment
+from pep_jax import experiment
 from pep_jax.train.checkpoint import CheckpointError
 from pep_jax.train.loop import NonFiniteLossError
 from pep_jax.train.setup import build_stage

@@ -15,8 +15,9 @@ import pytest
 
 from configs import demo
 from pep_jax import export, serving
+from pep_jax.layers import compact
 from pep_jax.data.base import Split
-from pep_jax.train import experiment
+from pep_jax import experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -71,8 +72,8 @@ def test_manifest_records_sizes_checksums_and_the_check(artifact, ticket_run):
   with open(os.path.join(out, 'manifest.json')) as f:
     assert json.load(f) == manifest
   assert manifest['format_version'] == serving.FORMAT_VERSION
-  assert manifest['run'] == 'pep_b1472' and manifest['kind'] == 'masked'
-  assert manifest['model']['layout'] == export.DEFAULT_LAYOUT
+  assert manifest['run'] == 'pep_b1472' and manifest['method'] == 'pep'
+  assert manifest['model']['layout'] == 'bitmask'  # the default up to 32 dimensions
   assert set(manifest['files']) == {'config.json', 'weights.npz', 'scorer.jaxexport'}
   for name, facts in manifest['files'].items():
     assert serving.sha256_file(os.path.join(out, name)) == facts['sha256']
@@ -104,7 +105,7 @@ def test_the_compact_table_is_the_masked_table(artifact, ticket_run):
   w = {k[len('params/embedding/'):]: v for k, v in scorer.weights.items()
        if k.startswith('params/embedding/')}
   gids = jnp.arange(ticket_run.num_rows)[:, None]
-  rows = serving.bitmask_rows(w['bits'], w['offsets'], w['values'], gids, ticket_run.dim)
+  rows = compact.bitmask_lookup(w, None, gids, ticket_run.dim)
   np.testing.assert_array_equal(np.asarray(rows)[:, 0], effective)
   np.testing.assert_array_equal(scorer.weights['params/linear/weight'],
                                 params['linear']['weight'][:ticket_run.num_rows])
@@ -119,10 +120,10 @@ def test_a_field_with_every_row_pruned(ticket_run, layout):
   mask[start:start + dims[2]] = False  # field 2: every feature pruned
   pruned = export.Run(**{**run.__dict__, 'constants': {'ticket': {'embedding': {
       'mask': jax.device_put(mask, run.stage.row_sharding)}}}})
-  got_layout, flat = export.compact_weights(pruned, layout)
-  assert got_layout == layout
-  embedding = {k.split('/')[-1]: v for k, v in flat.items() if k.startswith('params/embedding/')}
-  model = serving.compact_model(run.config, dims, layout, run.dim, embedding)
+  stored, flat = export.compact_weights(pruned, layout)
+  assert stored.layout == layout
+  model = serving.compact_model(run.config, dims, run.method.layouts[layout], run.dim,
+                                stored.arrays)
   score = jax.jit(serving.score_function(model))
   ids, _ = adversarial_ids(run, np.random.default_rng(1), mask[:run.num_rows])
   got = np.asarray(score({k: jnp.asarray(v) for k, v in flat.items()}, jnp.asarray(ids, jnp.int32)))
@@ -131,7 +132,7 @@ def test_a_field_with_every_row_pruned(ticket_run, layout):
 
 def test_uniform_run_exports_its_dense_table(workdir, tmp_path):
   manifest = export.export(workdir, str(tmp_path / 'ue'), run='ue_d8')
-  assert manifest['kind'] == 'plain' and manifest['model']['layout'] == 'dense'
+  assert manifest['method'] == 'ue' and manifest['model']['layout'] == 'dense'
   assert manifest['compact_bytes'] == manifest['dense_table_bytes'] == 368 * 8 * 4
   run = export.load_run(workdir, 'ue_d8')
   ids, _ = adversarial_ids(run, np.random.default_rng(2), np.ones((368, 8)))
@@ -146,17 +147,20 @@ def test_layouts_reproduce_the_table(dim):
   table[rng.random(table.shape) < 0.7] = 0
   table[10:20] = 0  # a field of empty rows
   gids = rng.integers(0, 60, size=(9, 5))
-  for layout in ('dense', 'bitmask', 'csr'):
+  layouts = {'dense': (compact.encode_dense, compact.dense_lookup),
+             'bitmask': (compact.encode_bitmask, compact.bitmask_lookup),
+             'csr': (compact.encode_csr, compact.csr_lookup)}
+  for layout, (encode, lookup) in layouts.items():
     if layout == 'bitmask' and dim > 32:
       with pytest.raises(ValueError, match='csr'):
-        serving.ENCODERS[layout](table)
+        encode(table)
       continue
-    arrays = {k: jnp.asarray(v) for k, v in serving.ENCODERS[layout](table).items()}
-    got = serving.LOOKUPS[layout](arrays, None, jnp.asarray(gids), dim)
+    arrays = {k: jnp.asarray(v) for k, v in encode(table).items()}
+    got = lookup(arrays, None, jnp.asarray(gids), dim)
     np.testing.assert_array_equal(np.asarray(got), table[gids], err_msg=layout)
-    empty = serving.ENCODERS[layout](np.zeros((4, dim), np.float32))
-    got = serving.LOOKUPS[layout]({k: jnp.asarray(v) for k, v in empty.items()}, None,
-                                  jnp.zeros((2, 3), jnp.int32), dim)
+    empty = encode(np.zeros((4, dim), np.float32))
+    got = lookup({k: jnp.asarray(v) for k, v in empty.items()}, None,
+                 jnp.zeros((2, 3), jnp.int32), dim)
     assert not np.asarray(got).any()
 
 
@@ -240,7 +244,7 @@ def test_export_command_line(workdir, tmp_path):
                          f'--out={out}', '--layout=csr'], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=180)
   assert proc.returncode == 0, proc.stderr
-  assert 'exported pep_b1472 (masked, layout csr)' in proc.stdout
+  assert 'exported pep_b1472 (pep, layout csr)' in proc.stdout
   assert serving.load(str(out)).manifest['model']['layout'] == 'csr'
   proc = subprocess.run([sys.executable, '-m', 'pep_jax.export', f'--workdir={tmp_path}/none',
                          f'--out={tmp_path}/x'], cwd=ROOT, env=env, capture_output=True,
@@ -266,3 +270,16 @@ def test_a_manifest_entry_without_its_checksum_is_refused(artifact, tmp_path):
   json.dump(manifest, open(path, 'w'))
   with pytest.raises(serving.ArtifactError, match='weights.npz lacks its bytes or sha256'):
     serving.load(copy)
+
+
+@pytest.mark.parametrize('key', ['model', 'method'])
+def test_a_manifest_without_its_model_facts_is_refused_naming_the_key(artifact, tmp_path, key):
+  copy = str(tmp_path / 'copy')
+  shutil.copytree(artifact[0], copy)
+  path = os.path.join(copy, 'manifest.json')
+  manifest = json.load(open(path))
+  del manifest[key]
+  json.dump(manifest, open(path, 'w'))
+  with pytest.raises(serving.ArtifactError, match=f'lacks the key {key}') as error:
+    serving.load(copy)
+  assert path in str(error.value)

@@ -11,7 +11,7 @@ import pytest
 from configs import demo
 from pep_jax import export, predict, serving
 from pep_jax.data import avazu, cache, criteo, movielens
-from pep_jax.train import experiment
+from pep_jax import experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CATS = [b'68fd1e64', b'80e26c9b', b'fb936136', b'', b'7e0ccccf']

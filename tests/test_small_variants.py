@@ -7,7 +7,7 @@ import numpy as np
 
 from configs import criteo_fm
 from pep_jax import analysis
-from pep_jax.train import experiment
+from pep_jax import experiment
 
 
 def write_criteo_sample(path, rows: int, seed: int = 0) -> None:

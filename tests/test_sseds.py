@@ -12,7 +12,7 @@ from configs import demo
 from pep_jax.data import load_dataset, pipeline
 from pep_jax.methods import sseds
 from pep_jax.methods.base import Context
-from pep_jax.train import experiment
+from pep_jax import experiment
 from pep_jax.train.setup import build_stage
 from pep_jax.train.steps import weighted_bce
 
@@ -174,11 +174,11 @@ def test_projection_starts_as_the_masked_model(finished, data, init):
   for align in ('pad', 'projection'):
     config = tiny(align=align, init=init)
     ctx = Context(config, data, workdir, None)
-    cand = sseds.candidates(ctx, search=False)[1]
+    cand = sseds.candidates(ctx)[1]
     stage = sseds.build(ctx, cand)
     state, constants = sseds.initial(ctx, cand, stage)
     probs[align] = np.asarray(stage.eval_step(state, batch, constants))
-    size = sseds.account(ctx, cand, stage, state, constants)
+    size = sseds.size(ctx, cand, stage, state, constants)
     kept = np.asarray(size['field_mean_size'])
     entries = int((kept * np.asarray(data.field_dims)).sum())
     assert size['params'] == entries + (int(kept.sum()) * 8 if align == 'projection' else 0)

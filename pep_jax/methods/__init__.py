@@ -1,4 +1,4 @@
-"""Embedding-size methods, each one module with the same entry points (see :mod:`.base`).
+"""Embedding-size methods, each one module ending in a :class:`.base.Method` (see :mod:`.base`).
 
 =========  ===============================================================================
 ue         uniform embeddings at each width of ``ue.dims`` (no search)
@@ -9,21 +9,42 @@ mgqe       MGQE: product-quantised embeddings, more centroids for frequent featu
 dartsemb   DartsEmb: differentiable search over candidate widths per field, then retrained
 =========  ===============================================================================
 
-``config.methods`` lists what ``stage=all`` runs; :func:`get` resolves a name.
+:data:`METHODS` is the one registry: ``config.methods`` names what ``stage=all`` runs and
+:func:`get` resolves a name. Nothing else lists the methods.
 """
 
+from pep_jax.errors import ConfigError
 from pep_jax.methods import dartsemb, mde, mgqe, pep, sseds, ue
+from pep_jax.methods.base import Method
 
-METHODS = {'ue': ue, 'pep': pep, 'sseds': sseds, 'mde': mde, 'mgqe': mgqe, 'dartsemb': dartsemb}
+METHODS: dict[str, Method] = {m.name: m for m in (
+    ue.METHOD,
+    pep.METHOD,
+    sseds.METHOD,
+    mde.METHOD,
+    mgqe.METHOD,
+    dartsemb.METHOD,
+)}
 
 
-def get(name: str):
-  """The module of method ``name``.
+def get(name: str) -> Method:
+  """The method named ``name``.
 
   Raises:
-    ValueError: naming ``methods``, for an unknown name.
+    ConfigError: naming ``methods``, for an unknown name.
   """
   if name not in METHODS:
-    raise ValueError(f'config key methods: unknown method {name!r}; expected some of '
-                     f'{tuple(METHODS)}')
+    raise ConfigError(f'config key methods: unknown method {name!r}; expected some of '
+                      f'{tuple(METHODS)}')
   return METHODS[name]
+
+
+def labels() -> dict[str, str]:
+  """``{series: label}`` of every method's summary rows and plot curves."""
+  return {series: label for m in METHODS.values() for series, label in m.labels.items()}
+
+
+def resumable_keys() -> tuple[str, ...]:
+  """Config keys of every method that may change in a work directory without changing a
+  result."""
+  return tuple(k for m in METHODS.values() for k in m.resumable_keys)

@@ -1,79 +1,42 @@
-"""What every embedding-size method shares: the protocol, its run context and accounting helpers.
+"""What every embedding-size method provides, the context it runs in, and accounting helpers.
 
-A method is one module of :mod:`pep_jax.methods` with five functions:
-
-    candidates(ctx, search: bool) -> list[Candidate]
-        Runs (or resumes, or with ``search=False`` only reads) the method's search and returns
-        the slim models it proposes.
-    build(ctx, candidate) -> Stage
-        The stage that trains the candidate: its embedding layer inside the configured model.
-    initial(ctx, candidate, stage) -> (state, constants)
-        Where training the candidate starts, and the non-trained arrays its layer reads.
-    check(ctx) -> None
-        Raises ``ValueError`` naming the config key of a setting it cannot use, before anything
-        runs.
-    account(ctx, candidate, stage, state, constants) -> dict
-        The embedding part's stored size: ``params`` (entries, projections, centroids and codes
-        included) and ``bytes`` (index overhead included), and ``field_mean_size`` (mean width per
-        field) or None where the method has no per-field widths.
-
-:func:`pep_jax.train.experiment.run` loops over ``config.methods`` and never tests a method's
-name; adding a method is one module plus one line in :data:`pep_jax.methods.METHODS` and its
-config section.
+A method is one module of :mod:`pep_jax.methods` that ends with a :class:`Method`: a record of
+functions, typed the way optax types a ``GradientTransformation``, listed once in
+:data:`pep_jax.methods.METHODS`. The experiment driver, the exporter, the server, the summary
+and the analyses reach a method only through these fields and never test its name. Adding a
+method is its module, one line in the registry and its config section (``docs/methods.md``
+has the checklist).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import contextlib
-import fcntl
-import os
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
+import jax
 import numpy as np
 
+from pep_jax import workdir as wd
 from pep_jax.data.base import CTRDataset
+from pep_jax.errors import ConfigError, InputError
+from pep_jax.layers import compact as compact_lib
 from pep_jax.train import fit
 from pep_jax.train.logging import MetricWriter
+from pep_jax.train.setup import Stage
 
 FLOAT_BYTES = 4  # float32 entries
 
 
 @dataclasses.dataclass
 class Context:
-  """One experiment: its config, data, work directory and metric writer."""
+  """One experiment: its config, data, work directory (a path) and metric writer."""
 
   config: Any
   data: CTRDataset
   workdir: str
-  writer: MetricWriter
+  writer: MetricWriter | None
   _train_counts: np.ndarray | None = dataclasses.field(default=None, repr=False)
-
-  @contextlib.contextmanager
-  def run_lock(self, run: str):
-    """Holds the run's lock file while it trains: runs may train in parallel processes (two
-    methods may ask for the same run, e.g. SSEDS for the uniform model it scores), never one
-    run twice at once."""
-    os.makedirs(self.run_dir(run), exist_ok=True)
-    with open(os.path.join(self.run_dir(run), '.lock'), 'w') as f:
-      fcntl.flock(f, fcntl.LOCK_EX)
-      try:
-        yield
-      finally:
-        fcntl.flock(f, fcntl.LOCK_UN)
-
-  def run_dir(self, run: str) -> str:
-    return os.path.join(self.workdir, 'retrain', run)
-
-  def finished(self, run: str) -> dict | None:
-    """The result of a finished run (``result.json``), or None."""
-    return read_json(os.path.join(self.run_dir(run), 'result.json'))
-
-  def was_finished(self, run: str) -> bool:
-    """Whether a run finished, including one whose result the evaluate stage set aside."""
-    path = os.path.join(self.run_dir(run), 'result.json')
-    return os.path.exists(path) or os.path.exists(path + '.previous')
 
   def train_counts(self) -> np.ndarray:
     """Occurrences of every feature in the training split (:func:`feature_counts`), counted
@@ -93,12 +56,14 @@ class Candidate:
   """One slim model a method's search proposes.
 
   Attributes:
-    method: the name its summary rows carry (``'pep'``, ``'pep_random'``, ``'sseds'``, ...).
-    run: its folder under ``workdir/retrain/``.
+    method: the name of the method that trains it (a key of ``METHODS``).
+    run: its run folder (:func:`pep_jax.workdir.run_name`).
     setting: what distinguishes it from the method's other candidates, readable (``'b0.1'``).
     report: JSON-serialisable facts its summary row carries (``budget``, ``search_seconds``,
-      ``field_mean_size``, ...).
-    info: what its module needs to build it (not reported).
+      ...).
+    info: JSON-serialisable facts its method needs to build it (not reported).
+    series: the curve its summary row belongs to (``'pep_random'`` for a ticket retrained from
+      a random table); the method's name by default.
   """
 
   method: str
@@ -106,49 +71,150 @@ class Candidate:
   setting: str
   report: dict = dataclasses.field(default_factory=dict)
   info: dict = dataclasses.field(default_factory=dict)
+  series: str | None = None
+
+  @property
+  def label(self) -> str:
+    """The name its summary row carries: its series."""
+    return self.series or self.method
+
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_json(cls, document: dict) -> Candidate:
+    return cls(**document)
 
 
-def fit_candidate(ctx: Context, method, cand: Candidate) -> dict:
+class Compact(NamedTuple):
+  """A trained embedding as it is stored: a layout's name and its arrays (host numpy).
+
+  ``bytes`` is what the artifact stores for the embedding; the summary's ``bytes`` column is
+  this same number, so accounting and artifact cannot disagree.
+  """
+
+  layout: str
+  arrays: dict[str, np.ndarray]
+
+  @property
+  def bytes(self) -> int:
+    return compact_lib.nbytes(self.arrays)
+
+
+# (arrays, per-field ids [B, F], global rows [B, F], width D) -> embeddings [B, F, D]
+Lookup = Callable[[dict, jax.Array, jax.Array, int], jax.Array]
+
+
+class Method(NamedTuple):
+  """An embedding-size method: everything the driver, export and serving ask of it.
+
+  Attributes:
+    name: its key in ``METHODS``, its config section and its run folders' prefix.
+    labels: ``{series: label}`` for the summary and plots (a method with a single series
+      maps its name).
+    check: ``(ctx) -> None``; raises :class:`pep_jax.errors.ConfigError` naming a key it
+      cannot use, before anything runs.
+    search: ``(ctx) -> None``; runs, resumes or (when finished) skips the method's search. A
+      method without a search does nothing.
+    candidates: ``(ctx) -> list[Candidate]``; the slim models its finished search proposes,
+      reading only; raises :class:`pep_jax.errors.MissingError` when the search has not run.
+    build: ``(ctx, candidate) -> Stage``; the model around the candidate's embedding layer.
+    initial: ``(ctx, candidate, stage) -> (state, constants)``; where training starts and the
+      non-trained arrays its layer reads.
+    size: ``(ctx, candidate, stage, state, constants) -> dict``; ``params`` stored (entries,
+      projections, centroids and codes) and ``field_mean_size`` (mean width per field, or
+      None).
+    compact: ``(ctx, candidate, stage, state, constants, layout) -> Compact``; the trained
+      embedding in its stored layout (``layout``: a requested one, or None for the default).
+    layouts: ``{layout: lookup}``; how each stored layout is looked up when served.
+    search_stage: ``(ctx) -> (stage, batch_map)`` whose train step the search runs
+      (``batch_map(step, batch)`` adds per-step inputs, or None), for timing; None for a
+      method without a search.
+    rows_mode: whether it trains with ``optimizer.updates='rows'``.
+    resumable_keys: its config keys that may change in a work directory without changing a
+      result (more candidates, another ablation).
+  """
+
+  name: str
+  labels: Mapping[str, str]
+  check: Callable[[Context], None]
+  search: Callable[[Context], None]
+  candidates: Callable[[Context], list[Candidate]]
+  build: Callable[[Context, Candidate], Stage]
+  initial: Callable[[Context, Candidate, Stage], tuple[Any, dict]]
+  size: Callable[..., dict]
+  compact: Callable[..., Compact]
+  layouts: Mapping[str, Lookup]
+  search_stage: Callable[[Context], tuple[Stage, Callable | None]] | None = None
+  rows_mode: bool = False
+  resumable_keys: tuple[str, ...] = ()
+
+
+def no_search(ctx: Context) -> None:
+  del ctx
+
+
+def embedding_arrays(stage: Stage, state, constants: dict) -> tuple[dict, dict]:
+  """The embedding layer's parameters and constants on the host (``{name: array}`` each)."""
+  params = jax.device_get(state.params['embedding'])
+  host = jax.device_get(constants)
+  layer_constants = {k: v for collection in host.values()
+                     for k, v in collection.get('embedding', {}).items()}
+  del stage
+  return ({k: np.asarray(v) for k, v in params.items()},
+          {k: np.asarray(v) for k, v in layer_constants.items()})
+
+
+def sparse_compact(ctx: Context, stage: Stage, state, constants, layout: str | None) -> Compact:
+  """A masked table's non-zero entries: ``bitmask`` up to 32 dimensions, else ``csr``.
+
+  Raises:
+    InputError: naming ``--layout`` for another layout, or bitmask above 32 dimensions.
+  """
+  params, consts = embedding_arrays(stage, state, constants)
+  rows = ctx.data.num_features
+  table = params['table'][:rows]
+  effective = table * consts['mask'][:rows].astype(table.dtype)
+  layout = layout or ('bitmask' if table.shape[1] <= 32 else 'csr')
+  if layout not in SPARSE_LOOKUPS or (layout == 'bitmask' and table.shape[1] > 32):
+    raise InputError(f'--layout={layout}: a pruned table of {table.shape[1]} dimensions is '
+                     f'stored as {"bitmask or csr" if table.shape[1] <= 32 else "csr"}')
+  encode = compact_lib.encode_bitmask if layout == 'bitmask' else compact_lib.encode_csr
+  return Compact(layout, encode(effective))
+
+
+SPARSE_LOOKUPS: dict[str, Lookup] = {'bitmask': compact_lib.bitmask_lookup,
+                                     'csr': compact_lib.csr_lookup}
+
+
+def fit_candidate(ctx: Context, method: Method, cand: Candidate) -> dict:
   """Trains one candidate of ``method`` to its best validation state, or reads its result.
 
   Returns:
-    The run's ``result.json``: the method's accounting (``params``, ``bytes``,
-    ``field_mean_size``), ``nonzeros`` of the table where the layer has one, and the metrics of
-    :func:`pep_jax.train.fit.train_to_best`.
+    The run's ``result.json``: the method's accounting (``params``, ``bytes`` of its stored
+    layout, ``field_mean_size``), ``nonzeros`` of the table where the layer has one, and the
+    metrics of :func:`pep_jax.train.fit.train_to_best`.
   """
-  with ctx.run_lock(cand.run):
-    return _fit(ctx, method, cand)
-
-
-def _fit(ctx: Context, method, cand: Candidate) -> dict:
-  done = ctx.finished(cand.run)
-  if done is not None:
-    return done
-  stage = method.build(ctx, cand)
-  state, constants = method.initial(ctx, cand, stage)
-  result = fit.train_to_best(ctx.config, ctx.data, stage, state, constants,
-                             ctx.run_dir(cand.run), f'{cand.method} {cand.setting}', ctx.writer)
-  best = result['best_state']
-  size = method.account(ctx, cand, stage, best, constants)
-  nonzeros = None
-  if hasattr(stage.embedding, 'nonzeros'):
-    nonzeros = int(stage.embedding_call(best, 'nonzeros', constants))
-  return fit.finish(ctx.run_dir(cand.run), {**size, 'nonzeros': nonzeros, **result})
-
-
-def read_json(path: str) -> Any:
-  """The JSON document at ``path``, or None when there is none.
-
-  Raises:
-    ValueError: naming the file, when it exists but is not valid JSON.
-  """
-  if not os.path.exists(path):
-    return None
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except json.JSONDecodeError as e:
-    raise ValueError(f'{path} is not valid JSON ({e}); delete it to redo that step') from e
+  with wd.run_lock(ctx.workdir, cand.run):
+    wd.write_run_record(ctx.workdir, cand.run, {'method': method.name,
+                                                'candidate': cand.to_json()})
+    done = wd.result(ctx.workdir, cand.run)
+    if done is not None:
+      return done
+    stage = method.build(ctx, cand)
+    state, constants = method.initial(ctx, cand, stage)
+    result = fit.train_to_best(ctx.config, ctx.data, stage, state, constants,
+                               wd.run_dir(ctx.workdir, cand.run),
+                               f'{cand.label} {cand.setting}', ctx.writer)
+    best = result.pop('best_state')
+    size = method.size(ctx, cand, stage, best, constants)
+    stored = method.compact(ctx, cand, stage, best, constants, None)
+    nonzeros = None
+    if hasattr(stage.embedding, 'nonzeros'):
+      nonzeros = int(stage.embedding_call(best, 'nonzeros', constants))
+    return wd.finish(ctx.workdir, cand.run, {'params': size['params'], 'bytes': stored.bytes,
+                                             'field_mean_size': size['field_mean_size'],
+                                             'nonzeros': nonzeros, **result})
 
 
 def feature_counts(ids: np.ndarray, field_dims) -> np.ndarray:
@@ -170,14 +236,17 @@ def resolve_budgets(budgets, total: int, key: str) -> list[int]:
   """Budgets as absolute counts, largest first: ``<= 1`` a fraction of ``total``, else a count.
 
   Raises:
-    ValueError: naming ``key``, for a budget outside ``(0, total]``.
+    ConfigError: naming ``key``, for a budget outside ``(0, total]`` or a fractional count.
   """
   out = []
   for b in budgets:
+    if b > 1 and b != int(b):
+      raise ConfigError(f'config key {key}: budget {b} is neither a fraction (at most 1) nor a '
+                        'whole count of entries')
     count = int(round(b * total)) if b <= 1 else int(b)
     if count <= 0 or count > total:
-      raise ValueError(f'config key {key}: budget {b} means {count}, outside 1..{total} (the '
-                       f'uniform table has {total})')
+      raise ConfigError(f'config key {key}: budget {b} means {count}, outside 1..{total} (the '
+                        f'uniform table has {total})')
     out.append(count)
   return sorted(set(out), reverse=True)
 

@@ -12,7 +12,6 @@ retrained from scratch with those widths.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -21,21 +20,24 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from pep_jax import workdir as wd
 from pep_jax.data.pipeline import make_batch
+from pep_jax.errors import ConfigError, MissingError
+from pep_jax.layers import compact as compact_lib
 from pep_jax.layers.embedding import (FieldWidthEmbedding, field_offsets, projection_init,
                                       xavier_table_init)
-from pep_jax.methods.base import Candidate, Context, read_json
+from pep_jax.methods.base import Candidate, Compact, Context, Method, embedding_arrays
 from pep_jax.train import steps as steps_lib
 from pep_jax.train.fit import train_steps
 from pep_jax.train.optim import build_optimizer
-from pep_jax.train.setup import Stage, make_stage, write_json
+from pep_jax.train.setup import Stage, make_stage
 
 
 def check_candidates(candidates: Sequence[int], dim: int) -> tuple[int, ...]:
   """The candidate widths as a tuple; ValueError unless distinct and in ``[1, dim]``."""
   widths = tuple(int(w) for w in candidates)
   if not widths or len(set(widths)) != len(widths) or not all(1 <= w <= dim for w in widths):
-    raise ValueError(f'config key dartsemb.candidate_sets: candidates {widths} must be distinct '
+    raise ConfigError(f'config key dartsemb.candidate_sets: candidates {widths} must be distinct '
                      f'widths in [1, embedding.dim={dim}]')
   return widths
 
@@ -177,18 +179,19 @@ def _set_name(cset) -> str:
   return '-'.join(str(int(w)) for w in cset)
 
 
-def _search_dir(workdir: str, cset) -> str:
-  return os.path.join(workdir, 'dartsemb', f'c{_set_name(cset)}')
+def _search(cset) -> tuple[str, str]:
+  """The folder of one candidate set's search (pep_jax.workdir.search_dir)."""
+  return (NAME, f'c{_set_name(cset)}')
 
 
 def check(ctx: Context) -> None:
   sets = ctx.config.dartsemb.candidate_sets
   if not sets:
-    raise ValueError('config key dartsemb.candidate_sets: give at least one candidate set')
+    raise ConfigError('config key dartsemb.candidate_sets: give at least one candidate set')
   for cset in sets:
     check_candidates(cset, int(ctx.config.embedding.dim))
   if not ctx.config.dartsemb.search_epochs >= 1:
-    raise ValueError(f'config key dartsemb.search_epochs: must be at least 1, got '
+    raise ConfigError(f'config key dartsemb.search_epochs: must be at least 1, got '
                      f'{ctx.config.dartsemb.search_epochs!r}')
 
 
@@ -216,15 +219,15 @@ def search_stage(ctx: Context, cset):
 
 def run_search(ctx: Context, cset) -> dict:
   """Trains the supernet of one candidate set (resumable); returns the chosen widths."""
-  folder = _search_dir(ctx.workdir, cset)
-  done = read_json(os.path.join(folder, 'result.json'))
+  done = wd.search_result(ctx.workdir, *_search(cset))
   if done is not None:
     return done
   config, data = ctx.config, ctx.data
   cset = tuple(int(w) for w in cset)
   stage, add_valid = search_stage(ctx, cset)
   state, progress = train_steps(
-      config, data, stage, stage.initial_state(), {}, os.path.join(folder, 'checkpoints'),
+      config, data, stage, stage.initial_state(), {},
+      wd.search_dir(ctx.workdir, *_search(cset), 'checkpoints'),
       f'dartsemb c{_set_name(cset)}', ctx.writer,
       max_epochs=int(config.dartsemb.search_epochs),
       checkpoint_every=config.train.checkpoint_every_steps, on_step=lambda *a: False,
@@ -237,20 +240,23 @@ def run_search(ctx: Context, cset) -> dict:
       'arch_probs': probs.tolist(), 'seconds': progress['seconds'],
       'seconds_per_epoch': progress['seconds'] / int(config.dartsemb.search_epochs),
   }
-  write_json(os.path.join(folder, 'result.json'), result)
-  return result
+  return wd.finish_search(ctx.workdir, _search(cset), result)
 
 
-def candidates(ctx: Context, search: bool = True) -> list[Candidate]:
+def search(ctx: Context) -> None:
+  for cset in ctx.config.dartsemb.candidate_sets:
+    run_search(ctx, cset)
+
+
+def candidates(ctx: Context) -> list[Candidate]:
   out = []
   for cset in ctx.config.dartsemb.candidate_sets:
-    path = os.path.join(_search_dir(ctx.workdir, cset), 'result.json')
-    result = run_search(ctx, cset) if search else read_json(path)
+    result = wd.search_result(ctx.workdir, *_search(cset))
     if result is None:
-      raise FileNotFoundError(f'{path} is missing: run the DartsEmb search first '
-                              '(config.stage=search or all)')
+      raise MissingError(f'{wd.search_dir(ctx.workdir, *_search(cset))}/{wd.RESULT} is missing: '
+                         'run the DartsEmb search first (config.stage=search or all)')
     setting = '{' + ','.join(str(int(w)) for w in cset) + '}'
-    out.append(Candidate(NAME, f'dartsemb_c{_set_name(cset)}', setting,
+    out.append(Candidate(NAME, wd.run_name(NAME, f'c{_set_name(cset)}'), setting,
                          report={'search_seconds': result['seconds'],
                                  'search_seconds_per_epoch': result['seconds_per_epoch']},
                          info={'widths': result['widths']}))
@@ -268,8 +274,27 @@ def initial(ctx: Context, cand: Candidate, stage: Stage):
   return stage.initial_state(), {}
 
 
-def account(ctx: Context, cand: Candidate, stage: Stage, state, constants) -> dict:
+def size(ctx: Context, cand: Candidate, stage: Stage, state, constants) -> dict:
   del stage, state, constants
   widths = cand.info['widths']
-  return {**accounting(ctx.data.field_dims, widths, int(ctx.config.embedding.dim)),
-          'field_mean_size': [float(w) for w in widths]}
+  params = accounting(ctx.data.field_dims, widths, int(ctx.config.embedding.dim))['params']
+  return {'params': params, 'field_mean_size': [float(w) for w in widths]}
+
+
+def compact(ctx: Context, cand: Candidate, stage: Stage, state, constants,
+            layout: str | None) -> Compact:
+  """Each field's table at its chosen width and its projection."""
+  del ctx, cand, layout
+  params, _ = embedding_arrays(stage, state, constants)
+  return Compact('fieldwidth', compact_lib.encode_fieldwidth(params))
+
+
+def _search_stage(ctx: Context):
+  """The supernet of the first candidate set (its bi-level step adds validation rows)."""
+  return search_stage(ctx, ctx.config.dartsemb.candidate_sets[0])
+
+
+METHOD = Method(
+    name=NAME, labels={NAME: 'DartsEmb'}, check=check, search=search, candidates=candidates,
+    build=build, initial=initial, size=size, compact=compact,
+    layouts={'fieldwidth': compact_lib.fieldwidth_lookup}, search_stage=_search_stage)

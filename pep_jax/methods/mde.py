@@ -22,8 +22,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pep_jax import workdir as wd
+from pep_jax.errors import ConfigError
+from pep_jax.layers import compact as compact_lib
 from pep_jax.layers.embedding import field_offsets, projection_init, xavier_table_init
-from pep_jax.methods.base import Candidate, Context, field_means
+from pep_jax.methods.base import (Candidate, Compact, Context, Method, embedding_arrays,
+                                  field_means, no_search)
 from pep_jax.train.setup import REPLICATED, Stage, make_stage
 
 
@@ -44,7 +48,7 @@ def block_layout(counts: np.ndarray, num_blocks: int) -> tuple[np.ndarray, np.nd
   counts = np.asarray(counts, np.int64)
   rows = counts.shape[0]
   if not 1 <= num_blocks <= rows:
-    raise ValueError(f'config key mde.blocks: {num_blocks} blocks for {rows} features; expected '
+    raise ConfigError(f'config key mde.blocks: {num_blocks} blocks for {rows} features; expected '
                      f'1 <= blocks <= {rows}')
   order = np.argsort(-counts, kind='stable')  # most popular first, ties by row
   block_of_row = np.empty(rows, np.int32)
@@ -84,7 +88,7 @@ def block_widths(popularity: np.ndarray, dim: int, alpha: float) -> tuple[int, .
     ``B`` widths in ``[1, dim]``.
   """
   if not 0.0 <= alpha <= 1.0:
-    raise ValueError(f'config key mde.alphas: alpha must be in [0, 1], got {alpha}')
+    raise ConfigError(f'config key mde.alphas: alpha must be in [0, 1], got {alpha}')
   popularity = np.asarray(popularity, np.float64)
   top = popularity.max()
   if top <= 0:
@@ -177,14 +181,14 @@ def check(ctx: Context) -> None:
   c = ctx.config.mde
   for key, values in (('dims', c.dims), ('blocks', c.blocks), ('alphas', c.alphas)):
     if not values:
-      raise ValueError(f'config key mde.{key}: give at least one value')
+      raise ConfigError(f'config key mde.{key}: give at least one value')
   if any(int(d) < 1 for d in c.dims):
-    raise ValueError(f'config key mde.dims: widths must be positive, got {c.dims}')
+    raise ConfigError(f'config key mde.dims: widths must be positive, got {c.dims}')
   if any(not 1 <= int(b) <= ctx.data.num_features for b in c.blocks):
-    raise ValueError(f'config key mde.blocks: must be in 1..{ctx.data.num_features} (features), '
+    raise ConfigError(f'config key mde.blocks: must be in 1..{ctx.data.num_features} (features), '
                      f'got {c.blocks}')
   if any(not 0 <= float(a) <= 1 for a in c.alphas):
-    raise ValueError(f'config key mde.alphas: temperatures must be in [0, 1], got {c.alphas}')
+    raise ConfigError(f'config key mde.alphas: temperatures must be in [0, 1], got {c.alphas}')
 
 
 def _layout(ctx: Context, num_blocks: int, dim: int, alpha: float):
@@ -194,10 +198,9 @@ def _layout(ctx: Context, num_blocks: int, dim: int, alpha: float):
   return block_of_row, row_in_block, tuple(int(n) for n in sizes), widths
 
 
-def candidates(ctx: Context, search: bool = True) -> list[Candidate]:
-  del search  # nothing to search
+def candidates(ctx: Context) -> list[Candidate]:
   c = ctx.config.mde
-  return [Candidate(NAME, f'mde_d{int(d)}_b{int(b)}_a{float(a):g}',
+  return [Candidate(NAME, wd.run_name(NAME, f'd{int(d)}_b{int(b)}_a{float(a):g}'),
                     f'd={int(d)} B={int(b)} a={float(a):g}',
                     report={'dim': int(d), 'search_seconds': 0.0},
                     info={'dim': int(d), 'blocks': int(b), 'alpha': float(a)})
@@ -223,10 +226,24 @@ def initial(ctx: Context, cand: Candidate, stage: Stage):
   return stage.initial_state(), {'layout': {'embedding': layout}}
 
 
-def account(ctx: Context, cand: Candidate, stage: Stage, state, constants) -> dict:
+def size(ctx: Context, cand: Candidate, stage: Stage, state, constants) -> dict:
   del stage, state, constants
   block_of_row, _, sizes, widths = _layout(ctx, cand.info['blocks'], cand.info['dim'],
                                            cand.info['alpha'])
-  size = accounting(sizes, widths, cand.info['dim'], ctx.data.num_features)
+  params = accounting(sizes, widths, cand.info['dim'], ctx.data.num_features)['params']
   row_widths = np.asarray(widths)[block_of_row]
-  return {**size, 'field_mean_size': field_means(row_widths, ctx.data.field_dims)}
+  return {'params': params, 'field_mean_size': field_means(row_widths, ctx.data.field_dims)}
+
+
+def compact(ctx: Context, cand: Candidate, stage: Stage, state, constants,
+            layout: str | None) -> Compact:
+  """The blocks, their projections and one packed int32 per feature locating its row."""
+  del ctx, cand, layout
+  params, consts = embedding_arrays(stage, state, constants)
+  return Compact('mde', compact_lib.encode_mde(params, consts['block'], consts['local']))
+
+
+METHOD = Method(
+    name=NAME, labels={NAME: 'MDE'}, check=check, search=no_search, candidates=candidates,
+    build=build, initial=initial, size=size, compact=compact,
+    layouts={'mde': compact_lib.mde_lookup})

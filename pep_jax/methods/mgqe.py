@@ -21,8 +21,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pep_jax import workdir as wd
+from pep_jax.errors import ConfigError
+from pep_jax.layers import compact as compact_lib
 from pep_jax.layers.embedding import field_offsets, padded_rows, xavier_table_init
-from pep_jax.methods.base import Candidate, Context
+from pep_jax.methods.base import (Candidate, Compact, Context, Method, embedding_arrays,
+                                  no_search)
 from pep_jax.sharding.lookup import take_rows
 from pep_jax.train.setup import ROWS, Stage, make_stage
 
@@ -43,12 +47,12 @@ def centroid_limits(counts: np.ndarray, num_centroids: int, frequent_fraction: f
     rare_centroids: ``K_r``, ``1 <= K_r <= K``.
   """
   if num_centroids < 1:
-    raise ValueError(f'config key mgqe.centroids: must be >= 1, got {num_centroids}')
+    raise ConfigError(f'config key mgqe.centroids: must be >= 1, got {num_centroids}')
   if not 0.0 <= frequent_fraction <= 1.0:
-    raise ValueError(f'config key mgqe.frequent_fraction: must be in [0, 1], got '
+    raise ConfigError(f'config key mgqe.frequent_fraction: must be in [0, 1], got '
                      f'{frequent_fraction}')
   if not 1 <= rare_centroids <= num_centroids:
-    raise ValueError(f'config key mgqe.rare_centroids: must be in [1, {num_centroids}], got '
+    raise ConfigError(f'config key mgqe.rare_centroids: must be in [1, {num_centroids}], got '
                      f'{rare_centroids}')
   counts = np.asarray(counts, np.int64)
   order = np.argsort(-counts, kind='stable')  # most frequent first, ties by row
@@ -132,10 +136,10 @@ class MGQEEmbedding(nn.Module):
 
   def setup(self):
     if self.num_subspaces < 1 or self.dim % self.num_subspaces:
-      raise ValueError(f'config key mgqe.subspaces: {self.num_subspaces} subspaces do not divide '
+      raise ConfigError(f'config key mgqe.subspaces: {self.num_subspaces} subspaces do not divide '
                        f'dim {self.dim}')
     if self.num_centroids < 1:
-      raise ValueError(f'config key mgqe.centroids: must be >= 1, got {self.num_centroids}')
+      raise ConfigError(f'config key mgqe.centroids: must be >= 1, got {self.num_centroids}')
     rows = padded_rows(self.num_rows, self.row_multiple)
     self.table = self.param('table', xavier_table_init(self.num_rows), (rows, self.dim))
     seeds = np.arange(self.num_centroids) * self.num_rows // self.num_centroids
@@ -188,7 +192,9 @@ def accounting(num_rows: int, dim: int, num_subspaces: int, num_centroids: int,
 
   ``params = K * dim + rows * S`` (centroid entries and codes); ``bytes`` counts float32
   centroids, each code in ``ceil(log2(limit_r))`` bits, and each feature's tier (which limit it
-  has) in ``ceil(log2(number of distinct limits))`` bits, each bit stream rounded up to bytes.
+  has) in ``ceil(log2(number of distinct limits))`` bits, each bit stream rounded up to bytes,
+  and one byte per tier for its bits per code: the ``codes`` layout of
+  :mod:`pep_jax.layers.compact` that the artifact stores (the summary's bytes are that layout's).
 
   Args:
     num_rows: features ``rows``.
@@ -204,8 +210,10 @@ def accounting(num_rows: int, dim: int, num_subspaces: int, num_centroids: int,
                   for limit, n in zip(*np.unique(limits, return_counts=True)))
   tier_bits = num_rows * _bits(len(np.unique(limits)))
   params = num_centroids * dim + num_rows * num_subspaces
+  tiers = len(np.unique(limits))  # each tier's bits per code, one byte each
   return dict(params=int(params),
-              bytes=int(4 * num_centroids * dim + -(-code_bits // 8) + -(-tier_bits // 8)))
+              bytes=int(4 * num_centroids * dim + -(-code_bits // 8) + -(-tier_bits // 8)
+                        + tiers))
 
 
 # ----------------------------------------------------------------------------- the method
@@ -219,26 +227,25 @@ def check(ctx: Context) -> None:
   c = ctx.config.mgqe
   for key, values in (('dims', c.dims), ('subspaces', c.subspaces), ('centroids', c.centroids)):
     if not values:
-      raise ValueError(f'config key mgqe.{key}: give at least one value')
+      raise ConfigError(f'config key mgqe.{key}: give at least one value')
   for d in c.dims:
     for s in c.subspaces:
       if int(s) < 1 or int(d) % int(s):
-        raise ValueError(f'config key mgqe.subspaces: {s} does not divide the width {d} '
+        raise ConfigError(f'config key mgqe.subspaces: {s} does not divide the width {d} '
                          '(mgqe.dims)')
   if any(int(k) < 2 for k in c.centroids):
-    raise ValueError(f'config key mgqe.centroids: need at least 2, got {c.centroids}')
+    raise ConfigError(f'config key mgqe.centroids: need at least 2, got {c.centroids}')
   if not 0 < c.frequent_fraction <= 1:
-    raise ValueError(f'config key mgqe.frequent_fraction: must be in (0, 1], got '
+    raise ConfigError(f'config key mgqe.frequent_fraction: must be in (0, 1], got '
                      f'{c.frequent_fraction!r}')
   if not 0 < c.rare_centroid_fraction <= 1:
-    raise ValueError(f'config key mgqe.rare_centroid_fraction: must be in (0, 1], got '
+    raise ConfigError(f'config key mgqe.rare_centroid_fraction: must be in (0, 1], got '
                      f'{c.rare_centroid_fraction!r}')
 
 
-def candidates(ctx: Context, search: bool = True) -> list[Candidate]:
-  del search  # nothing to search
+def candidates(ctx: Context) -> list[Candidate]:
   c = ctx.config.mgqe
-  return [Candidate(NAME, f'mgqe_d{int(d)}_s{int(s)}_k{int(k)}',
+  return [Candidate(NAME, wd.run_name(NAME, f'd{int(d)}_s{int(s)}_k{int(k)}'),
                     f'd={int(d)} S={int(s)} K={int(k)}',
                     report={'dim': int(d), 'search_seconds': 0.0},
                     info={'dim': int(d), 'subspaces': int(s), 'centroids': int(k)})
@@ -269,9 +276,27 @@ def initial(ctx: Context, cand: Candidate, stage: Stage):
   return stage.initial_state(), {'layout': {'embedding': {'limit': jax.device_put(padded, place)}}}
 
 
-def account(ctx: Context, cand: Candidate, stage: Stage, state, constants) -> dict:
+def size(ctx: Context, cand: Candidate, stage: Stage, state, constants) -> dict:
   del stage, state, constants
   info = cand.info
-  size = accounting(ctx.data.num_features, info['dim'], info['subspaces'], info['centroids'],
-                    _limits(ctx, info['centroids']))
-  return {**size, 'field_mean_size': None}
+  params = accounting(ctx.data.num_features, info['dim'], info['subspaces'], info['centroids'],
+                      _limits(ctx, info['centroids']))['params']
+  return {'params': params, 'field_mean_size': None}
+
+
+def compact(ctx: Context, cand: Candidate, stage: Stage, state, constants,
+            layout: str | None) -> Compact:
+  """The centroids and every feature's codes, packed in the bits its tier needs; the query
+  table is not kept."""
+  del cand, layout
+  params, consts = embedding_arrays(stage, state, constants)
+  rows = ctx.data.num_features
+  limits = consts['limit'][:rows]
+  codes = np.asarray(jax.jit(quantize)(params['table'][:rows], params['centroids'], limits))
+  return Compact('codes', compact_lib.encode_codes(codes, params['centroids'], limits))
+
+
+METHOD = Method(
+    name=NAME, labels={NAME: 'MGQE'}, check=check, search=no_search, candidates=candidates,
+    build=build, initial=initial, size=size, compact=compact,
+    layouts={'codes': compact_lib.codes_lookup})

@@ -12,61 +12,30 @@ Retraining: ``V0 * mask`` with the mask held (lottery-ticket rewinding: every ot
 rewound to its initial value too), or, with ``retrain.init='random'``, a fresh random table times
 the mask. Both ablations sit in one work directory (``pep_b<budget>``, ``pep_random_b<budget>``).
 
-Work directory::
-
-    init/0/                   the initial state V0 (saved before the first step)
-    prune/checkpoints/<step>/ periodic checkpoints; prune/result.json when finished
-    tickets/b<budget>/        the ticket's mask + ticket.json; state/<step>/ the whole pruning
-                              state of that step, so the ticket can be scored as it is
+Stored as the retrained table's non-zero entries (``bitmask`` up to 32 dimensions, else
+``csr``). Its search's folders (``init``, ``prune``, ``tickets``) are named by
+:mod:`pep_jax.workdir`.
 """
 
 from __future__ import annotations
-
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pep_jax import workdir as wd
 from pep_jax.data import pipeline
+from pep_jax.errors import MissingError
 from pep_jax.layers.embedding import xavier_table_init
-from pep_jax.methods.base import (Candidate, Context, read_json, resolve_budgets,
-                                  sparse_table_bytes)
+from pep_jax.methods.base import (SPARSE_LOOKUPS, Candidate, Compact, Context, Method,
+                                  resolve_budgets, sparse_compact)
 from pep_jax.ops import threshold as th
 from pep_jax.train.checkpoint import Checkpointer
 from pep_jax.train.fit import train_steps
-from pep_jax.train.setup import Stage, build_stage, write_json
+from pep_jax.train.setup import Stage, build_stage
 
 NAME = 'pep'
-INITS = {'rewind': 'pep', 'random': 'pep_random'}  # retrain.init -> method name and run prefix
-
-
-def ticket_dir(workdir: str, budget: int) -> str:
-  return os.path.join(workdir, 'tickets', f'b{budget}')
-
-
-def ticket_state_dir(workdir: str, budget: int) -> str:
-  """The pruned model's whole state at the ticket's step (scored as it is, without retraining)."""
-  return os.path.join(ticket_dir(workdir, budget), 'state')
-
-
-def find_tickets(workdir: str) -> list[dict]:
-  """Metadata of every finished ticket of a work directory, largest budget first."""
-  root = os.path.join(workdir, 'tickets')
-  found = []
-  for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
-    meta = read_json(os.path.join(root, name, 'ticket.json'))
-    if meta is not None:
-      found.append(meta)
-  return sorted(found, key=lambda t: -t['budget'])
-
-
-def load_ticket_mask(workdir: str, ticket: dict, target) -> jax.Array:
-  """The mask array of a ticket, restored into ``target`` (shape and sharding)."""
-  ckpt = Checkpointer(ticket_dir(workdir, ticket['budget']), max_to_keep=None)
-  state, _ = ckpt.restore(ticket['step'], {'mask': target})
-  ckpt.close()
-  return state['mask']
+INITS = {'rewind': 'pep', 'random': 'pep_random'}  # retrain.init -> series and run prefix
 
 
 def field_size_totals(stage: Stage, mask, field_dims) -> np.ndarray:
@@ -99,28 +68,31 @@ def _write_ticket(ctx: Context, stage: Stage, state, budget: int, nonzeros: int,
       'field_mean_size': [float(x) for x in sizes],
       'field_names': list(data.field_names),
   }
-  ckpt = Checkpointer(ticket_dir(ctx.workdir, budget), max_to_keep=None)
+  ckpt = Checkpointer(wd.ticket_dir(ctx.workdir, budget), max_to_keep=None)
   ckpt.save(step, {'mask': mask}, meta)
   ckpt.close()
-  pruned = Checkpointer(ticket_state_dir(ctx.workdir, budget), max_to_keep=None)
+  pruned = Checkpointer(wd.ticket_state_dir(ctx.workdir, budget), max_to_keep=None)
   pruned.save(step, state)
   pruned.close()
-  # ticket.json marks the ticket as finished; written only once the mask is on disk.
-  write_json(os.path.join(ticket_dir(ctx.workdir, budget), 'ticket.json'), meta)
+  wd.write_ticket_meta(ctx.workdir, budget, meta)  # the ticket's done marker, written last
   return meta
+
+
+def search(ctx: Context) -> None:
+  """Runs (or resumes, or skips when finished) the prune stage."""
+  run_prune(ctx)
 
 
 def run_prune(ctx: Context) -> dict:
   """Runs (or resumes, or skips when finished) the prune stage; returns its result."""
   config, workdir = ctx.config, ctx.workdir
-  result_path = os.path.join(workdir, 'prune', 'result.json')
-  done_result = read_json(result_path)
+  done_result = wd.search_result(workdir, *wd.PRUNE)
   if done_result is not None:
     return done_result
   stage = build_stage(config, ctx.data, 'pep')
   budgets = resolve_budgets(config.prune.budgets, stage.table_entries, 'prune.budgets')
-  state = stage.initial_state_saved(os.path.join(workdir, 'init'))
-  done = {t['budget']: t for t in find_tickets(workdir)}
+  state = stage.initial_state_saved(wd.initial_state_dir(workdir))
+  done = {t['budget']: t for t in wd.find_tickets(workdir)}
   remaining = [b for b in budgets if b not in done]
   per_epoch = pipeline.num_batches(len(ctx.data.train), config.train.batch_size)
   last = {'nonzeros': None}
@@ -138,7 +110,7 @@ def run_prune(ctx: Context) -> dict:
   seconds, warmup = 0.0, (0, 0.0)
   if remaining:
     state, progress = train_steps(
-        config, ctx.data, stage, state, {}, os.path.join(workdir, 'prune', 'checkpoints'),
+        config, ctx.data, stage, state, {}, wd.prune_checkpoints(workdir),
         'prune', ctx.writer, max_epochs=config.prune.max_epochs,
         checkpoint_every=config.prune.checkpoint_every_steps, on_step=on_step,
         halt_at=lambda: remaining[0] if remaining else -1, log_keys=('nonzeros',))
@@ -160,29 +132,27 @@ def run_prune(ctx: Context) -> dict:
     print(f'prune: budgets {result["unreached"]} not reached within prune.max_epochs='
           f'{config.prune.max_epochs} (non-zeros at the end: {nonzeros}); raise the cap, '
           'raise embedding.s_init or embedding.gate_scale, or choose larger budgets.')
-  write_json(result_path, result)
-  return result
+  return wd.finish_search(workdir, wd.PRUNE, result)
 
 
 def run_name(init: str, budget: int) -> str:
   """Folder of a ticket's retraining: ``pep_b<budget>``, or ``pep_random_b<budget>``."""
-  return f'{INITS[init]}_b{budget}'
+  return wd.run_name(INITS[init], f'b{int(budget)}')
 
 
-def candidates(ctx: Context, search: bool = True) -> list[Candidate]:
+def candidates(ctx: Context) -> list[Candidate]:
   """One candidate per ticket, retrained as ``retrain.init`` says.
 
   The other initialisation's runs are included too where they finished (the re-initialisation
   ablation shares the work directory).
   """
   config = ctx.config
-  result = run_prune(ctx) if search else read_json(os.path.join(ctx.workdir, 'prune',
-                                                                 'result.json'))
-  tickets = find_tickets(ctx.workdir)
+  result = wd.search_result(ctx.workdir, *wd.PRUNE)
+  tickets = wd.find_tickets(ctx.workdir)
   if not tickets:
     if result is None:
-      raise FileNotFoundError(f'no tickets in {os.path.join(ctx.workdir, "tickets")}: run the '
-                              'prune stage first (config.stage=prune or all)')
+      raise MissingError(f'no tickets in {wd.tickets_dir(ctx.workdir)}: run the prune '
+                         'stage first (config.stage=search or all)')
     if jax.process_index() == 0:
       print(f'pep: no budget of {result["budgets"]} was reached (non-zeros at the end: '
             f'{result["final_nonzeros"]}), so there is no ticket to retrain.')
@@ -192,11 +162,11 @@ def candidates(ctx: Context, search: bool = True) -> list[Candidate]:
   for init, method in INITS.items():
     for t in tickets:
       run = run_name(init, t['budget'])
-      if init == config.retrain.init or ctx.was_finished(run):
-        out.append(Candidate(method, run, f'b{t["budget"]}',
+      if init == config.retrain.init or wd.was_finished(ctx.workdir, run):
+        out.append(Candidate(NAME, run, f'b{t["budget"]}',
                              report={'budget': t['budget'], 'ticket_nonzeros': t['nonzeros'],
                                      'search_seconds': seconds},
-                             info={'init': init, 'ticket': t}))
+                             info={'init': init, 'ticket': t}, series=method))
   return out
 
 
@@ -208,10 +178,10 @@ def build(ctx: Context, cand: Candidate) -> Stage:
 def initial(ctx: Context, cand: Candidate, stage: Stage):
   """``V0 * mask`` (rewind) or a fresh random table times the mask; the mask as a constant."""
   config = ctx.config
-  init = Checkpointer(os.path.join(ctx.workdir, 'init'), max_to_keep=None)
+  init = Checkpointer(wd.initial_state_dir(ctx.workdir), max_to_keep=None)
   if 0 not in init.steps():
-    raise FileNotFoundError(f'{init.directory}/0 (the initial state V0) is missing: run the '
-                            'prune stage first (config.stage=prune or all)')
+    raise MissingError(f'{init.directory}/0 (the initial state V0) is missing: run the prune '
+                       'stage first (config.stage=search or all)')
   state = stage.initial_state()
   pep_target = build_stage(config, ctx.data, 'pep', mesh=stage.mesh).abstract_state()
   pep_state, _ = init.restore(0, pep_target)
@@ -224,7 +194,7 @@ def initial(ctx: Context, cand: Candidate, stage: Stage):
     params['embedding']['table'] = jax.jit(lambda k: fresh(k, table.shape),
                                            out_shardings=table.sharding)(key)
   state = stage.with_params(state, params)
-  mask = load_ticket_mask(ctx.workdir, cand.info['ticket'],
+  mask = wd.load_ticket_mask(ctx.workdir, cand.info['ticket'],
                           jax.ShapeDtypeStruct(table.shape, jnp.bool_,
                                                sharding=stage.row_sharding))
   return state, {'ticket': {'embedding': {'mask': mask}}}
@@ -241,13 +211,31 @@ def rewind(params: dict, initial_params: dict) -> dict:
   return out
 
 
-def account(ctx: Context, cand: Candidate, stage: Stage, state, constants) -> dict:
-  """Non-zero entries of the retrained table, stored as CSR over features."""
-  nonzeros = int(stage.embedding_call(state, 'nonzeros', constants))
-  return {'params': nonzeros,
-          'bytes': sparse_table_bytes(nonzeros, ctx.data.num_features, stage.embedding.dim),
+def size(ctx: Context, cand: Candidate, stage: Stage, state, constants) -> dict:
+  """Non-zero entries of the retrained table."""
+  del ctx
+  return {'params': int(stage.embedding_call(state, 'nonzeros', constants)),
           'field_mean_size': cand.info['ticket']['field_mean_size']}
+
+
+def compact(ctx: Context, cand: Candidate, stage: Stage, state, constants,
+            layout: str | None) -> Compact:
+  """The non-zero entries of ``table * mask`` (as the masked layer computes it)."""
+  del cand
+  return sparse_compact(ctx, stage, state, constants, layout)
+
+
+def search_stage(ctx: Context):
+  """The pruning stage (thresholds trained, the count read every step)."""
+  return build_stage(ctx.config, ctx.data, 'pep'), None
 
 
 def check(ctx: Context) -> None:
   resolve_budgets(ctx.config.prune.budgets, ctx.table_entries, 'prune.budgets')
+
+
+METHOD = Method(
+    name=NAME, labels={'pep': 'PEP', 'pep_random': 'PEP, random re-init'}, check=check,
+    search=search, candidates=candidates, build=build, initial=initial, size=size,
+    compact=compact, layouts=SPARSE_LOOKUPS, search_stage=search_stage, rows_mode=True,
+    resumable_keys=('retrain.init',))

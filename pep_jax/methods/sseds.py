@@ -17,27 +17,34 @@
    (``init='reinit'``), from the pre-trained model (``'warm'``) or from the pre-trained model's
    initial values (``'rewind'``, as PEP's tickets).
 
+Stored as: the kept columns of each field and a bit per (field, dimension) (``fieldcols``,
+``align='pad'``, field granularity); the kept entries (``bitmask``/``csr``, feature
+granularity); per-field tables and projections (``fieldwidth``, ``align='projection'``).
+
 Work directory: ``sseds/search/0/`` (scores and every budget's mask) and ``sseds/result.json``
 (the search's done marker with its cost: pre-training seconds, scoring seconds and passes).
 """
 
 from __future__ import annotations
 
-import os
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pep_jax import workdir as wd
+from pep_jax.errors import ConfigError, MissingError
+from pep_jax.layers import compact as compact_lib
 from pep_jax.layers.embedding import FieldWidthEmbedding, PlainEmbedding
 from pep_jax.methods import ue
-from pep_jax.methods.base import (Candidate, Context, dense_bytes, field_means, fit_candidate,
-                                  read_json, resolve_budgets, sparse_table_bytes)
+from pep_jax.methods.base import (SPARSE_LOOKUPS, Candidate, Compact, Context, Method,
+                                  embedding_arrays, field_means, fit_candidate, resolve_budgets,
+                                  sparse_compact)
 from pep_jax.ops import threshold as th
 from pep_jax.train import loop
 from pep_jax.train.checkpoint import Checkpointer
-from pep_jax.train.setup import REPLICATED, ROWS, Stage, build_stage, make_stage, write_json
+from pep_jax.train.setup import REPLICATED, ROWS, Stage, build_stage, make_stage
 from pep_jax.train.steps import weighted_bce
 
 NAME = 'sseds'
@@ -77,15 +84,15 @@ def check(ctx: Context) -> None:
                               ('budget_unit', c.budget_unit, UNITS),
                               ('align', c.align, ALIGNS), ('init', c.init, INITS)):
     if value not in allowed:
-      raise ValueError(f'config key sseds.{key}: got {value!r}, expected one of {allowed}')
+      raise ConfigError(f'config key sseds.{key}: got {value!r}, expected one of {allowed}')
   if c.align == 'projection' and c.granularity != 'field':
-    raise ValueError("config key sseds.align: 'projection' needs sseds.granularity='field' "
+    raise ConfigError("config key sseds.align: 'projection' needs sseds.granularity='field' "
                      '(a per-feature mask has no per-field width to project from)')
   if not c.score_batches >= 1:
-    raise ValueError(f'config key sseds.score_batches: must be at least 1, got '
+    raise ConfigError(f'config key sseds.score_batches: must be at least 1, got '
                      f'{c.score_batches!r}')
   if not 0 <= c.min_width <= ctx.config.embedding.dim:
-    raise ValueError(f'config key sseds.min_width: must be in 0..embedding.dim='
+    raise ConfigError(f'config key sseds.min_width: must be in 0..embedding.dim='
                      f'{ctx.config.embedding.dim}, got {c.min_width!r}')
   resolve_budgets(c.budgets, _total(ctx), 'sseds.budgets')
 
@@ -118,7 +125,7 @@ def select(scores: np.ndarray, costs: np.ndarray, budget: int, min_width: int = 
     deterministic.
 
   Raises:
-    ValueError: naming ``sseds.min_width`` when the forced slots alone exceed the budget.
+    ConfigError: naming ``sseds.min_width`` when the forced slots alone exceed the budget.
   """
   n, d = scores.shape
   flat = scores.ravel()
@@ -129,7 +136,7 @@ def select(scores: np.ndarray, costs: np.ndarray, budget: int, min_width: int = 
     keep[(np.arange(n)[:, None] * d + best_in_row).ravel()] = True
   spent = int(slot_cost[keep].sum())
   if spent > budget:
-    raise ValueError(f'config key sseds.min_width: keeping {min_width} dimension(s) in every '
+    raise ConfigError(f'config key sseds.min_width: keeping {min_width} dimension(s) in every '
                      f'field costs {spent}, more than the budget {budget} (sseds.budgets)')
   order = np.lexsort((np.arange(n * d), -flat))  # best first, ties by position
   order = order[~keep[order]]
@@ -194,24 +201,19 @@ def saliency(ctx: Context, stage: Stage, state) -> np.ndarray:
   return scores[:ctx.data.num_features] if config.sseds.granularity == 'feature' else scores
 
 
-def _search_dir(workdir: str) -> str:
-  return os.path.join(workdir, 'sseds')
+SEARCH = (NAME,)  # the search's folder (pep_jax.workdir.search_dir)
 
 
-def run_search(ctx: Context) -> dict:
+def search(ctx: Context) -> None:
   """Pre-trains (or reuses) the base model, scores it once and writes each budget's mask."""
-  path = os.path.join(_search_dir(ctx.workdir), 'result.json')
-  done = read_json(path)
-  if done is not None:
-    return done
+  if wd.search_result(ctx.workdir, *SEARCH) is not None:
+    return
   config = ctx.config
   dim = int(config.embedding.dim)
   base = ue.candidate(dim)
-  pretrained = fit_candidate(ctx, ue, base)
+  pretrained = fit_candidate(ctx, ue.METHOD, base)
   stage = probe_stage(ctx)
-  best = Checkpointer(os.path.join(ctx.run_dir(base.run), 'best'), max_to_keep=1)
-  state, _ = best.restore(pretrained['best_epoch'], stage.abstract_state())
-  best.close()
+  state = wd.restore_best(ctx.workdir, base.run, stage.abstract_state())
 
   start = time.perf_counter()
   scores = saliency(ctx, stage, state)
@@ -220,7 +222,7 @@ def run_search(ctx: Context) -> dict:
   masks = {f'b{b}': select(scores, costs, b, int(config.sseds.min_width)) for b in budgets}
   seconds = time.perf_counter() - start
 
-  ckpt = Checkpointer(os.path.join(_search_dir(ctx.workdir), 'search'), max_to_keep=None)
+  ckpt = Checkpointer(wd.search_dir(ctx.workdir, *SEARCH, 'search'), max_to_keep=None)
   ckpt.save(0, {'scores': scores, 'masks': masks})
   ckpt.close()
   result = {
@@ -230,18 +232,21 @@ def run_search(ctx: Context) -> dict:
       'pretrain_run': base.run, 'pretrain_seconds': pretrained['train_seconds'],
       'score_seconds': seconds, 'score_passes': int(config.sseds.score_batches),
   }
-  write_json(path, result)
+  wd.finish_search(ctx.workdir, SEARCH, result)
+
+
+def _result(ctx: Context) -> dict:
+  result = wd.search_result(ctx.workdir, *SEARCH)
+  if result is None:
+    raise MissingError(f'{wd.search_dir(ctx.workdir, *SEARCH)}/{wd.RESULT} is missing: run the '
+                       'SSEDS search first (config.stage=search or all)')
   return result
 
 
-def candidates(ctx: Context, search: bool = True) -> list[Candidate]:
-  result = (run_search(ctx) if search
-            else read_json(os.path.join(_search_dir(ctx.workdir), 'result.json')))
-  if result is None:
-    raise FileNotFoundError(f'{_search_dir(ctx.workdir)}/result.json is missing: run the SSEDS '
-                            'search first (config.stage=search or all)')
+def candidates(ctx: Context) -> list[Candidate]:
+  result = _result(ctx)
   seconds = result['pretrain_seconds'] + result['score_seconds']
-  return [Candidate(NAME, f'sseds_b{b}', f'b{b}',
+  return [Candidate(NAME, wd.run_name(NAME, f'b{b}'), f'b{b}',
                     report={'budget': b, 'search_seconds': seconds,
                             'score_seconds': result['score_seconds'],
                             'score_passes': result['score_passes']},
@@ -251,8 +256,8 @@ def candidates(ctx: Context, search: bool = True) -> list[Candidate]:
 
 def load_mask(ctx: Context, budget: int) -> np.ndarray:
   """The kept slots of a budget: bool ``[F, D]`` or ``[num_features, D]``."""
-  result = read_json(os.path.join(_search_dir(ctx.workdir), 'result.json'))
-  ckpt = Checkpointer(os.path.join(_search_dir(ctx.workdir), 'search'), max_to_keep=None)
+  result = _result(ctx)
+  ckpt = Checkpointer(wd.search_dir(ctx.workdir, *SEARCH, 'search'), max_to_keep=None)
   rows = ctx.data.num_fields if result['granularity'] == 'field' else ctx.data.num_features
   shape = (rows, int(ctx.config.embedding.dim))
   target = {'scores': np.zeros(shape, np.float64),
@@ -299,12 +304,7 @@ def _uniform_start(ctx: Context, init: str):
   plain = build_stage(ctx.config, ctx.data, 'plain')
   if init == 'rewind':
     return plain.initial_state()
-  result = read_json(os.path.join(_search_dir(ctx.workdir), 'result.json'))
-  pretrained = ctx.finished(result['pretrain_run'])
-  best = Checkpointer(os.path.join(ctx.run_dir(result['pretrain_run']), 'best'), max_to_keep=1)
-  state, _ = best.restore(pretrained['best_epoch'], plain.abstract_state())
-  best.close()
-  return state
+  return wd.restore_best(ctx.workdir, _result(ctx)['pretrain_run'], plain.abstract_state())
 
 
 def _projected(params: dict, table: np.ndarray, field_mask: np.ndarray, field_dims) -> dict:
@@ -344,21 +344,38 @@ def initial(ctx: Context, cand: Candidate, stage: Stage):
   return state, {'ticket': {'embedding': {'mask': _row_mask(ctx, mask, stage)}}}
 
 
-def account(ctx: Context, cand: Candidate, stage: Stage, state, constants) -> dict:
-  del state, constants
+def size(ctx: Context, cand: Candidate, stage: Stage, state, constants) -> dict:
+  """Kept entries (feature granularity) or kept columns times vocabularies, projections
+  included."""
+  del stage, state, constants
   mask = load_mask(ctx, cand.info['budget'])
-  dims = np.asarray(ctx.data.field_dims, np.int64)
-  d = int(ctx.config.embedding.dim)
   if ctx.config.sseds.granularity == 'feature':
-    entries = int(mask.sum())
-    return {'params': entries, 'bytes': sparse_table_bytes(entries, len(mask), d),
-            'field_mean_size': field_means(mask.sum(axis=1), dims)}
+    return {'params': int(mask.sum()),
+            'field_mean_size': field_means(mask.sum(axis=1), ctx.data.field_dims)}
   kept = np.asarray(widths(mask))
-  params = int((kept * dims).sum())
+  params = int((kept * np.asarray(ctx.data.field_dims, np.int64)).sum())
   if ctx.config.sseds.align == 'projection':
-    params += int(kept.sum()) * d  # one d_n x d projection per field
-    return {'params': params, 'bytes': dense_bytes(params),
-            'field_mean_size': [float(k) for k in kept]}
-  column_masks = len(kept) * -(-d // 8)  # which columns each field keeps, one bit each
-  return {'params': params, 'bytes': dense_bytes(params) + column_masks,
-          'field_mean_size': [float(k) for k in kept]}
+    params += int(kept.sum()) * int(ctx.config.embedding.dim)  # a d_n x d projection per field
+  return {'params': params, 'field_mean_size': [float(k) for k in kept]}
+
+
+def compact(ctx: Context, cand: Candidate, stage: Stage, state, constants,
+            layout: str | None) -> Compact:
+  """``fieldcols`` (pad, field), the kept entries (pad, feature) or ``fieldwidth``."""
+  c = ctx.config.sseds
+  if c.align == 'projection':
+    params, _ = embedding_arrays(stage, state, constants)
+    return Compact('fieldwidth', compact_lib.encode_fieldwidth(params))
+  if c.granularity == 'feature':
+    return sparse_compact(ctx, stage, state, constants, layout)
+  params, _ = embedding_arrays(stage, state, constants)
+  table = params['table'][:ctx.data.num_features]
+  mask = load_mask(ctx, cand.info['budget'])
+  return Compact('fieldcols', compact_lib.encode_fieldcols(table, mask, ctx.data.field_dims))
+
+
+METHOD = Method(
+    name=NAME, labels={NAME: 'SSEDS'}, check=check, search=search, candidates=candidates,
+    build=build, initial=initial, size=size, compact=compact,
+    layouts={**SPARSE_LOOKUPS, 'fieldcols': compact_lib.fieldcols_lookup,
+             'fieldwidth': compact_lib.fieldwidth_lookup})

@@ -1,28 +1,28 @@
 """UE: uniform embeddings, every feature ``d`` entries, at each width of ``ue.dims``.
 
 No search. SSEDS pre-trains its base model as the UE run at ``embedding.dim`` and reuses it when
-it is finished (:func:`train_base`).
+it is finished (:func:`candidate`). Stored as the dense table of its real rows.
 """
 
 from __future__ import annotations
 
-from pep_jax.methods.base import Candidate, Context, dense_bytes
+from pep_jax import workdir as wd
+from pep_jax.errors import ConfigError
+from pep_jax.layers import compact as compact_lib
+from pep_jax.methods.base import (Candidate, Compact, Context, Method, embedding_arrays,
+                                  no_search)
 from pep_jax.train.setup import Stage, build_stage
 
 NAME = 'ue'
 
 
-def run_name(dim: int) -> str:
-  return f'ue_d{int(dim)}'
-
-
 def candidate(dim: int) -> Candidate:
-  return Candidate(NAME, run_name(dim), f'd={int(dim)}',
+  """The uniform model of width ``dim``."""
+  return Candidate(NAME, wd.run_name(NAME, f'd{int(dim)}'), f'd={int(dim)}',
                    report={'dim': int(dim), 'search_seconds': 0.0}, info={'dim': int(dim)})
 
 
-def candidates(ctx: Context, search: bool = True) -> list[Candidate]:
-  del search  # nothing to search
+def candidates(ctx: Context) -> list[Candidate]:
   return [candidate(d) for d in ctx.config.ue.dims]
 
 
@@ -35,14 +35,27 @@ def initial(ctx: Context, cand: Candidate, stage: Stage):
   return stage.initial_state(), {}
 
 
-def account(ctx: Context, cand: Candidate, stage: Stage, state, constants) -> dict:
+def size(ctx: Context, cand: Candidate, stage: Stage, state, constants) -> dict:
   del stage, state, constants
   dim = cand.info['dim']
-  params = ctx.data.num_features * dim
-  return {'params': params, 'bytes': dense_bytes(params),
+  return {'params': ctx.data.num_features * dim,
           'field_mean_size': [float(dim)] * ctx.data.num_fields}
+
+
+def compact(ctx: Context, cand: Candidate, stage: Stage, state, constants,
+            layout: str | None) -> Compact:
+  """The table's real rows, dense."""
+  del cand, layout
+  params, _ = embedding_arrays(stage, state, constants)
+  return Compact('dense', compact_lib.encode_dense(params['table'][:ctx.data.num_features]))
 
 
 def check(ctx: Context) -> None:
   if any(int(d) <= 0 for d in ctx.config.ue.dims):
-    raise ValueError(f'config key ue.dims: widths must be positive, got {ctx.config.ue.dims}')
+    raise ConfigError(f'config key ue.dims: widths must be positive, got {ctx.config.ue.dims}')
+
+
+METHOD = Method(
+    name=NAME, labels={NAME: 'UE'}, check=check, search=no_search, candidates=candidates,
+    build=build, initial=initial, size=size, compact=compact,
+    layouts={'dense': compact_lib.dense_lookup}, rows_mode=True, resumable_keys=('ue.dims',))

@@ -7,12 +7,7 @@ Orbax writes each step to a temporary folder and renames it when complete, so a 
 mid-save leaves only finished checkpoints behind. Steps that already exist are never
 overwritten: a replayed step after a crash writes identical content, so it is skipped.
 
-Layout of a work directory (see :mod:`pep_jax.train.experiment`)::
-
-    init/0/              initial state (V0 and all other initial parameters)
-    prune/<step>/        periodic checkpoints of the prune stage
-    tickets/<budget>/<step>/  mask of the first step at or under the budget + metadata
-    retrain/<run>/latest/<step>/, retrain/<run>/best/<epoch>/   retrain checkpoints
+Where each folder of checkpoints lies in a work directory is :mod:`pep_jax.workdir`'s business.
 """
 
 from __future__ import annotations
@@ -23,8 +18,10 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from pep_jax.errors import UserError
 
-class CheckpointError(RuntimeError):
+
+class CheckpointError(UserError, RuntimeError):
   """A checkpoint is missing, damaged or does not match the run restoring it."""
 
 

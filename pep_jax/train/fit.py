@@ -240,3 +240,12 @@ def finish(run_dir: str, result: dict) -> dict:
   result = {k: v for k, v in result.items() if k != 'best_state'}
   write_json(os.path.join(run_dir, 'result.json'), result)
   return result
+
+
+def restore_best(run_dir: str, epoch: int, target):
+  """The best state :func:`train_to_best` kept in ``run_dir`` (its ``epoch``), restored into
+  ``target`` (shapes and shardings)."""
+  best = Checkpointer(os.path.join(run_dir, 'best'), max_to_keep=None)
+  state, _ = best.restore(int(epoch), target)
+  best.close()
+  return state

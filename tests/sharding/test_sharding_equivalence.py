@@ -8,8 +8,8 @@ from multidevice import run_on_devices
 RUN = '''
 import os, tempfile
 from pep_jax.data import load_dataset
-from pep_jax.methods.pep import find_tickets, load_ticket_mask
-from pep_jax.train import experiment
+from pep_jax.workdir import find_tickets, load_ticket_mask
+from pep_jax import experiment
 from pep_jax.train.setup import build_stage
 
 config = tiny_config()

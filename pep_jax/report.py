@@ -8,20 +8,16 @@ each row with per-field widths also says how well they recover the planted truth
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
+from pep_jax import methods as methods_lib
+from pep_jax import workdir as wd
 from pep_jax.metrics import spearman
 from pep_jax.train.setup import write_json
 
 COLUMNS = ('method', 'setting', 'params', 'bytes', 'sparsity', 'valid_auc', 'test_auc',
            'test_logloss', 'test_auc_batch_mean', 'width_spearman', 'noise_share',
            'search_seconds', 'train_seconds')
-
-LABELS = {'ue': 'UE', 'pep': 'PEP', 'pep_random': 'PEP, random re-init', 'sseds': 'SSEDS',
-          'mde': 'MDE', 'mgqe': 'MGQE', 'dartsemb': 'DartsEmb'}
-
 
 def importance(field_mean_size, data) -> dict:
   """How a model's per-field widths relate to the planted truth of synthetic data.
@@ -90,6 +86,7 @@ def plot_frontier(rows: list[dict], path: str, title: str) -> None:
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
 
+  labels = methods_lib.labels()
   fig, ax = plt.subplots(figsize=(7, 4.5))
   methods = list(dict.fromkeys(r['method'] for r in rows if r['method'] != 'teacher'))
   markers = 'os^Dv<>p*h'
@@ -97,7 +94,7 @@ def plot_frontier(rows: list[dict], path: str, title: str) -> None:
     pts = sorted((r['params'], r['test_auc']) for r in rows
                  if r['method'] == method and r.get('params'))
     if pts:
-      ax.plot(*zip(*pts), markers[i % len(markers)] + '-', label=LABELS.get(method, method))
+      ax.plot(*zip(*pts), markers[i % len(markers)] + '-', label=labels.get(method, method))
   for row in rows:
     if row['method'] == 'teacher':
       ax.axhline(row['test_auc'], color='gray', linestyle=':', label='teacher (ceiling)')
@@ -114,12 +111,13 @@ def plot_frontier(rows: list[dict], path: str, title: str) -> None:
 
 def write_summary(rows: list[dict], workdir: str, title: str, data) -> str:
   """Writes ``summary.json``, ``summary.md`` and ``frontier.png``; returns the table."""
-  write_json(os.path.join(workdir, 'summary.json'), rows)
+  paths = wd.summary_paths(workdir)
+  write_json(paths['json'], rows)
   table = markdown_table(rows)
   fields = field_size_table(rows, data)
-  with open(os.path.join(workdir, 'summary.md'), 'w') as f:
+  with open(paths['md'], 'w') as f:
     f.write(f'# {title}\n\n{table}\n')
     if fields:
       f.write(f'\n## Mean embedding width per field\n\n{fields}\n')
-  plot_frontier(rows, os.path.join(workdir, 'frontier.png'), title)
+  plot_frontier(rows, paths['plot'], title)
   return table

@@ -6,14 +6,15 @@ search proposes with :func:`pep_jax.train.fit.train_to_best`, and writes one sum
 candidate. Every step is resumable and skipped once finished, so the same command started again
 after a crash carries on where the last checkpoint left off. A work directory belongs to one
 config: running another config into it (other than the keys in
-``pep_jax.config.RESUMABLE_KEYS``) is refused, so results from different settings never mix.
+``pep_jax.config.RESUMABLE_KEYS`` and the methods' own resumable keys) is refused, so results
+from different settings never mix. The driver reaches every method through its
+:class:`pep_jax.methods.base.Method` and never tests a method's name.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import ctypes
-import json
 import multiprocessing
 import os
 import signal
@@ -23,38 +24,36 @@ import jax
 
 from pep_jax import config as config_lib
 from pep_jax import methods as methods_lib
+from pep_jax import report
+from pep_jax import workdir as wd
 from pep_jax.data import load_dataset
 from pep_jax.data.base import CTRDataset
+from pep_jax.errors import ConfigError, ExistsError
 from pep_jax.methods.base import Candidate, Context, fit_candidate
-from pep_jax.train import report
 from pep_jax.train.logging import MetricWriter
-from pep_jax.train.setup import write_json
 
 
 def check_workdir(config, workdir: str) -> None:
   """Records the config in ``workdir/config.json``, or refuses a different one."""
-  path = os.path.join(workdir, 'config.json')
-  current = config_lib.flatten(config.to_dict())
-  if os.path.exists(path):
-    try:
-      with open(path) as f:
-        saved = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f'{path} is not valid JSON ({e}); it records the config this work '
-                       'directory was made with. Restore it or use a new --workdir.') from e
-    differ = sorted(k for k in set(saved) | set(current)
-                    if k not in config_lib.RESUMABLE_KEYS and saved.get(k) != current.get(k))
-    if differ:
-      details = ', '.join(f'{k}: {saved.get(k)!r} -> {current.get(k)!r}' for k in differ)
-      raise ValueError(f'{workdir} holds a run with another config ({details}). Use a new '
-                       '--workdir, or the same config to resume.')
-  if jax.process_index() == 0:
-    write_json(path, current)
+  wd.check_config(config, workdir, config_lib.RESUMABLE_KEYS + methods_lib.resumable_keys())
+
+
+def check_methods(config) -> list:
+  """The configured methods; refuses one that cannot train as ``optimizer.updates`` asks."""
+  methods = [methods_lib.get(name) for name in config.methods]
+  if config.optimizer.updates == 'rows':
+    others = [m.name for m in methods if not m.rows_mode]
+    if others:
+      supported = tuple(m.name for m in methods_lib.METHODS.values() if m.rows_mode)
+      raise ConfigError(f"config key optimizer.updates: 'rows' updates the shared table of "
+                        f'methods {supported}; config.methods also has {others} (use '
+                        "optimizer.updates='dense' for them)")
+  return methods
 
 
 def summary_row(ctx: Context, cand: Candidate, result: dict) -> dict:
   """One row of ``summary.json``: the candidate's setting, stored size and metrics."""
-  row = {'method': cand.method, 'setting': cand.setting, 'run': cand.run, 'budget': None,
+  row = {'method': cand.label, 'setting': cand.setting, 'run': cand.run, 'budget': None,
          **cand.report,
          'params': result['params'], 'bytes': result['bytes'], 'nonzeros': result['nonzeros'],
          'sparsity': 1.0 - result['params'] / ctx.table_entries}
@@ -84,7 +83,9 @@ def run(config, workdir: str) -> list[dict]:
   finished run.
   """
   config_lib.validate(config)
-  modules = [methods_lib.get(name) for name in config.methods]
+  modules = check_methods(config)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ExistsError(f'--workdir={workdir} is a file; a work directory is a folder')
   data = load_dataset(config.data)
   for method in modules:  # before the work directory records this config
     method.check(Context(config, data, workdir, None))
@@ -94,14 +95,16 @@ def run(config, workdir: str) -> list[dict]:
   ctx = Context(config, data, workdir, writer)
   stage = config.stage
   if stage == 'evaluate':
-    _reevaluate(workdir)
+    wd.set_aside_results(workdir)
   search = stage in ('all', 'search', 'prune')
 
   def plan(method) -> list:
     """The method's search, then its candidates to train (or read back, when finished)."""
-    cands = method.candidates(ctx, search=search)
+    if search:
+      method.search(ctx)
+    cands = method.candidates(ctx)
     return [cand for cand in cands
-            if stage in ('all', 'retrain', 'evaluate') or ctx.finished(cand.run) is not None]
+            if stage in ('all', 'retrain', 'evaluate') or wd.result(workdir, cand.run) is not None]
 
   rows = []
   try:
@@ -117,7 +120,8 @@ def run(config, workdir: str) -> list[dict]:
   if jax.process_index() == 0 and rows:
     title = f'{config.data.name} / {config.model.name} / d={config.embedding.dim}'
     print(report.write_summary(rows, workdir, title, data))
-    print(f'per-field sizes and the plot: {workdir}/summary.md, {workdir}/frontier.png')
+    paths = wd.summary_paths(workdir)
+    print(f'per-field sizes and the plot: {paths["md"]}, {paths["plot"]}')
   return rows
 
 
@@ -183,16 +187,3 @@ def _run_parallel(ctx: Context, names: list[str], plan, workers: int) -> list[di
   finally:
     drivers.shutdown()
     fits.shutdown()
-
-
-def _reevaluate(workdir: str) -> None:
-  """Sets finished results aside so that :func:`run` scores every best checkpoint again.
-
-  A finished run resumes at its last step with nothing left to train, restores its best
-  checkpoint and writes a fresh ``result.json``.
-  """
-  root = os.path.join(workdir, 'retrain')
-  for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
-    path = os.path.join(root, name, 'result.json')
-    if os.path.exists(path):
-      os.replace(path, path + '.previous')
