@@ -2,9 +2,9 @@
 
 The contract lists the layers top to bottom (command lines; analyses and export; the
 experiment driver and serving; the summary; the methods; the work directory; the training
-library; config; models; data; layers; sharding; command-line and error helpers; ops, metrics
-and errors). A module that imports from a layer above its own fails this test, naming the
-import and its line.
+library; config; models; data; layers; sharding; the command-line helpers; ops and metrics;
+errors). A module that imports from a layer above its own fails this test, naming the import
+and its line.
 """
 
 import os

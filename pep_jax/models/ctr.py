@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pep_jax.errors import ConfigError
 from pep_jax.layers.embedding import field_offsets, padded_rows
 from pep_jax.sharding.lookup import take_rows
 
@@ -215,4 +216,4 @@ def build_model(model_config, field_dims: Sequence[int], embedding: nn.Module) -
                    num_heads=model_config.num_heads, num_layers=model_config.num_layers,
                    attn_dropout=model_config.attn_dropout, use_mlp=name == 'autoint_plus',
                    use_linear=name == 'autoint_lr', **mlp)
-  raise ValueError(f'config key model.name: unknown model {name!r}; expected one of {MODELS}')
+  raise ConfigError(f'config key model.name: unknown model {name!r}; expected one of {MODELS}')

@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pep_jax.errors import ConfigError
+
 Gate = Callable[[jax.Array], jax.Array]
 
 GRANULARITIES = ('global', 'dimension', 'feature', 'feature_dimension', 'field',
@@ -54,10 +56,10 @@ def get_gate(name: str, scale: float = 1.0) -> Gate:
   are bounded by ``scale`` instead of 1, which decides how small a table pruning can reach.
   """
   if name not in GATES:
-    raise ValueError(f'config key embedding.gate: unknown gate {name!r}; expected one of '
-                     f'{sorted(GATES)}')
+    raise ConfigError(f'config key embedding.gate: unknown gate {name!r}; expected one of '
+                      f'{sorted(GATES)}')
   if not scale > 0:
-    raise ValueError(f'config key embedding.gate_scale: must be positive, got {scale!r}')
+    raise ConfigError(f'config key embedding.gate_scale: must be positive, got {scale!r}')
   gate = GATES[name]
   return gate if scale == 1.0 else lambda s: scale * gate(s)
 
@@ -129,8 +131,8 @@ def threshold_shape(granularity: str, num_rows: int, num_fields: int, dim: int) 
       'field_dimension': (num_fields, dim),
   }
   if granularity not in shapes:
-    raise ValueError(f'config key embedding.granularity: unknown granularity {granularity!r}; '
-                     f'expected one of {list(GRANULARITIES)}')
+    raise ConfigError(f'config key embedding.granularity: unknown granularity {granularity!r}; '
+                      f'expected one of {list(GRANULARITIES)}')
   return shapes[granularity]
 
 

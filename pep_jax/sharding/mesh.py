@@ -19,6 +19,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh
 
+from pep_jax.errors import ConfigError
+
 DATA = 'data'
 TABLE = 'table'
 AXES = (DATA, TABLE)
@@ -33,21 +35,21 @@ def mesh_shape(mesh_config, num_devices: int) -> tuple[int, int]:
   sizes = {DATA: int(mesh_config.data), TABLE: int(mesh_config.table)}
   for name, size in sizes.items():
     if size == 0 or size < -1:
-      raise ValueError(f'config key mesh.{name}: expected a positive size or -1 (all remaining '
-                       f'devices), got {size}')
+      raise ConfigError(f'config key mesh.{name}: expected a positive size or -1 (all remaining '
+                        f'devices), got {size}')
   free = [name for name, size in sizes.items() if size == -1]
   if len(free) == 2:
-    raise ValueError('config keys mesh.data and mesh.table: at most one of them may be -1')
+    raise ConfigError('config keys mesh.data and mesh.table: at most one of them may be -1')
   fixed = math.prod(size for size in sizes.values() if size != -1)
   if free:
     if num_devices % fixed:
       other = TABLE if free[0] == DATA else DATA
-      raise ValueError(f'config key mesh.{other}: {fixed} does not divide the {num_devices} '
-                       'devices')
+      raise ConfigError(f'config key mesh.{other}: {fixed} does not divide the {num_devices} '
+                        'devices')
     sizes[free[0]] = num_devices // fixed
   elif fixed != num_devices:
-    raise ValueError(f'config keys mesh.data x mesh.table: {sizes[DATA]} x {sizes[TABLE]} = '
-                     f'{fixed} devices, but {num_devices} are available')
+    raise ConfigError(f'config keys mesh.data x mesh.table: {sizes[DATA]} x {sizes[TABLE]} = '
+                      f'{fixed} devices, but {num_devices} are available')
   return sizes[DATA], sizes[TABLE]
 
 
@@ -74,8 +76,8 @@ def single_device_mesh(device: jax.Device | None = None) -> Mesh:
 def check_divides(mesh: Mesh, value: int, key: str, what: str = 'devices') -> None:
   """Raises ``ValueError`` naming ``key`` when ``value`` does not split over the whole mesh."""
   if value % mesh.size:
-    raise ValueError(f'config key {key}: {value} does not split evenly over the {mesh.size} '
-                     f'{what} of the mesh ({dict(mesh.shape)})')
+    raise ConfigError(f'config key {key}: {value} does not split evenly over the {mesh.size} '
+                      f'{what} of the mesh ({dict(mesh.shape)})')
 
 
 def row_multiple(mesh: Mesh, mesh_config) -> int:
@@ -86,7 +88,7 @@ def row_multiple(mesh: Mesh, mesh_config) -> int:
   """
   multiple, parts = int(mesh_config.row_multiple), mesh.shape[TABLE]
   if multiple % parts:
-    raise ValueError(f'config key mesh.row_multiple: {multiple} rows do not split over the '
-                     f'{parts} devices of the table axis (mesh.table); use a multiple of '
-                     f'{parts}, e.g. {math.lcm(multiple, parts)}')
+    raise ConfigError(f'config key mesh.row_multiple: {multiple} rows do not split over the '
+                      f'{parts} devices of the table axis (mesh.table); use a multiple of '
+                      f'{parts}, e.g. {math.lcm(multiple, parts)}')
   return multiple

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import optax
 
+from pep_jax.errors import ConfigError
+
 
 def build_optimizer(opt_config, clip: bool = True) -> optax.GradientTransformation:
   """``config.optimizer`` -> an optax transformation (dense updates of all parameters).
@@ -25,8 +27,8 @@ def build_optimizer(opt_config, clip: bool = True) -> optax.GradientTransformati
   dense parameters together before calling this).
   """
   if opt_config.name != 'adam':
-    raise ValueError(f"config key optimizer.name: only 'adam' is supported, got "
-                     f'{opt_config.name!r}')
+    raise ConfigError(f"config key optimizer.name: only 'adam' is supported, got "
+                      f'{opt_config.name!r}')
   parts = []
   if clip and opt_config.clip_norm > 0:
     parts.append(optax.clip_by_global_norm(opt_config.clip_norm))
