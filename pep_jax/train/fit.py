@@ -15,6 +15,7 @@ documents, so a resumed run still reports what its training cost in all.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from collections.abc import Callable
@@ -24,13 +25,26 @@ import jax
 from pep_jax.data import pipeline
 from pep_jax.data.base import CTRDataset
 from pep_jax.layers.embedding import field_offsets
-from pep_jax.train import loop
+from pep_jax.train import batches as batches_lib
+from pep_jax.train import evaluation
 from pep_jax.train.checkpoint import Checkpointer
 from pep_jax.train.logging import MetricWriter, Progress
 from pep_jax.train.setup import Stage, write_json
 
 # on_step(step, epoch_end, state, metrics) -> True to stop after this step.
 StepCallback = Callable[[int, bool, object, dict], bool]
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or infinite."""
+
+
+def check_loss(loss: float, stage: str, step: int, checkpoint_dir: str) -> None:
+  if not math.isfinite(loss):
+    raise NonFiniteLossError(
+        f'{stage}: the training loss is {loss} at step {step}. Nothing was saved for this step; '
+        f'the last good checkpoint in {checkpoint_dir} is kept. Lower optimizer.learning_rate or '
+        'check the data.')
 
 
 class _Blocks:
@@ -40,10 +54,10 @@ class _Blocks:
     self.stage, self.constants, self.name, self.ckpt_dir = stage, constants, name, ckpt_dir
     self.warmup = None  # (seconds, steps) of this process's first call (it compiles)
 
-  def run(self, state, block: loop.Block, slot: int, halt_at: int):
+  def run(self, state, block: batches_lib.Block, slot: int, halt_at: int):
     """One compiled call from ``slot``; returns ``(state, metrics, done)``, metrics on the host.
 
-    Raises :class:`loop.NonFiniteLossError` (before anything is saved) if a step's loss is not
+    Raises :class:`NonFiniteLossError` (before anything is saved) if a step's loss is not
     finite.
     """
     t = time.perf_counter()
@@ -53,7 +67,7 @@ class _Blocks:
     metrics, done = jax.device_get((metrics, done))
     done = int(done)
     for j in range(slot, done):
-      loop.check_loss(float(metrics['loss'][j]), self.name, block.first + j + 1, self.ckpt_dir)
+      check_loss(float(metrics['loss'][j]), self.name, block.first + j + 1, self.ckpt_dir)
     sync = self.stage.config.optimizer.rows_sync_steps
     if self.stage.materialize_fn is not None and (block.first + done) % sync == 0:
       state = self.stage.materialize(state)  # rows mode: every row brought up to date
@@ -81,7 +95,7 @@ def train_steps(config, data: CTRDataset, stage: Stage, state, constants: dict, 
                 log_keys: tuple[str, ...] = ()) -> tuple[object, dict]:
   """Trains from the newest checkpoint in ``ckpt_dir`` until ``on_step`` says stop.
 
-  Steps run ``train.steps_per_dispatch`` per compiled call (:class:`loop.Block`).
+  Steps run ``train.steps_per_dispatch`` per compiled call (:class:`batches_lib.Block`).
 
   Args:
     on_step: called after every call with its last step, whether that step ended an epoch,
@@ -110,10 +124,10 @@ def train_steps(config, data: CTRDataset, stage: Stage, state, constants: dict, 
   bar = Progress(name, max_epochs * per_epoch, start, bs)
   t0, base = time.perf_counter(), dict(progress)
   runner = _Blocks(stage, constants, name, ckpt.directory)
-  blocks = loop.resumable_blocks(data.train, bs, stage.per_dispatch, seed=config.seed,
-                                 start_step=start, max_epochs=max_epochs,
-                                 sharding=stage.batch_sharding, batch_map=batch_map,
-                                 row_offsets=_row_offsets(stage, data))
+  blocks = batches_lib.resumable_blocks(data.train, bs, stage.per_dispatch, seed=config.seed,
+                                        start_step=start, max_epochs=max_epochs,
+                                        sharding=stage.batch_sharding, batch_map=batch_map,
+                                        row_offsets=_row_offsets(stage, data))
   stop = False
   with contextlib.closing(blocks):
     for block in blocks:
@@ -171,10 +185,10 @@ def train_to_best(config, data: CTRDataset, stage: Stage, state, constants: dict
   stop = progress['bad_epochs'] >= config.train.patience
   t0, seconds0 = time.perf_counter(), progress.get('seconds', 0.0)
   runner = _Blocks(stage, constants, name, latest.directory)
-  blocks = loop.resumable_blocks(data.train, bs, stage.per_dispatch, seed=config.seed,
-                                 start_step=start, max_epochs=config.train.max_epochs,
-                                 sharding=stage.batch_sharding,
-                                 row_offsets=_row_offsets(stage, data))
+  blocks = batches_lib.resumable_blocks(data.train, bs, stage.per_dispatch, seed=config.seed,
+                                        start_step=start, max_epochs=config.train.max_epochs,
+                                        sharding=stage.batch_sharding,
+                                        row_offsets=_row_offsets(stage, data))
   with contextlib.closing(blocks):
     for block in () if stop else blocks:
       slot = block.start
@@ -203,8 +217,8 @@ def train_to_best(config, data: CTRDataset, stage: Stage, state, constants: dict
     raise RuntimeError(f'{name}: no epoch finished (train.max_epochs={config.train.max_epochs})')
   best_state, _ = best.restore(progress['best_epoch'], state)
   best.close()
-  valid = loop.evaluate(stage, best_state, constants, data.valid)
-  test = loop.evaluate(stage, best_state, constants, data.test)
+  valid = evaluation.evaluate(stage, best_state, constants, data.valid)
+  test = evaluation.evaluate(stage, best_state, constants, data.test)
   return {
       'best_epoch': progress['best_epoch'],
       'epochs': len(progress['history']),
@@ -221,7 +235,7 @@ def train_to_best(config, data: CTRDataset, stage: Stage, state, constants: dict
 def _end_epoch(config, data, stage, state, constants, step, epoch, loss, progress, latest, best,
                writer, bar, name) -> bool:
   """Validates at the end of an epoch, saves ``best``/``latest``; True once patience is spent."""
-  valid = loop.evaluate(stage, state, constants, data.valid)
+  valid = evaluation.evaluate(stage, state, constants, data.valid)
   progress['history'].append({'epoch': epoch, 'step': step, 'train_loss': loss,
                               **{f'valid_{k}': v for k, v in valid.items()}})
   writer.write(name, step, **{f'valid_{k}': v for k, v in valid.items()})
