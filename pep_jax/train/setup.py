@@ -16,7 +16,6 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import optax
 from jax.sharding import Mesh
 
 from pep_jax import sharding
@@ -50,7 +49,7 @@ class Stage:
   config: Any
   model: nn.Module
   embedding: nn.Module
-  tx: optax.GradientTransformation
+  opt_init: Callable[[Any], Any]  # params -> the optimizer state the steps update
   steps: steps_lib.CompiledSteps | None
   num_fields: int
   mesh: Mesh
@@ -115,7 +114,7 @@ class Stage:
     def init() -> steps_lib.TrainState:
       variables = steps_lib.init_variables(self.model, self.num_fields, seed, self.mesh.size)
       return steps_lib.new_state(variables['params'], variables.get('batch_stats', {}),
-                                 self.tx, seed)
+                                 self.opt_init, seed)
     return init
 
   def abstract_state(self, seed: int | None = None) -> steps_lib.TrainState:
@@ -133,7 +132,7 @@ class Stage:
   def with_params(self, state: steps_lib.TrainState, params) -> steps_lib.TrainState:
     """``state`` with new parameters and a fresh optimizer state for them, on the mesh."""
     return self.materialize(
-        jax.jit(lambda st, p: st.replace(params=p, opt_state=self.tx.init(p)),
+        jax.jit(lambda st, p: st.replace(params=p, opt_state=self.opt_init(p)),
                 out_shardings=self.shardings.state)(state, params))
 
   def initial_state_saved(self, directory: str) -> steps_lib.TrainState:
@@ -187,8 +186,8 @@ ROWS, REPLICATED = 'rows', 'replicated'  # where a constant lives: split like th
 def make_stage(config, data: CTRDataset, layer: Callable[[int, Mesh], nn.Module], *,
                mesh: Mesh | None = None, count_nonzeros: bool = False,
                per_feature_threshold: bool = False, constants: dict | None = None,
-               tx: optax.GradientTransformation | None = None,
-               steps: Callable | None = None) -> Stage:
+               steps: Callable | None = None,
+               opt_init: Callable[[Any], Any] | None = None) -> Stage:
   """A stage around any embedding layer: the one constructor every method uses.
 
   Args:
@@ -199,10 +198,15 @@ def make_stage(config, data: CTRDataset, layer: Callable[[int, Mesh], nn.Module]
     per_feature_threshold: the layer's ``threshold`` has one row per table row.
     constants: the tree of non-trained collections the steps take (``{'ticket': {'embedding':
       {'mask': ROWS}}}``), each leaf saying where it lives (:data:`ROWS` or :data:`REPLICATED`).
-    tx: the optimizer; ``config.optimizer``'s by default.
     steps: ``(model, tx, count_nonzeros) -> (train_step, eval_step)``, not compiled (this
-      compiles them); the ordinary :func:`pep_jax.train.steps.step_functions` by default.
+      compiles them), ``tx`` being ``config.optimizer``'s optimizer; the ordinary
+      :func:`pep_jax.train.steps.step_functions` by default.
+    opt_init: ``params -> opt_state``, the optimizer state ``steps`` update (only with
+      ``steps``); ``tx.init`` by default.
   """
+  if opt_init is not None and steps is None:
+    raise ValueError('make_stage: opt_init initialises the state of the given steps; '
+                     'pass steps with it')
   mesh = sharding.build_mesh(config.mesh) if mesh is None else mesh
   sharding.check_divides(mesh, config.train.batch_size, 'train.batch_size')
   sharding.check_divides(mesh, config.train.eval_batch_size, 'train.eval_batch_size')
@@ -215,10 +219,11 @@ def make_stage(config, data: CTRDataset, layer: Callable[[int, Mesh], nn.Module]
                        f"the mesh's table axis (set mesh.table=1; this mesh has "
                        f'{mesh.shape[sharding.TABLE]})')
     table_rows = embedding.table_rows
-    tx = sparse.rows_optimizer(
-        config.optimizer, lambda p: sparse.RowLayout.of(p, per_feature_threshold), table_rows)
-  tx = build_optimizer(config.optimizer) if tx is None else tx
-  stage = Stage(config, model, embedding, tx, None, data.num_fields, mesh, None)
+    opt_init = sparse.rows_opt_init(config.optimizer, table_rows,
+                                    per_feature_threshold=per_feature_threshold)
+  tx = build_optimizer(config.optimizer)
+  opt_init = tx.init if opt_init is None else opt_init
+  stage = Stage(config, model, embedding, opt_init, None, data.num_fields, mesh, None)
   state_shapes = jax.eval_shape(stage._init(config.seed))
   place = {ROWS: sharding.specs.table_rows(mesh), REPLICATED: sharding.specs.replicated(mesh)}
   stage.shardings = steps_lib.StepShardings(
