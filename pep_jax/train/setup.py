@@ -42,23 +42,38 @@ def write_json(path: str, obj: Any) -> None:
   os.replace(tmp, path)
 
 
-@dataclasses.dataclass
+def _init_fn(model: nn.Module, num_fields: int, mesh: Mesh, opt_init: Callable[[Any], Any],
+             seed: int) -> Callable[[], steps_lib.TrainState]:
+  """``() -> TrainState``: ``model``'s step 0 for ``seed``, to trace or to jit."""
+  def init() -> steps_lib.TrainState:
+    variables = steps_lib.init_variables(model, num_fields, seed, mesh.size)
+    return steps_lib.new_state(variables['params'], variables.get('batch_stats', {}), opt_init,
+                               seed)
+  return init
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class Stage:
-  """One trainable configuration: a model around an embedding layer, and its steps."""
+  """One trainable configuration: a model around an embedding layer, and its steps.
+
+  Built once by :func:`make_stage` and never changed; the only state it keeps is what it compiles
+  on first use (the rows mode's steps per capacity, jitted embedding methods).
+  """
 
   config: Any
   model: nn.Module
   embedding: nn.Module
   opt_init: Callable[[Any], Any]  # params -> the optimizer state the steps update
-  steps: steps_lib.CompiledSteps | None
+  steps: steps_lib.CompiledSteps
   num_fields: int
   mesh: Mesh
   shardings: steps_lib.StepShardings
   # Brings a lazily updated state up to date (rows mode, pep_jax/train/sparse.py); None when
   # every step already updates every row.
-  materialize_fn: Any = None
+  materialize_fn: Callable[[Any], Any] | None = None
   # Rows mode: capacity -> the steps compiled for batches of at most that many distinct rows.
-  capacity_steps: Any = None
+  capacity_steps: Callable[[int], steps_lib.CompiledSteps] | None = None
+  # Compiled on first use: method name -> jitted embedding call; capacity -> steps.
   _embedding_fns: dict = dataclasses.field(default_factory=dict, repr=False)
   _by_capacity: dict = dataclasses.field(default_factory=dict, repr=False)
 
@@ -110,12 +125,8 @@ class Stage:
     """Sharding of arrays shaped like the table (e.g. a ticket mask)."""
     return sharding.specs.table_rows(self.mesh)
 
-  def _init(self, seed: int):
-    def init() -> steps_lib.TrainState:
-      variables = steps_lib.init_variables(self.model, self.num_fields, seed, self.mesh.size)
-      return steps_lib.new_state(variables['params'], variables.get('batch_stats', {}),
-                                 self.opt_init, seed)
-    return init
+  def _init(self, seed: int) -> Callable[[], steps_lib.TrainState]:
+    return _init_fn(self.model, self.num_fields, self.mesh, self.opt_init, seed)
 
   def abstract_state(self, seed: int | None = None) -> steps_lib.TrainState:
     """Shapes, dtypes and shardings of the initial state, computing nothing."""
@@ -212,48 +223,50 @@ def make_stage(config, data: CTRDataset, layer: Callable[[int, Mesh], nn.Module]
   sharding.check_divides(mesh, config.train.eval_batch_size, 'train.eval_batch_size')
   embedding = layer(sharding.row_multiple(mesh, config.mesh), mesh)
   model = build_model(config.model, data.field_dims, embedding)
+  tx = build_optimizer(config.optimizer)
   rows = config.optimizer.updates == 'rows' and steps is None
   if rows:
     if mesh.shape[sharding.TABLE] > 1:
       raise ValueError(f"config key optimizer.updates: 'rows' needs the table on one device of "
                        f"the mesh's table axis (set mesh.table=1; this mesh has "
                        f'{mesh.shape[sharding.TABLE]})')
-    table_rows = embedding.table_rows
-    opt_init = sparse.rows_opt_init(config.optimizer, table_rows,
+    opt_init = sparse.rows_opt_init(config.optimizer, embedding.table_rows,
                                     per_feature_threshold=per_feature_threshold)
-  tx = build_optimizer(config.optimizer)
-  opt_init = tx.init if opt_init is None else opt_init
-  stage = Stage(config, model, embedding, opt_init, None, data.num_fields, mesh, None)
-  state_shapes = jax.eval_shape(stage._init(config.seed))
+  elif opt_init is None:
+    opt_init = tx.init
+  state_shapes = jax.eval_shape(_init_fn(model, data.num_fields, mesh, opt_init, config.seed))
   place = {ROWS: sharding.specs.table_rows(mesh), REPLICATED: sharding.specs.replicated(mesh)}
-  stage.shardings = steps_lib.StepShardings(
+  shardings = steps_lib.StepShardings(
       state=sharding.specs.tree_shardings(mesh, state_shapes,
                                           per_feature_threshold=per_feature_threshold),
       batch=sharding.specs.batch_sharding(mesh),
       constants=jax.tree.map(place.__getitem__, constants or {}),
       replicated=sharding.specs.replicated(mesh))
   halt_key = 'nonzeros' if count_nonzeros else None
+  materialize_fn = capacity_steps = None
   if rows:
     placement = constants or {}
 
     def rows_steps(capacity: int | None):
       train_step, eval_step, materialize = sparse.step_functions(
-          model, config.optimizer, data.field_dims, table_rows, count_nonzeros=count_nonzeros,
-          per_feature_threshold=per_feature_threshold, capacity=capacity,
-          row_constants=lambda c, f: jax.tree.map(
+          model, config.optimizer, data.field_dims, embedding.table_rows,
+          count_nonzeros=count_nonzeros, per_feature_threshold=per_feature_threshold,
+          capacity=capacity, row_constants=lambda c, f: jax.tree.map(
               lambda where, x: f(x) if where == ROWS else x, placement, c))
-      compiled = steps_lib.compile_steps(train_step, eval_step, stage.shardings,
-                                         halt_key=halt_key,
+      compiled = steps_lib.compile_steps(train_step, eval_step, shardings, halt_key=halt_key,
                                          sync_every=int(config.optimizer.rows_sync_steps))
       return compiled, materialize
 
-    stage.steps, materialize = rows_steps(None)
-    stage.materialize_fn = jax.jit(materialize, in_shardings=(stage.shardings.state,),
-                                   out_shardings=stage.shardings.state)
-    stage.capacity_steps = lambda capacity: rows_steps(capacity)[0]
+    def capacity_steps(capacity: int) -> steps_lib.CompiledSteps:
+      return rows_steps(capacity)[0]
+
+    compiled, materialize = rows_steps(None)
+    materialize_fn = jax.jit(materialize, in_shardings=(shardings.state,),
+                             out_shardings=shardings.state)
   else:
     steps = steps or (lambda m, t, count: steps_lib.step_functions(m, t,
                                                                    count_nonzeros=count))
-    stage.steps = steps_lib.compile_steps(*steps(model, tx, count_nonzeros), stage.shardings,
-                                          halt_key=halt_key)
-  return stage
+    compiled = steps_lib.compile_steps(*steps(model, tx, count_nonzeros), shardings,
+                                       halt_key=halt_key)
+  return Stage(config, model, embedding, opt_init, compiled, data.num_fields, mesh, shardings,
+               materialize_fn=materialize_fn, capacity_steps=capacity_steps)
