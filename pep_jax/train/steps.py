@@ -3,7 +3,7 @@
 A stage is a model (with its embedding layer), an optimizer and, for retraining, the constant
 ticket mask. :func:`step_functions` writes its train and eval steps; :func:`compile_steps` jits
 each twice: for one batch, and as a loop over a block of ``K`` batches per call (a slab), which
-is what the training loops run, so the host dispatches and reads metrics once per ``K`` steps.
+is what the training loop runs, so the host dispatches and reads metrics once per ``K`` steps.
 Each program compiles once per stage (the batch and slab shapes never change).
 """
 
