@@ -27,7 +27,7 @@ Parts (``--parts``), each timed over ``--steps`` steps per row (small 100, crite
   are timed. PEP never reaches its budget (``halt_at`` is -1); the run stops before an epoch
   ends, so no checkpoint is written inside the timed steps. For ``--loop-models`` (FM) and
   PEP at ``--loop-granularities`` (``feature_dimension``); everything with ``--full``.
-* ``eval``: :func:`pep_jax.train.loop.predict` over ``--eval-rows`` rows (host batches
+* ``eval``: :func:`pep_jax.train.evaluation.predict` over ``--eval-rows`` rows (host batches
   included) after a warm-up, for every model, UE and PEP at ``--loop-granularities``
   (everything with ``--full``), in the first mode only.
 * ``demo`` (with ``--demo``): ``python -m pep_jax.main --config=configs/demo.py`` in a
@@ -80,7 +80,8 @@ from pep_jax.config import default_config
 from pep_jax.data import pipeline
 from pep_jax.data.base import CTRDataset, Split
 from pep_jax.layers.embedding import field_offsets
-from pep_jax.train import fit, loop
+from pep_jax.train import batches as batches_lib
+from pep_jax.train import evaluation, fit
 from pep_jax.train import steps as steps_lib
 from pep_jax.train.logging import MetricWriter
 from pep_jax.train.setup import Stage, build_stage
@@ -218,7 +219,7 @@ def steps_of(stage: Stage, batches: list[dict]):
   if stage.capacity_steps is None:
     return stage.steps
   offsets = field_offsets(stage.embedding.field_dims)
-  return stage.steps_for(loop.most_distinct_rows(batches, offsets))
+  return stage.steps_for(batches_lib.most_distinct_rows(batches, offsets))
 
 
 def time_one_step(stage: Stage, state, constants: dict, batches: list[dict], steps: int):
@@ -290,11 +291,12 @@ def time_loop(stage: Stage, state, constants: dict, data: CTRDataset, per_dispat
 
 
 def time_eval(stage: Stage, state, constants: dict, data: CTRDataset) -> tuple[float, float]:
-  """``(rows/s, seconds)`` of :func:`loop.predict` over the held-out split, after a warm-up."""
+  """``(rows/s, seconds)`` of :func:`evaluation.predict` over the held-out split, after a
+  warm-up."""
   first = Split(data.valid.ids[:1], data.valid.labels[:1])
-  loop.predict(stage, state, constants, first)  # compiles (the slab's shape is fixed)
+  evaluation.predict(stage, state, constants, first)  # compiles (the slab's shape is fixed)
   start = time.perf_counter()
-  probs = loop.predict(stage, state, constants, data.valid)
+  probs = evaluation.predict(stage, state, constants, data.valid)
   seconds = time.perf_counter() - start
   assert probs.shape == (len(data.valid),)
   return len(data.valid) / seconds, seconds

@@ -6,7 +6,8 @@ import pytest
 
 from configs import demo
 from pep_jax.data import load_dataset
-from pep_jax.train import loop
+from pep_jax.data import pipeline
+from pep_jax.train import evaluation
 from pep_jax.train.fit import train_steps
 from pep_jax.train.logging import MetricWriter
 from pep_jax.train.setup import build_stage
@@ -75,9 +76,9 @@ def jax_leaves(tree):
 def test_block_evaluation_matches_one_batch_per_call(one_step):
   stage, state, _, _ = one_step
   data = load_dataset(stage.config.data)
-  blocked = loop.predict(stage, state, {}, data.valid, 1000)
+  blocked = evaluation.predict(stage, state, {}, data.valid, 1000)
   single = np.concatenate([
       np.asarray(stage.eval_step(state, b, {}))[b['weights'] > 0]
-      for b in loop.pipeline.batches(data.valid, 1000, shuffle=False)])
+      for b in pipeline.batches(data.valid, 1000, shuffle=False)])
   assert blocked.shape == (len(data.valid),)
   np.testing.assert_allclose(blocked, single, rtol=0, atol=1e-6)

@@ -15,7 +15,7 @@ from configs import demo
 from pep_jax.data import load_dataset, pipeline
 from pep_jax import experiment
 from pep_jax.train.checkpoint import CheckpointError
-from pep_jax.train.loop import NonFiniteLossError
+from pep_jax.train.fit import NonFiniteLossError
 from pep_jax.train.setup import build_stage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -113,11 +113,11 @@ def _is_arch(path) -> bool:
 
 
 def _optimizers(config):
-  """The search's optimizers: ``(tx, weights_tx, arch_tx)``.
+  """The search's optimizers: ``(opt_init, weights_tx, arch_tx)``.
 
   ``weights_tx`` is the faithful optimizer (``config.optimizer``) over every parameter but
   ``arch``; ``arch_tx`` is Adam (``dartsemb.arch_learning_rate``, beta1 0.5 as DARTS) over
-  ``arch`` alone. ``tx`` only initialises both states, as the pair ``TrainState.opt_state``
+  ``arch`` alone. ``opt_init`` initialises both states, as the pair ``TrainState.opt_state``
   holds; the search step applies each to its own gradient.
   """
   weights = optax.masked(build_optimizer(config.optimizer), lambda p: _mask(p, False))
@@ -127,7 +127,7 @@ def _optimizers(config):
   def init(params):
     return (weights.init(params), arch.init(params))
 
-  return optax.GradientTransformation(init, None), weights, arch
+  return init, weights, arch
 
 
 def _mask(params, arch: bool):
@@ -200,12 +200,12 @@ def search_stage(ctx: Context, cset):
   validation rows the architecture step of ``step`` uses (a fixed shuffled cycle through the
   validation split, so a resumed search sees the rows an uninterrupted one would have)."""
   config, data = ctx.config, ctx.data
-  tx, weights_tx, arch_tx = _optimizers(config)
+  opt_init, weights_tx, arch_tx = _optimizers(config)
   cset = tuple(int(w) for w in cset)
   stage = make_stage(config, data, lambda rm, mesh: DartsEmbedding(
       tuple(int(x) for x in data.field_dims), int(config.embedding.dim), cset,
       row_multiple=rm, mesh=mesh),
-      tx=tx, steps=_search_steps(weights_tx, arch_tx))
+      steps=_search_steps(weights_tx, arch_tx), opt_init=opt_init)
   bs = config.train.batch_size
   valid_order = np.random.default_rng([config.seed, 17]).permutation(len(data.valid))
 

@@ -42,7 +42,7 @@ from pep_jax.methods.base import (SPARSE_LOOKUPS, Candidate, Compact, Context, M
                                   embedding_arrays, field_means, fit_candidate, resolve_budgets,
                                   sparse_compact)
 from pep_jax.ops import threshold as th
-from pep_jax.train import loop
+from pep_jax.train.batches import resumable_batches
 from pep_jax.train.checkpoint import Checkpointer
 from pep_jax.train.setup import REPLICATED, ROWS, Stage, build_stage, make_stage
 from pep_jax.train.steps import weighted_bce
@@ -189,9 +189,9 @@ def saliency(ctx: Context, stage: Stage, state) -> np.ndarray:
   grad = _score_fn(stage)
   n = int(config.sseds.score_batches)
   per_epoch = -(-len(ctx.data.train) // config.train.batch_size)
-  batches = loop.resumable_batches(ctx.data.train, config.train.batch_size, seed=config.seed,
-                                   start_step=0, max_epochs=-(-n // per_epoch),
-                                   sharding=stage.batch_sharding)
+  batches = resumable_batches(ctx.data.train, config.train.batch_size, seed=config.seed,
+                              start_step=0, max_epochs=-(-n // per_epoch),
+                              sharding=stage.batch_sharding)
   total = None
   for _, (_, _, batch) in zip(range(n), batches):
     g = jnp.abs(grad(alpha, state, batch))

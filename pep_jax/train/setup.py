@@ -16,7 +16,6 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import optax
 from jax.sharding import Mesh
 
 from pep_jax import sharding
@@ -43,23 +42,38 @@ def write_json(path: str, obj: Any) -> None:
   os.replace(tmp, path)
 
 
-@dataclasses.dataclass
+def _init_fn(model: nn.Module, num_fields: int, mesh: Mesh, opt_init: Callable[[Any], Any],
+             seed: int) -> Callable[[], steps_lib.TrainState]:
+  """``() -> TrainState``: ``model``'s step 0 for ``seed``, to trace or to jit."""
+  def init() -> steps_lib.TrainState:
+    variables = steps_lib.init_variables(model, num_fields, seed, mesh.size)
+    return steps_lib.new_state(variables['params'], variables.get('batch_stats', {}), opt_init,
+                               seed)
+  return init
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class Stage:
-  """One trainable configuration: a model around an embedding layer, and its steps."""
+  """One trainable configuration: a model around an embedding layer, and its steps.
+
+  Built once by :func:`make_stage` and never changed; the only state it keeps is what it compiles
+  on first use (the rows mode's steps per capacity, jitted embedding methods).
+  """
 
   config: Any
   model: nn.Module
   embedding: nn.Module
-  tx: optax.GradientTransformation
-  steps: steps_lib.CompiledSteps | None
+  opt_init: Callable[[Any], Any]  # params -> the optimizer state the steps update
+  steps: steps_lib.CompiledSteps
   num_fields: int
   mesh: Mesh
   shardings: steps_lib.StepShardings
   # Brings a lazily updated state up to date (rows mode, pep_jax/train/sparse.py); None when
   # every step already updates every row.
-  materialize_fn: Any = None
+  materialize_fn: Callable[[Any], Any] | None = None
   # Rows mode: capacity -> the steps compiled for batches of at most that many distinct rows.
-  capacity_steps: Any = None
+  capacity_steps: Callable[[int], steps_lib.CompiledSteps] | None = None
+  # Compiled on first use: method name -> jitted embedding call; capacity -> steps.
   _embedding_fns: dict = dataclasses.field(default_factory=dict, repr=False)
   _by_capacity: dict = dataclasses.field(default_factory=dict, repr=False)
 
@@ -111,12 +125,8 @@ class Stage:
     """Sharding of arrays shaped like the table (e.g. a ticket mask)."""
     return sharding.specs.table_rows(self.mesh)
 
-  def _init(self, seed: int):
-    def init() -> steps_lib.TrainState:
-      variables = steps_lib.init_variables(self.model, self.num_fields, seed, self.mesh.size)
-      return steps_lib.new_state(variables['params'], variables.get('batch_stats', {}),
-                                 self.tx, seed)
-    return init
+  def _init(self, seed: int) -> Callable[[], steps_lib.TrainState]:
+    return _init_fn(self.model, self.num_fields, self.mesh, self.opt_init, seed)
 
   def abstract_state(self, seed: int | None = None) -> steps_lib.TrainState:
     """Shapes, dtypes and shardings of the initial state, computing nothing."""
@@ -133,7 +143,7 @@ class Stage:
   def with_params(self, state: steps_lib.TrainState, params) -> steps_lib.TrainState:
     """``state`` with new parameters and a fresh optimizer state for them, on the mesh."""
     return self.materialize(
-        jax.jit(lambda st, p: st.replace(params=p, opt_state=self.tx.init(p)),
+        jax.jit(lambda st, p: st.replace(params=p, opt_state=self.opt_init(p)),
                 out_shardings=self.shardings.state)(state, params))
 
   def initial_state_saved(self, directory: str) -> steps_lib.TrainState:
@@ -187,8 +197,8 @@ ROWS, REPLICATED = 'rows', 'replicated'  # where a constant lives: split like th
 def make_stage(config, data: CTRDataset, layer: Callable[[int, Mesh], nn.Module], *,
                mesh: Mesh | None = None, count_nonzeros: bool = False,
                per_feature_threshold: bool = False, constants: dict | None = None,
-               tx: optax.GradientTransformation | None = None,
-               steps: Callable | None = None) -> Stage:
+               steps: Callable | None = None,
+               opt_init: Callable[[Any], Any] | None = None) -> Stage:
   """A stage around any embedding layer: the one constructor every method uses.
 
   Args:
@@ -199,56 +209,64 @@ def make_stage(config, data: CTRDataset, layer: Callable[[int, Mesh], nn.Module]
     per_feature_threshold: the layer's ``threshold`` has one row per table row.
     constants: the tree of non-trained collections the steps take (``{'ticket': {'embedding':
       {'mask': ROWS}}}``), each leaf saying where it lives (:data:`ROWS` or :data:`REPLICATED`).
-    tx: the optimizer; ``config.optimizer``'s by default.
     steps: ``(model, tx, count_nonzeros) -> (train_step, eval_step)``, not compiled (this
-      compiles them); the ordinary :func:`pep_jax.train.steps.step_functions` by default.
+      compiles them), ``tx`` being ``config.optimizer``'s optimizer; the ordinary
+      :func:`pep_jax.train.steps.step_functions` by default.
+    opt_init: ``params -> opt_state``, the optimizer state ``steps`` update (only with
+      ``steps``); ``tx.init`` by default.
   """
+  if opt_init is not None and steps is None:
+    raise ValueError('make_stage: opt_init initialises the state of the given steps; '
+                     'pass steps with it')
   mesh = sharding.build_mesh(config.mesh) if mesh is None else mesh
   sharding.check_divides(mesh, config.train.batch_size, 'train.batch_size')
   sharding.check_divides(mesh, config.train.eval_batch_size, 'train.eval_batch_size')
   embedding = layer(sharding.row_multiple(mesh, config.mesh), mesh)
   model = build_model(config.model, data.field_dims, embedding)
+  tx = build_optimizer(config.optimizer)
   rows = config.optimizer.updates == 'rows' and steps is None
   if rows:
     if mesh.shape[sharding.TABLE] > 1:
       raise ValueError(f"config key optimizer.updates: 'rows' needs the table on one device of "
                        f"the mesh's table axis (set mesh.table=1; this mesh has "
                        f'{mesh.shape[sharding.TABLE]})')
-    table_rows = embedding.table_rows
-    tx = sparse.rows_optimizer(
-        config.optimizer, lambda p: sparse.RowLayout.of(p, per_feature_threshold), table_rows)
-  tx = build_optimizer(config.optimizer) if tx is None else tx
-  stage = Stage(config, model, embedding, tx, None, data.num_fields, mesh, None)
-  state_shapes = jax.eval_shape(stage._init(config.seed))
+    opt_init = sparse.rows_opt_init(config.optimizer, embedding.table_rows,
+                                    per_feature_threshold=per_feature_threshold)
+  elif opt_init is None:
+    opt_init = tx.init
+  state_shapes = jax.eval_shape(_init_fn(model, data.num_fields, mesh, opt_init, config.seed))
   place = {ROWS: sharding.specs.table_rows(mesh), REPLICATED: sharding.specs.replicated(mesh)}
-  stage.shardings = steps_lib.StepShardings(
+  shardings = steps_lib.StepShardings(
       state=sharding.specs.tree_shardings(mesh, state_shapes,
                                           per_feature_threshold=per_feature_threshold),
       batch=sharding.specs.batch_sharding(mesh),
       constants=jax.tree.map(place.__getitem__, constants or {}),
       replicated=sharding.specs.replicated(mesh))
   halt_key = 'nonzeros' if count_nonzeros else None
+  materialize_fn = capacity_steps = None
   if rows:
     placement = constants or {}
 
     def rows_steps(capacity: int | None):
       train_step, eval_step, materialize = sparse.step_functions(
-          model, config.optimizer, data.field_dims, table_rows, count_nonzeros=count_nonzeros,
-          per_feature_threshold=per_feature_threshold, capacity=capacity,
-          row_constants=lambda c, f: jax.tree.map(
+          model, config.optimizer, data.field_dims, embedding.table_rows,
+          count_nonzeros=count_nonzeros, per_feature_threshold=per_feature_threshold,
+          capacity=capacity, row_constants=lambda c, f: jax.tree.map(
               lambda where, x: f(x) if where == ROWS else x, placement, c))
-      compiled = steps_lib.compile_steps(train_step, eval_step, stage.shardings,
-                                         halt_key=halt_key,
+      compiled = steps_lib.compile_steps(train_step, eval_step, shardings, halt_key=halt_key,
                                          sync_every=int(config.optimizer.rows_sync_steps))
       return compiled, materialize
 
-    stage.steps, materialize = rows_steps(None)
-    stage.materialize_fn = jax.jit(materialize, in_shardings=(stage.shardings.state,),
-                                   out_shardings=stage.shardings.state)
-    stage.capacity_steps = lambda capacity: rows_steps(capacity)[0]
+    def capacity_steps(capacity: int) -> steps_lib.CompiledSteps:
+      return rows_steps(capacity)[0]
+
+    compiled, materialize = rows_steps(None)
+    materialize_fn = jax.jit(materialize, in_shardings=(shardings.state,),
+                             out_shardings=shardings.state)
   else:
     steps = steps or (lambda m, t, count: steps_lib.step_functions(m, t,
                                                                    count_nonzeros=count))
-    stage.steps = steps_lib.compile_steps(*steps(model, tx, count_nonzeros), stage.shardings,
-                                          halt_key=halt_key)
-  return stage
+    compiled = steps_lib.compile_steps(*steps(model, tx, count_nonzeros), shardings,
+                                       halt_key=halt_key)
+  return Stage(config, model, embedding, opt_init, compiled, data.num_fields, mesh, shardings,
+               materialize_fn=materialize_fn, capacity_steps=capacity_steps)

@@ -174,26 +174,28 @@ class RowLayout:
     return self.treedef.unflatten([next(it) if r else d for d, r in zip(dense, self.is_row)])
 
 
-def rows_optimizer(opt_config, layout_of: Callable[[object], RowLayout],
-                   table_rows: int) -> optax.GradientTransformation:
-  """The optax transformation whose ``init`` builds :class:`RowsState`.
+def rows_opt_init(opt_config, table_rows: int, *,
+                  per_feature_threshold: bool) -> Callable[[object], RowsState]:
+  """``params -> RowsState``: the rows mode's optimizer state at step 0.
 
-  Its ``update`` is not used: the rows step (:func:`step_functions`) updates rows itself.
+  Zero moments for every row leaf (:class:`RowLayout`), ``config.optimizer``'s optax state for
+  the dense leaves, every row last updated at count 0 and the non-zero count unset (``-1``, set
+  by ``materialize``). The updates themselves are the rows step's (:func:`step_functions`).
+
+  Args:
+    table_rows: rows of the (padded) table, the length of every row leaf.
+    per_feature_threshold: ``s`` has one row per table row (a row leaf).
   """
   dense_tx = build_optimizer(opt_config, clip=False)
 
-  def init(params):
-    layout = layout_of(params)
-    rows, dense = layout.split(params)
+  def init(params) -> RowsState:
+    rows, dense = RowLayout.of(params, per_feature_threshold).split(params)
     zeros = tuple(jnp.zeros_like(x) for x in rows)
     return RowsState(dense=dense_tx.init(dense), m=zeros, v=zeros,
                      last=jnp.zeros((table_rows,), jnp.int32),
                      nonzeros=jnp.full((), -1, jnp.int32))
 
-  def update(updates, state, params=None):
-    raise NotImplementedError("optimizer.updates='rows' is applied by the rows train step")
-
-  return optax.GradientTransformation(init, update)
+  return init
 
 
 def unique_rows(ids: jax.Array, table_rows: int,

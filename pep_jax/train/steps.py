@@ -3,7 +3,7 @@
 A stage is a model (with its embedding layer), an optimizer and, for retraining, the constant
 ticket mask. :func:`step_functions` writes its train and eval steps; :func:`compile_steps` jits
 each twice: for one batch, and as a loop over a block of ``K`` batches per call (a slab), which
-is what the training loops run, so the host dispatches and reads metrics once per ``K`` steps.
+is what the training loop runs, so the host dispatches and reads metrics once per ``K`` steps.
 Each program compiles once per stage (the batch and slab shapes never change).
 """
 
@@ -64,10 +64,11 @@ def init_variables(model: nn.Module, num_fields: int, seed: int, batch_size: int
   return model.init({'params': jax.random.PRNGKey(seed)}, ids, train=False)
 
 
-def new_state(params: PyTree, batch_stats: PyTree, tx: optax.GradientTransformation,
+def new_state(params: PyTree, batch_stats: PyTree, opt_init: Callable[[PyTree], PyTree],
               seed: int) -> TrainState:
+  """Step 0: ``params``, their optimizer state ``opt_init(params)`` and the dropout key."""
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                    opt_state=tx.init(params), rng=jax.random.PRNGKey(seed + 1))
+                    opt_state=opt_init(params), rng=jax.random.PRNGKey(seed + 1))
 
 
 def step_functions(model: nn.Module, tx: optax.GradientTransformation, *,

@@ -13,7 +13,7 @@ RESHARD = '''
 import tempfile
 import optax
 from pep_jax.data import load_dataset
-from pep_jax.train import loop
+from pep_jax.train.batches import resumable_batches
 from pep_jax.train.checkpoint import Checkpointer
 from pep_jax.train.setup import build_stage
 
@@ -24,8 +24,8 @@ bs = config.train.batch_size
 
 def train(stage, state, start, steps):
   losses = []
-  for step, _, batch in loop.resumable_batches(data.train, bs, seed=config.seed, start_step=start,
-                                               max_epochs=100, sharding=stage.batch_sharding):
+  for step, _, batch in resumable_batches(data.train, bs, seed=config.seed, start_step=start,
+                                          max_epochs=100, sharding=stage.batch_sharding):
     state, metrics = stage.train_step(state, batch, {})
     losses.append(float(metrics['loss']))
     if step == start + steps:
