@@ -34,7 +34,7 @@ from pep_jax.errors import MissingError
 from pep_jax.layers.embedding import field_offsets
 from pep_jax.methods.base import feature_counts, resolve_budgets  # noqa: F401  (re-exported)
 from pep_jax.methods.runs import load_run
-from pep_jax.train import loop
+from pep_jax.train import batches, evaluation
 from pep_jax.train.checkpoint import Checkpointer
 from pep_jax.train.setup import build_stage, write_json  # noqa: F401  (re-exported)
 
@@ -117,8 +117,8 @@ def score_pruned_ticket(config, data: CTRDataset, workdir: str, ticket: dict) ->
   ckpt = Checkpointer(directory, max_to_keep=None)
   state, _ = ckpt.restore(ticket['step'], stage.abstract_state())
   ckpt.close()
-  valid = loop.evaluate(stage, state, {}, data.valid)
-  test = loop.evaluate(stage, state, {}, data.test)
+  valid = evaluation.evaluate(stage, state, {}, data.valid)
+  test = evaluation.evaluate(stage, state, {}, data.test)
   return {'budget': ticket['budget'], 'nonzeros': int(stage.embedding_call(state, 'nonzeros')),
           'valid_auc': valid['auc'], 'test_auc': test['auc'], 'test_logloss': test['logloss']}
 
@@ -188,11 +188,11 @@ def size_snapshots(config, data: CTRDataset, every_steps: int) -> tuple[np.ndarr
     return mask.sum(axis=1).astype(np.int16)
 
   steps, sizes = [0], [sizes_now()]
-  batches = loop.resumable_batches(data.train, config.train.batch_size, seed=config.seed,
-                                   start_step=0, max_epochs=config.prune.max_epochs,
-                                   sharding=stage.batch_sharding)
+  stream = batches.resumable_batches(data.train, config.train.batch_size, seed=config.seed,
+                                     start_step=0, max_epochs=config.prune.max_epochs,
+                                     sharding=stage.batch_sharding)
   step = 0
-  for step, _, batch in batches:
+  for step, _, batch in stream:
     state, metrics = stage.train_step(state, batch, {})
     done = int(metrics['nonzeros']) <= target
     if step % every_steps == 0 or done:
@@ -279,8 +279,8 @@ def seconds_per_epoch(stage, state, constants: dict, split: Split, batch_size: i
   """
   per_epoch = pipeline.num_batches(len(split), batch_size)
   timed = per_epoch if max_steps <= 0 else min(max_steps, per_epoch)
-  it = loop.resumable_batches(split, batch_size, seed=seed, start_step=0, max_epochs=2,
-                              sharding=stage.batch_sharding)
+  it = batches.resumable_batches(split, batch_size, seed=seed, start_step=0, max_epochs=2,
+                                 sharding=stage.batch_sharding)
   _, _, batch = next(it)
   state, metrics = stage.train_step(state, batch, constants)
   jax.block_until_ready(metrics)

@@ -41,7 +41,7 @@ from pep_jax.errors import ExistsError, InputError
 from pep_jax.methods.base import Compact
 from pep_jax.methods.runs import Run, load_run  # noqa: F401  (load_run: part of this API)
 from pep_jax.metrics import auc
-from pep_jax.train import loop
+from pep_jax.train import evaluation
 
 RTOL = 1e-6  # the largest relative difference an export accepts between compact and reference
 EXPORT_BATCH = 4096  # rows per call while checking
@@ -69,7 +69,7 @@ def compact_weights(run: Run, layout: str | None = None) -> tuple[Compact, dict[
 
 def reference_probs(run: Run, split: Split) -> np.ndarray:
   """The in-memory model's probabilities on ``split`` (as the run's evaluation computes them)."""
-  return loop.predict(run.stage, run.state, run.constants, split)
+  return evaluation.predict(run.stage, run.state, run.constants, split)
 
 
 def batched(fn, ids: np.ndarray, batch_size: int = EXPORT_BATCH) -> np.ndarray:

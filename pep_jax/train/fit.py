@@ -31,12 +31,13 @@ import jax
 
 from pep_jax.data import pipeline
 from pep_jax.data.base import CTRDataset
+from pep_jax.errors import UserError
 from pep_jax.layers.embedding import field_offsets
 from pep_jax.train import batches as batches_lib
 from pep_jax.train import evaluation
 from pep_jax.train.checkpoint import Checkpointer
 from pep_jax.train.logging import MetricWriter, Progress
-from pep_jax.train.setup import Stage, write_json
+from pep_jax.train.setup import Stage
 
 # on_step(step, epoch_end, state, metrics) -> True to stop after this step.
 StepCallback = Callable[[int, bool, object, dict], bool]
@@ -45,7 +46,7 @@ StepCallback = Callable[[int, bool, object, dict], bool]
 EpochCallback = Callable[[int, int, object, float], tuple[object, bool, dict]]
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
   """The training loss became NaN or infinite."""
 
 
@@ -279,13 +280,6 @@ def train_to_best(config, data: CTRDataset, stage: Stage, state, constants: dict
       'history': progress['history'],
       'best_state': best_state,
   }
-
-
-def finish(run_dir: str, result: dict) -> dict:
-  """Writes ``run_dir/result.json`` (the run's done marker) without the state; returns it."""
-  result = {k: v for k, v in result.items() if k != 'best_state'}
-  write_json(os.path.join(run_dir, 'result.json'), result)
-  return result
 
 
 def restore_best(run_dir: str, epoch: int, target):

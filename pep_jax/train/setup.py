@@ -20,6 +20,7 @@ from jax.sharding import Mesh
 
 from pep_jax import sharding
 from pep_jax.data.base import CTRDataset
+from pep_jax.errors import ConfigError
 from pep_jax.layers.embedding import make_embedding
 from pep_jax.models.ctr import build_model
 from pep_jax.ops.threshold import is_per_feature
@@ -227,9 +228,9 @@ def make_stage(config, data: CTRDataset, layer: Callable[[int, Mesh], nn.Module]
   rows = config.optimizer.updates == 'rows' and steps is None
   if rows:
     if mesh.shape[sharding.TABLE] > 1:
-      raise ValueError(f"config key optimizer.updates: 'rows' needs the table on one device of "
-                       f"the mesh's table axis (set mesh.table=1; this mesh has "
-                       f'{mesh.shape[sharding.TABLE]})')
+      raise ConfigError(f"config key optimizer.updates: 'rows' needs the table on one device of "
+                        f"the mesh's table axis (set mesh.table=1; this mesh has "
+                        f'{mesh.shape[sharding.TABLE]})')
     opt_init = sparse.rows_opt_init(config.optimizer, embedding.table_rows,
                                     per_feature_threshold=per_feature_threshold)
   elif opt_init is None:
