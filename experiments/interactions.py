@@ -21,6 +21,7 @@ from ml_collections import config_flags
 
 from pep_jax import analysis, presets
 from pep_jax.data import load_dataset
+from pep_jax.methods import pep, ue
 from pep_jax.workdir import find_tickets
 
 config_flags.DEFINE_config_file('config', None, 'Experiment config (default: synthetic data).',
@@ -45,8 +46,8 @@ def main(argv):
   os.makedirs(FLAGS.workdir, exist_ok=True)
   data = load_dataset(config.data)
   ids = data.test.ids[:FLAGS.rows]
-  runs = [(f'uniform d={dim}', f'ue_d{dim}')]
-  runs += [(f'PEP {t["nonzeros"]:,} non-zeros', f'pep_b{t["budget"]}')
+  runs = [(f'uniform d={dim}', ue.candidate(dim).run)]
+  runs += [(f'PEP {t["nonzeros"]:,} non-zeros', pep.run_name('rewind', t['budget']))
            for t in find_tickets(run_dir)]
   matrices, rows = [], []
   noise = None

@@ -43,8 +43,9 @@ def main(argv):
   run_dir = os.path.join(FLAGS.workdir, 'run')
   out = analysis.run_variant(config, run_dir, uniform=True)
   if not out['prune']['reached']:
-    raise SystemExit(f'no budget of {out["prune"]["budgets"]} was reached; see '
-                     f'{run_dir}/prune/result.json')
+    raise SystemExit(f'no budget of {out["prune"]["budgets"]} was reached (non-zeros at the '
+                     f'end: {out["prune"]["final_nonzeros"]}); raise prune.max_epochs, or '
+                     'choose larger budgets')
   random_rows = analysis.run_random_reinit(config, run_dir)
   data = load_dataset(config.data)
   unpruned = [r for r in out['rows'] if r['method'] == 'ue'][0]

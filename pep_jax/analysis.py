@@ -132,6 +132,8 @@ def best_effective_table(config, data: CTRDataset, workdir: str, run: str) -> np
       an SSEDS model with ``align='pad'``).
   """
   del config  # the work directory's own
+  if wd.result(workdir, run) is None:
+    raise MissingError(f'run {run} of {workdir} has not finished: run that experiment first')
   loaded = load_run(workdir, run, data)
   if not hasattr(loaded.stage.embedding, 'effective_table'):
     raise ValueError(f'run {run!r}: its embedding layer has no single table to read')

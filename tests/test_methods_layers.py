@@ -219,10 +219,10 @@ def test_mgqe_subspaces_must_divide_dim():
 def test_mgqe_accounting_hand_count():
   limits = np.array([2, 8, 2, 8, 2])
   # Centroids 8 * 8 floats, codes 3 rows * 4 * 1 bit + 2 rows * 4 * 3 bits = 36 bits -> 5 bytes,
-  # tiers 5 rows * 1 bit -> 1 byte.
-  assert mgqe.accounting(5, 8, 4, 8, limits) == dict(params=64 + 20, bytes=256 + 5 + 1)
-  # One tier: no tier bits; 5 * 4 codes of 3 bits = 60 bits -> 8 bytes.
-  assert mgqe.accounting(5, 8, 4, 8, np.full(5, 8)) == dict(params=84, bytes=256 + 8)
+  # tiers 5 rows * 1 bit -> 1 byte, and the bits per code of the 2 tiers, a byte each.
+  assert mgqe.accounting(5, 8, 4, 8, limits) == dict(params=64 + 20, bytes=256 + 5 + 1 + 2)
+  # One tier: no tier bits; 5 * 4 codes of 3 bits = 60 bits -> 8 bytes; its bits per code.
+  assert mgqe.accounting(5, 8, 4, 8, np.full(5, 8)) == dict(params=84, bytes=256 + 8 + 1)
 
 
 # DartsEmb
