@@ -185,6 +185,10 @@ def validate(config) -> None:
   if not config.mesh.row_multiple > 0:
     raise ConfigError(f'config key mesh.row_multiple: must be positive, got '
                      f'{config.mesh.row_multiple!r}')
+  for key, value in flatten(config.to_dict()).items():
+    if key.rsplit('.', 1)[-1].endswith('seed') and not (
+        isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+      raise ConfigError(f'config key {key}: a seed must be a non-negative integer, got {value!r}')
   if any(int(d) <= 0 for d in config.ue.dims):
     raise ConfigError(f'config key ue.dims: widths must be positive, got {config.ue.dims}')
 

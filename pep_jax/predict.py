@@ -121,8 +121,7 @@ def encode_file(path: str, scorer: serving.Scorer, fmt: str = 'auto') -> np.ndar
     InputError: the file, a row or a flag cannot be used (the message names it and the lines).
     MissingError: the file, or a file it is read with, is missing.
   """
-  if not os.path.isfile(path):
-    raise MissingError(f'--input={path} not found')
+  check_input(path)
   if fmt not in FORMATS:
     raise InputError(f'--format={fmt}: expected one of {FORMATS}')
   dataset = scorer.manifest['dataset']
@@ -139,6 +138,14 @@ def encode_file(path: str, scorer: serving.Scorer, fmt: str = 'auto') -> np.ndar
   return cache.Vocabulary.load(scorer.vocab_dir).encode(raw_keys(path, dataset, meta))
 
 
+def check_input(path: str) -> None:
+  """Raises a one-line error unless ``path`` is a file."""
+  if os.path.isdir(path):
+    raise InputError(f'--input={path} is a folder; give a file of rows')
+  if not os.path.isfile(path):
+    raise MissingError(f'--input={path} not found')
+
+
 def predict_file(artifact: str, path: str, output: str | None = None, fmt: str = 'auto'
                  ) -> np.ndarray:
   """Scores every row of ``path`` with ``artifact``; writes one probability per line.
@@ -152,6 +159,13 @@ def predict_file(artifact: str, path: str, output: str | None = None, fmt: str =
   Returns:
     float64 ``[n]``, in the input's row order.
   """
+  check_input(path)
+  if output:  # before any work: a bad --output loses nothing
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+      raise MissingError(f'--output={output}: the folder {folder} does not exist')
+    if os.path.isdir(output):
+      raise InputError(f'--output={output} is a folder; give a file name')
   scorer = serving.load(artifact)
   probs = scorer(encode_file(path, scorer, fmt))
   if output:
