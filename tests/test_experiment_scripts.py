@@ -1,0 +1,201 @@
+"""Every script of ``experiments/`` runs on a tiny config, and its table says what its runs did.
+
+Each test runs one script as a user would (a subprocess, tiny data, a few seconds) and checks
+the numbers of the table it writes against the work directories it leaves: the step a ticket
+was cut at against the pruning curve, a retrained AUC against that run's summary row, a
+difference against the two numbers it subtracts. ``interactions`` and ``runtime`` are tested in
+``test_analysis.py``, ``bench_speed`` and ``bench_public`` in their own files.
+"""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from configs import demo
+from pep_jax import analysis
+from pep_jax import workdir as wd
+from pep_jax.data import load_dataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = '--config=configs/demo.py:tiny'
+
+
+def script(name: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+  """Runs ``experiments/<name>.py`` with ``args``; fails on a non-zero exit."""
+  env = {**os.environ, 'PYTHONPATH': ROOT, 'JAX_PLATFORMS': 'cpu', **(env or {})}
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, 'experiments', f'{name}.py'), *args],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+  return proc
+
+
+def read_csv(path) -> list[dict]:
+  with open(path) as f:
+    return list(csv.DictReader(f))
+
+
+def number(cell: str):
+  return None if cell in ('', 'None') else float(cell)
+
+
+def summary(workdir: str) -> list[dict]:
+  with open(wd.summary_paths(workdir)['json']) as f:
+    return json.load(f)
+
+
+def pep_row(workdir: str, budget: int, method: str = 'pep') -> dict:
+  (row,) = [r for r in summary(workdir) if r['method'] == method and r['budget'] == budget]
+  return row
+
+
+def test_granularity_table_follows_each_pruning_curve(tmp_path):
+  script('granularity', TINY, f'--workdir={tmp_path}', '--granularities=global,feature_dimension')
+  rows = read_csv(tmp_path / 'granularity.csv')
+  assert [r['granularity'] for r in rows] == ['global'] * 2 + ['feature_dimension'] * 2
+  assert (tmp_path / 'granularity.png').exists()
+  for row in rows:
+    workdir = str(tmp_path / row['granularity'])
+    result = analysis.prune_result(workdir)
+    budget = int(row['budget'])
+    assert budget in result['budgets']
+    assert int(row['final_nonzeros']) == result['final_nonzeros']
+    if budget not in result['reached']:
+      assert row['ticket_step'] == '' and row['test_auc'] == ''
+      continue
+    (ticket,) = [t for t in wd.find_tickets(workdir) if t['budget'] == budget]
+    step = int(row['ticket_step'])
+    assert step == ticket['step'] and int(row['nonzeros']) == ticket['nonzeros'] <= budget
+    steps, counts = analysis.prune_curve(workdir)  # logged every few steps
+    assert (counts[steps < step] > budget).all()
+    assert analysis.first_step_at_or_under(steps, counts, budget) >= step
+    assert number(row['test_auc']) == pytest.approx(pep_row(workdir, budget)['test_auc'],
+                                                    abs=1e-12)
+
+
+def test_reachability_table_against_its_runs(tmp_path):
+  script('reachability', TINY, f'--workdir={tmp_path}', '--s_inits=-8,-4', '--gates=sigmoid:4')
+  rows = read_csv(tmp_path / 'reachability.csv')
+  assert [r['setting'] for r in rows] == ['s-8_sigmoid_x4', 's-4_sigmoid_x4']
+  (ue,) = [r for r in summary(str(tmp_path / 'ue')) if r['method'] == 'ue']
+  reached_any = False
+  for row in rows:
+    workdir = str(tmp_path / row['setting'])
+    result = analysis.prune_result(workdir)
+    smallest = min(result['budgets'])
+    assert row['reached'] == str(smallest in result['reached'])
+    assert int(row['pruning_steps']) == result['steps']
+    assert number(row['final_fraction']) == pytest.approx(
+        result['final_nonzeros'] / result['table_entries'], rel=1e-12)
+    if row['reached'] == 'True':
+      reached_any = True
+      retrained = pep_row(workdir, smallest)
+      assert number(row['test_auc']) == pytest.approx(retrained['test_auc'], abs=1e-12)
+      assert number(row['vs_ue_d8']) == pytest.approx(retrained['test_auc'] - ue['test_auc'],
+                                                      abs=1e-12)
+  assert reached_any  # the larger thresholds reach the budget on the tiny data
+
+
+def test_lottery_ticket_table_holds_each_arm(tmp_path):
+  script('lottery_ticket', TINY, f'--workdir={tmp_path}')
+  (row,) = read_csv(tmp_path / 'lottery_ticket.csv')
+  run = str(tmp_path / 'run')
+  budget = int(row['budget'])
+  (ticket,) = [t for t in wd.find_tickets(run) if t['budget'] == budget]
+  assert int(row['ticket_step']) == ticket['step']
+  assert number(row['rewind']) == pytest.approx(pep_row(run, budget)['test_auc'], abs=1e-12)
+  assert number(row['random']) == pytest.approx(pep_row(run, budget, 'pep_random')['test_auc'],
+                                                abs=1e-12)
+  with open(tmp_path / 'no_retraining.json') as f:
+    scored = json.load(f)
+  assert number(row['no_retraining']) == pytest.approx(scored[str(budget)]['test_auc'],
+                                                       abs=1e-12)
+  (ue,) = [r for r in summary(run) if r['method'] == 'ue']
+  assert number(row['unpruned']) == pytest.approx(ue['test_auc'], abs=1e-12)
+  config = demo.get_config('tiny')
+  data = load_dataset(config.data)
+  assert int(row['unpruned_nonzeros']) == data.num_features * config.embedding.dim
+
+
+def test_sizes_vs_frequency_table_is_the_last_snapshot(tmp_path):
+  script('sizes_vs_frequency', TINY, f'--workdir={tmp_path}', '--every_steps=50')
+  rows = read_csv(tmp_path / 'sizes_vs_frequency.csv')
+  config = demo.get_config('tiny')
+  data = load_dataset(config.data)
+  assert [r['field'] for r in rows] == list(data.field_names)
+  snapshots = np.load(tmp_path / 'snapshots.npz')
+  sizes = snapshots[[k for k in snapshots.files if k != 'steps'][0]][-1]  # [N] at the last step
+  counts = analysis.feature_counts(data.train.ids, data.field_dims)
+  bounds = np.concatenate([[0], np.cumsum(data.field_dims)])
+  for f, row in enumerate(rows):
+    lo, hi = bounds[f], bounds[f + 1]
+    assert int(row['vocabulary']) == data.field_dims[f]
+    assert int(row['intrinsic_dim']) == data.info['intrinsic_dims'][f]
+    assert number(row['mean_size']) == pytest.approx(sizes[lo:hi].mean(), rel=1e-9)
+    assert number(row['mean_count']) == pytest.approx(counts[lo:hi].mean(), rel=1e-9)
+
+
+def test_rows_versus_dense_compares_the_two_work_directories(tmp_path):
+  script('rows_vs_dense', TINY, f'--workdir={tmp_path}')
+  with open(tmp_path / 'rows_vs_dense.json') as f:
+    report = json.load(f)
+  assert report['tickets'] and 'cpus' in report['machine']
+  for row in report['tickets']:
+    for mode in ('dense', 'rows'):
+      workdir = str(tmp_path / mode)
+      (ticket,) = [t for t in wd.find_tickets(workdir) if t['budget'] == row['budget']]
+      assert row[f'{mode}_step'] == ticket['step']
+      assert row[f'{mode}_nonzeros'] == ticket['nonzeros'] <= row['budget']
+      assert row[f'{mode}_test_auc'] == pep_row(workdir, row['budget'])['test_auc']
+    assert 0 < row['jaccard'] <= 1
+  for mode, speed in report['prune_samples_per_second'].items():
+    assert speed > 0, mode
+
+
+def test_bench_data_builds_and_reads_the_cache(tmp_path):
+  out = tmp_path / 'bench_data.json'
+  script('bench_data', '--rows=20000', f'--json={out}', f'--workdir={tmp_path / "w"}')
+  with open(out) as f:
+    report = json.load(f)
+  assert report['rows'] == 20000 and report['cache_built_in_this_run']
+  assert report['build_rows_per_s'] == pytest.approx(20000 / report['build_s'], rel=0.05)
+  assert report['iterator_rows_per_s_prefetch'] > 0 and report['num_features'] > 0
+
+
+def test_bench_scaling_checks_its_memory_model(tmp_path):
+  out = tmp_path / 'bench_scaling.json'
+  script('bench_scaling', '--devices=1,2', '--vocabs=100000,200000', '--dim=8',
+         '--time_up_to=100000', '--time_steps=2', f'--out={out}',
+         env={'XLA_FLAGS': '--xla_force_host_platform_device_count=2'})
+  with open(out) as f:
+    report = json.load(f)
+  rows = report['rows']
+  assert [(r['devices'], r['vocab']) for r in rows] == [(1, 100000), (2, 100000), (1, 200000),
+                                                        (2, 200000)]
+  for row in rows:  # (6 D + 3) * rows * 4 bytes, split over the devices; rows padded to 1024
+    table_rows = round(row['table_gib'] * 2**30 / (8 * 4))
+    assert table_rows >= row['vocab'] and table_rows % 1024 == 0
+    assert row['model_state_gib'] == pytest.approx(
+        (6 * 8 + 3) * table_rows * 4 / row['devices'] / 2**30, rel=1e-12)
+  assert report['model_max_error'] == pytest.approx(max(r['model_error'] for r in rows))
+  assert rows[0]['step_ms'] is not None and rows[-1]['step_ms'] is None  # --time_up_to
+
+
+def test_bench_tfds_says_what_it_needs(tmp_path):
+  try:
+    import tensorflow  # noqa: F401
+  except ImportError:
+    env = {**os.environ, 'PYTHONPATH': ROOT, 'JAX_PLATFORMS': 'cpu'}
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, 'experiments', 'bench_tfds.py'),
+                           '--rows=2000', f'--workdir={tmp_path}'], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == 'bench_tfds.py needs TensorFlow: pip install tensorflow-cpu'
+    return
+  out = tmp_path / 'bench_tfds.json'
+  script('bench_tfds', '--rows=2000', f'--json={out}', f'--workdir={tmp_path / "w"}')
+  assert json.loads(out.read_text())['rows'] == 2000
