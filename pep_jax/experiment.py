@@ -30,6 +30,7 @@ from pep_jax.data import load_dataset
 from pep_jax.data.base import CTRDataset
 from pep_jax.errors import ConfigError, ExistsError
 from pep_jax.methods.base import Candidate, Context, fit_candidate
+from pep_jax.train import logging as logging_lib
 from pep_jax.train.logging import MetricWriter
 
 
@@ -143,13 +144,15 @@ def parallel_runs(config) -> int:
 _WORKER: dict = {}  # the worker process's experiment (see _start_worker)
 
 
-def _start_worker(config, data: CTRDataset, workdir: str) -> None:
-  """Initialises a worker process with the parent's data (sent, not read or generated again)."""
+def _start_worker(config, data: CTRDataset, workdir: str, progress_queue) -> None:
+  """Initialises a worker process with the parent's data (sent, not read or generated again);
+  its progress bars are drawn by the parent, each run on a line of its own."""
   if sys.platform.startswith('linux'):  # die with the parent, e.g. when it is killed
     ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
   # The searches in the parent are what later runs wait for: they go first for the cores.
   os.nice(10)
   _WORKER.update(config=config, data=data, workdir=workdir)
+  logging_lib.connect(progress_queue)
 
 
 def _fit_in_worker(method: str, cand: Candidate) -> dict:
@@ -166,9 +169,11 @@ def _run_parallel(ctx: Context, names: list[str], plan, workers: int) -> list[di
   """Every method's search in a thread of its own, and every candidate in a pool of
   ``workers`` processes as soon as its method proposes it; rows in ``config.methods`` order."""
   spawn = multiprocessing.get_context('spawn')  # JAX is not fork-safe
+  progress = spawn.Queue()  # the workers' progress bars, drawn here
+  drawing = logging_lib.serve(progress)
   fits = concurrent.futures.ProcessPoolExecutor(
       workers, mp_context=spawn, initializer=_start_worker,
-      initargs=(ctx.config, ctx.data, ctx.workdir))
+      initargs=(ctx.config, ctx.data, ctx.workdir, progress))
   for _ in range(workers):  # start them now, so they are ready when the first run comes
     fits.submit(os.getpid)
   drivers = concurrent.futures.ThreadPoolExecutor(len(names), 'pep_jax-search')
@@ -187,3 +192,5 @@ def _run_parallel(ctx: Context, names: list[str], plan, workers: int) -> list[di
   finally:
     drivers.shutdown()
     fits.shutdown()
+    progress.put(None)
+    drawing.join()

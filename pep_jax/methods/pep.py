@@ -32,6 +32,7 @@ from pep_jax.methods.base import (SPARSE_LOOKUPS, Candidate, Compact, Context, M
 from pep_jax.ops import threshold as th
 from pep_jax.train.checkpoint import Checkpointer
 from pep_jax.train.fit import train_steps
+from pep_jax.train.logging import say
 from pep_jax.train.setup import Stage, build_stage
 
 NAME = 'pep'
@@ -129,9 +130,9 @@ def run_prune(ctx: Context) -> dict:
       'warmup_steps': warmup[0], 'warmup_seconds': warmup[1],
   }
   if result['unreached'] and jax.process_index() == 0:
-    print(f'prune: budgets {result["unreached"]} not reached within prune.max_epochs='
-          f'{config.prune.max_epochs} (non-zeros at the end: {nonzeros}); raise the cap, '
-          'raise embedding.s_init or embedding.gate_scale, or choose larger budgets.')
+    say(f'prune: budgets {result["unreached"]} not reached within prune.max_epochs='
+        f'{config.prune.max_epochs} (non-zeros at the end: {nonzeros}); raise the cap, '
+        'raise embedding.s_init or embedding.gate_scale, or choose larger budgets.')
   return wd.finish_search(workdir, wd.PRUNE, result)
 
 
@@ -154,8 +155,8 @@ def candidates(ctx: Context) -> list[Candidate]:
       raise MissingError(f'no tickets in {wd.tickets_dir(ctx.workdir)}: run the prune '
                          'stage first (config.stage=search or all)')
     if jax.process_index() == 0:
-      print(f'pep: no budget of {result["budgets"]} was reached (non-zeros at the end: '
-            f'{result["final_nonzeros"]}), so there is no ticket to retrain.')
+      say(f'pep: no budget of {result["budgets"]} was reached (non-zeros at the end: '
+          f'{result["final_nonzeros"]}), so there is no ticket to retrain.')
     return []
   seconds = (result or {}).get('seconds')
   out = []

@@ -106,7 +106,8 @@ def _train(config, data: CTRDataset, stage: Stage, state, constants: dict, ckpt:
            finished: Callable[[dict], bool] | None = None,
            halt_at: Callable[[], int] | None = None,
            batch_map: Callable[[int, dict], dict] | None = None, log_keys: tuple[str, ...] = (),
-           log_epoch_ends: bool = True, time_warmup: bool = False) -> tuple[object, dict]:
+           log_epoch_ends: bool = True, time_warmup: bool = False,
+           ended: Callable[[dict, int], str | None] | None = None) -> tuple[object, dict]:
   """Trains from the newest checkpoint in ``ckpt`` until a hook stops it, or for ``max_epochs``.
 
   Every compiled call runs the steps of one block (:class:`batches_lib.Block`) from where the
@@ -133,6 +134,8 @@ def _train(config, data: CTRDataset, stage: Stage, state, constants: dict, ckpt:
     log_epoch_ends: also log the last step of every epoch, off the cadence.
     time_warmup: also keep ``progress``'s ``warmup_seconds`` and ``warmup_steps`` up to date:
       the time and steps of each process's first call (which compiles), summed over resumes.
+    ended: ``(progress, step) -> note``: how the loop ended, printed once when its progress bar
+      closes.
 
   Returns:
     The state as trained (not materialized) and ``progress``.
@@ -182,7 +185,7 @@ def _train(config, data: CTRDataset, stage: Stage, state, constants: dict, ckpt:
         slot = done
       if stop:
         break
-  bar.close()
+  bar.close(None if ended is None else ended(progress, int(state.step)))
   return state, progress
 
 
@@ -216,7 +219,8 @@ def train_steps(config, data: CTRDataset, stage: Stage, state, constants: dict, 
       config, data, stage, state, constants, ckpt, name, writer,
       {'seconds': 0.0, 'warmup_seconds': 0.0, 'warmup_steps': 0}, max_epochs=max_epochs,
       checkpoint_every=checkpoint_every, on_call=on_step, halt_at=halt_at, batch_map=batch_map,
-      log_keys=log_keys, time_warmup=True)
+      log_keys=log_keys, time_warmup=True,
+      ended=lambda progress, step: f'stopped at step {step:,} ({progress["seconds"]:.0f} s)')
   ckpt.save(int(state.step), state, progress)  # as trained: a resumed run continues from it
   ckpt.close()
   return stage.materialize(state), {'steps': int(state.step), **progress}
@@ -255,12 +259,23 @@ def train_to_best(config, data: CTRDataset, stage: Stage, state, constants: dict
     return (state, progress['bad_epochs'] >= config.train.patience,
             {'valid_auc': f'{valid["auc"]:.4f}'})
 
+  def ended(progress: dict, step: int) -> str | None:
+    """Why training stopped, and the best epoch (epochs counted from 0, as ``best_epoch``)."""
+    del step
+    if not progress['history']:
+      return None
+    best = (f'best epoch {progress["best_epoch"]} (valid AUC '
+            f'{progress["best_valid_auc"]:.4f})')
+    if progress['bad_epochs'] >= config.train.patience:
+      return f'early stop at epoch {progress["history"][-1]["epoch"]}, {best}'
+    return f'{len(progress["history"])} epochs (train.max_epochs), {best}'
+
   state, _ = _train(
       config, data, stage, state, constants, latest, name, writer, progress,
       max_epochs=config.train.max_epochs, checkpoint_every=config.train.checkpoint_every_steps,
       on_epoch_end=end_epoch,
       finished=lambda restored: restored['bad_epochs'] >= config.train.patience,
-      log_epoch_ends=False)
+      log_epoch_ends=False, ended=ended)
   latest.close()
 
   if progress['best_epoch'] is None:
