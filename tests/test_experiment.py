@@ -14,6 +14,7 @@ import pytest
 from configs import demo
 from pep_jax.data import load_dataset, pipeline
 from pep_jax import experiment
+from recorded import assert_like_recorded
 from pep_jax.train.checkpoint import CheckpointError
 from pep_jax.train.fit import NonFiniteLossError
 from pep_jax.train.setup import build_stage
@@ -49,6 +50,7 @@ def test_outputs_of_a_full_run(finished_run):
     assert keys <= set(row)
   for row in summary[:-1]:
     assert 0.5 < row['test_auc'] < 1 and row['test_logloss'] > 0
+  assert_like_recorded(summary, 'demo_tiny')  # python tests/recorded/record.py
   pep = [r for r in summary if r['method'] == 'pep']
   for row in pep:  # a retrained ticket keeps exactly its mask's entries (or fewer)
     assert row['nonzeros'] <= row['ticket_nonzeros'] <= row['budget']

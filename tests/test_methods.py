@@ -95,6 +95,8 @@ def test_killed_in_every_method_resumes_to_the_same_result(tmp_path, reference):
     wait_for(lambda: has_step(os.path.join(workdir, stop), 20), proc, timeout=300)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    # the kill landed inside that stage: it has checkpoints but no done marker
+    assert not os.path.exists(os.path.join(workdir, os.path.dirname(stop), 'result.json')), stop
   proc = cli(*args)
   out, _ = proc.communicate(timeout=600)
   assert proc.returncode == 0, out
