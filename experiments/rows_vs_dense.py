@@ -2,11 +2,14 @@
 
     python experiments/rows_vs_dense.py --config=configs/demo.py --workdir=runs/rows_vs_dense
 
-Runs the config twice (``optimizer.updates='dense'`` and ``'rows'``, methods PEP and UE) in
-``<workdir>/dense`` and ``<workdir>/rows`` (each resumable; a finished one is reused), then
-prints, for every budget, the step each ticket was cut at, the overlap of the two tickets
-(Jaccard index of their masks), the retrained test AUC of each, and the prune stage's steady
-samples/s; writes the same as JSON (``<workdir>/rows_vs_dense.json``) with the machine.
+Runs the config three times, methods PEP and UE: ``optimizer.updates='dense'`` and ``'rows'``
+with the same seed, and ``'dense'`` again with the next seed, in ``<workdir>/dense``,
+``<workdir>/rows`` and ``<workdir>/dense_seed`` (each resumable; a finished one is reused).
+Prints, for every budget, the step each ticket was cut at and how far under the budget its
+count is, the overlap (Jaccard index) of the rows-mode and dense tickets beside the overlap of
+the two dense tickets that differ only in their seed (what a ticket's entries owe to chance),
+the retrained test AUC of each, and the prune stage's steady samples/s; writes the same as
+JSON (``<workdir>/rows_vs_dense.json``) with the machine.
 """
 
 import argparse
@@ -24,6 +27,7 @@ from pep_jax.data import load_dataset
 from pep_jax.train.setup import build_stage
 
 MODES = ('dense', 'rows')
+RUNS = {'dense': ('dense', 0), 'rows': ('rows', 0), 'dense_seed': ('dense', 1)}  # updates, seed+
 
 
 def load_config(spec: str):
@@ -47,10 +51,11 @@ def main():
   args = parser.parse_args()
 
   summaries, masks, tickets = {}, {}, {}
-  for mode in MODES:
+  for mode, (updates, seed_offset) in RUNS.items():
     config = load_config(args.config)
     config.methods = ('pep', 'ue')
-    config.optimizer.updates = mode
+    config.optimizer.updates = updates
+    config.seed += seed_offset
     workdir = os.path.join(args.workdir, mode)
     summaries[mode] = {r['run']: r for r in experiment.run(config, workdir) if r.get('run')}
     data = load_dataset(config.data)
@@ -63,29 +68,40 @@ def main():
 
   batch_size = config.train.batch_size
   rows = []
-  for budget in sorted(set(tickets['dense']) | set(tickets['rows']), reverse=True):
+  def jaccard(a: str, b: str, budget: int) -> float | None:
+    if budget not in masks[a] or budget not in masks[b]:
+      return None
+    x, y = masks[a][budget], masks[b][budget]
+    return float((x & y).sum() / max((x | y).sum(), 1))
+
+  for budget in sorted(set().union(*tickets.values()), reverse=True):
     row = {'budget': budget}
-    for mode in MODES:
+    for mode in RUNS:
       t = tickets[mode].get(budget)
       run = next((r for r in summaries[mode].values()
                   if r['method'] == 'pep' and r.get('budget') == budget), {})
       row[f'{mode}_step'] = t and t['step']
       row[f'{mode}_nonzeros'] = t and t['nonzeros']
+      row[f'{mode}_under_budget'] = t and (budget - t['nonzeros']) / budget
       row[f'{mode}_test_auc'] = run.get('test_auc')
-    if budget in masks['dense'] and budget in masks['rows']:
-      a, b = masks['dense'][budget], masks['rows'][budget]
-      row['jaccard'] = float((a & b).sum() / max((a | b).sum(), 1))
+    row['jaccard'] = jaccard('dense', 'rows', budget)
+    row['jaccard_dense_seeds'] = jaccard('dense', 'dense_seed', budget)
     rows.append(row)
   speed = {mode: prune_rate(os.path.join(args.workdir, mode), batch_size) for mode in MODES}
-  ue = {mode: {k: v['test_auc'] for k, v in summaries[mode].items() if k.startswith('ue_')}
-        for mode in MODES}
+  ue = {mode: {v['run']: v['test_auc'] for v in summaries[mode].values() if v['method'] == 'ue'}
+        for mode in RUNS}
 
-  print(f'{"budget":>8s} {"step d/r":>13s} {"jaccard":>8s} {"AUC dense":>10s} {"AUC rows":>9s}')
+  def cell(value, spec):
+    return '-' if value is None else format(value, spec)
+
+  print(f'{"budget":>8s} {"step d/r":>13s} {"under d/r":>15s} {"jaccard d-r":>11s} '
+        f'{"d-d seeds":>9s} {"AUC dense":>10s} {"AUC rows":>9s} {"AUC seed+1":>10s}')
   for r in rows:
-    auc = [f'{r[f"{m}_test_auc"]:.4f}' if r[f'{m}_test_auc'] else '-' for m in MODES]
-    jac = f'{r["jaccard"]:.4f}' if 'jaccard' in r else '-'
-    print(f'{r["budget"]:8d} {str(r["dense_step"]):>6s}/{str(r["rows_step"]):<6s} {jac:>8s} '
-          f'{auc[0]:>10s} {auc[1]:>9s}')
+    print(f'{r["budget"]:8d} {str(r["dense_step"]):>6s}/{str(r["rows_step"]):<6s} '
+          f'{cell(r["dense_under_budget"], ".2%"):>7s}/{cell(r["rows_under_budget"], ".2%"):<7s} '
+          f'{cell(r["jaccard"], ".4f"):>11s} {cell(r["jaccard_dense_seeds"], ".4f"):>9s} '
+          f'{cell(r["dense_test_auc"], ".4f"):>10s} {cell(r["rows_test_auc"], ".4f"):>9s} '
+          f'{cell(r["dense_seed_test_auc"], ".4f"):>10s}')
   for name, aucs in ue['dense'].items():
     print(f'{name}: test AUC dense {aucs:.4f}, rows {ue["rows"].get(name, float("nan")):.4f}')
   print(f'prune samples/s (steady): dense {speed["dense"]:,.0f}, rows {speed["rows"]:,.0f} '

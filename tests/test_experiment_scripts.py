@@ -145,13 +145,17 @@ def test_rows_versus_dense_compares_the_two_work_directories(tmp_path):
     report = json.load(f)
   assert report['tickets'] and 'cpus' in report['machine']
   for row in report['tickets']:
-    for mode in ('dense', 'rows'):
+    for mode in ('dense', 'rows', 'dense_seed'):
       workdir = str(tmp_path / mode)
       (ticket,) = [t for t in wd.find_tickets(workdir) if t['budget'] == row['budget']]
       assert row[f'{mode}_step'] == ticket['step']
       assert row[f'{mode}_nonzeros'] == ticket['nonzeros'] <= row['budget']
+      assert row[f'{mode}_under_budget'] == pytest.approx(
+          (row['budget'] - ticket['nonzeros']) / row['budget'])
       assert row[f'{mode}_test_auc'] == pep_row(workdir, row['budget'])['test_auc']
-    assert 0 < row['jaccard'] <= 1
+    assert 0 < row['jaccard'] <= 1 and 0 < row['jaccard_dense_seeds'] <= 1
+  with open(wd.config_path(str(tmp_path / 'dense_seed'))) as f:
+    assert json.load(f)['seed'] == demo.get_config('tiny').seed + 1
   for mode, speed in report['prune_samples_per_second'].items():
     assert speed > 0, mode
 

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 
 from pep_jax.data import pipeline
 from pep_jax.data.base import CTRDataset
@@ -68,23 +69,58 @@ class _Blocks:
   def run(self, state, block: batches_lib.Block, slot: int, halt_at: int):
     """One compiled call from ``slot``; returns ``(state, metrics, done)``, metrics on the host.
 
+    With ``halt_at >= 0`` the call halts after the first step whose ``nonzeros`` is at or
+    under ``halt_at``. In the rows mode a step's count is of the rows as stored, an upper
+    bound of the true count (rows not looked up lately have decay and threshold climbs still
+    to apply, which only prune): so after the call the true count is taken (every row brought
+    up to date); when it is at or under ``halt_at`` the call is replayed from its start one
+    step at a time, and halts after the first step whose true count is, with that count as
+    the step's ``nonzeros``. The ticket is then cut at the step the faithful count would
+    have been cut at, up to the catch-up's own error.
+
     Raises :class:`NonFiniteLossError` (before anything is saved) if a step's loss is not
     finite.
     """
     t = time.perf_counter()
     steps = self.stage.steps_for(block.distinct)
+    exact = halt_at >= 0 and self.stage.materialize_fn is not None
+    start = jax.tree.map(jnp.copy, state) if exact else None  # the call donates ``state``
     state, metrics, done = steps.train_block(state, block.slab, self.constants, slot,
                                              block.count, halt_at)
     metrics, done = jax.device_get((metrics, done))
     done = int(done)
     for j in range(slot, done):
       check_loss(float(metrics['loss'][j]), self.name, block.first + j + 1, self.ckpt_dir)
+    if exact and self.true_count(state) <= halt_at:
+      state, metrics, done = self._replay(start, block, slot, done, halt_at, metrics)
     sync = self.stage.config.optimizer.rows_sync_steps
     if self.stage.materialize_fn is not None and (block.first + done) % sync == 0:
       state = self.stage.materialize(state)  # rows mode: every row brought up to date
     if self.warmup is None:
       self.warmup = (time.perf_counter() - t, done - slot)
     return state, metrics, done
+
+  def true_count(self, state) -> int:
+    """The layer's non-zeros with every row brought up to date (``state`` is kept)."""
+    return int(self.stage.embedding_call(self.stage.materialize(state), 'nonzeros',
+                                         self.constants))
+
+  def _replay(self, state, block, slot: int, stop: int, halt_at: int, metrics: dict):
+    """Steps ``slot .. stop - 1`` again, one per call, up to the first whose true count is at
+    or under ``halt_at`` (the last one at the latest: its true count is)."""
+    steps = self.stage.steps_for(block.distinct)
+    metrics = {k: v.copy() for k, v in metrics.items()}
+    for j in range(slot, stop):
+      state, step_metrics, _ = steps.train_block(state, block.slab, self.constants, j, j + 1,
+                                                 -1)
+      step_metrics = jax.device_get(step_metrics)
+      for key, values in step_metrics.items():
+        metrics[key][j] = values[j]
+      count = self.true_count(state)
+      if count <= halt_at or j == stop - 1:
+        metrics['nonzeros'][j] = count
+        return state, metrics, j + 1
+    raise AssertionError('unreachable: the replay covers the call')
 
 
 def _row_offsets(stage: Stage, data: CTRDataset):

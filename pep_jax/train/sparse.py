@@ -31,6 +31,11 @@ a ticket or exported is the table with every decay applied. PEP's non-zero count
 incrementally between those points (the count of the rows as stored, updated by the rows a
 step changes) and recounted exactly at each of them; for thresholds that are not per feature
 (global, dimension-wise) the count is recomputed every step, since ``s`` changes every row.
+The count of the rows as stored is an upper bound of the true count (what rows not looked up
+lately still have to apply only prunes), so the training loop takes the true count after every
+compiled call and, once it reaches a budget, replays that call one step at a time to the step
+it reached it (:class:`pep_jax.train.fit` ``_Blocks``): tickets are cut where the faithful
+count would cut them.
 
 The gradient's global norm (clipping) covers the looked-up rows and the dense parameters, as in
 the faithful mode (a row that is not looked up has no loss gradient to clip).
