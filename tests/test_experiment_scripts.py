@@ -203,3 +203,34 @@ def test_bench_tfds_says_what_it_needs(tmp_path):
   out = tmp_path / 'bench_tfds.json'
   script('bench_tfds', '--rows=2000', f'--json={out}', f'--workdir={tmp_path / "w"}')
   assert json.loads(out.read_text())['rows'] == 2000
+
+
+def test_ml100k_rewritten_as_ml1m_reads_with_the_movielens_loader(tmp_path):
+  src, out = tmp_path / 'ml-100k', tmp_path / 'as_1m'
+  src.mkdir()
+  (src / 'u.user').write_bytes(b'1|24|M|technician|85711\n2|53|F|other|94043\n'
+                               b'3|17|M|student|32067\n')
+  flags = ['0'] * 19
+  action = flags.copy()
+  action[1] = '1'
+  drama_war = flags.copy()
+  drama_war[8] = drama_war[17] = '1'
+  (src / 'u.item').write_bytes(
+      ('1|Toy Story (1995)|01-Jan-1995||http://x|' + '|'.join(action) + '\n'
+       '2|Caf\xe9 Society (1995)|01-Jan-1995||http://y|' + '|'.join(drama_war) + '\n'
+       ).encode('latin-1'))
+  (src / 'u.data').write_bytes(b'1\t1\t5\t881250949\n2\t2\t3\t891717742\n3\t1\t1\t878887116\n'
+                               b'1\t2\t4\t880606923\n')
+  proc = script('ml100k_as_ml1m', f'--src={src}', f'--out={out}')
+  assert 'wrote 4 ratings, 3 users and 2 movies' in proc.stdout
+  assert (out / 'users.dat').read_bytes().splitlines() == [
+      b'1::M::18::17::85711', b'2::F::50::0::94043', b'3::M::1::4::32067']
+  assert (out / 'movies.dat').read_bytes().splitlines() == [
+      b'1::Toy Story (1995)::Action', b'2::Caf\xe9 Society (1995)::Drama|War']
+  assert (out / 'ratings.dat').read_bytes().splitlines()[0] == b'1::1::5::881250949'
+  from configs import movielens_fm
+  config = movielens_fm.get_config()
+  config.data.dir = str(out)
+  config.data.split = (0.34, 0.33, 0.33)
+  data = load_dataset(config.data)
+  assert len(data.train) + len(data.valid) + len(data.test) == 3  # the rating 3 is dropped
