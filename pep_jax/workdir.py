@@ -8,7 +8,8 @@ state; none spells a folder's name or parses one. A work directory holds one con
     summary.json, summary.md, frontier.png   the experiment's summary
     metrics.jsonl, tensorboard/              training metrics
     retrain/<run>/            one slim model (a method's candidate): run.json (its method and
-                              candidate), latest/<step>/, best/<epoch>/, result.json (written
+                              candidate), latest/<step>/, best/<epoch>/, test_probs.npy (its
+                              best state's test-set probabilities), result.json (written
                               last: the run is finished), .lock while it trains
     init/0/                   PEP: the initial state V0
     prune/                    PEP: checkpoints/<step>/ of the pruning, result.json when finished
@@ -32,6 +33,7 @@ import re
 from typing import Any
 
 import jax
+import numpy as np
 
 from pep_jax import config as config_lib
 from pep_jax.errors import ConfigError, InputError, MissingError
@@ -44,6 +46,7 @@ RESULT = 'result.json'  # a step's done marker, written last
 RUN_RECORD = 'run.json'  # which method and candidate a run folder trains
 RUNS = 'retrain'
 SUMMARY_JSON, SUMMARY_MD, FRONTIER = 'summary.json', 'summary.md', 'frontier.png'
+TEST_PROBS = 'test_probs.npy'  # a finished run's test-set probabilities, float32 [test rows]
 TICKET = 'ticket.json'
 
 
@@ -326,6 +329,41 @@ def load_ticket_mask(root: str, ticket: dict, target) -> jax.Array:
   state, _ = ckpt.restore(ticket['step'], {'mask': target})
   ckpt.close()
   return state['mask']
+
+
+# ------------------------------------------------------------------------------ predictions
+
+
+def predictions_path(root: str, run: str) -> str:
+  return os.path.join(run_dir(root, run), TEST_PROBS)
+
+
+def has_test_probs(root: str, run: str) -> bool:
+  return os.path.exists(predictions_path(root, run))
+
+
+def write_test_probs(root: str, run: str, probs: np.ndarray) -> None:
+  """Keeps a run's test-set click probabilities (float32 ``[test rows]``, in split order),
+  written atomically."""
+  if jax.process_index() != 0:
+    return
+  path = predictions_path(root, run)
+  tmp = f'{path}.tmp.npy'
+  np.save(tmp, np.asarray(probs, np.float32))
+  os.replace(tmp, path)
+
+
+def read_test_probs(root: str, run: str) -> np.ndarray:
+  """What :func:`write_test_probs` kept for ``run``.
+
+  Raises:
+    MissingError: naming the file, when the run has none.
+  """
+  path = predictions_path(root, run)
+  if not os.path.exists(path):
+    raise MissingError(f'{path} not found: run {run} has no test predictions; run the '
+                       'experiment again to compute them')
+  return np.load(path)
 
 
 # ------------------------------------------------------------------------------ summary
