@@ -1,11 +1,21 @@
 """The default experiment config; every file in ``configs/`` derives from it.
 
-Keys users script against: ``stage``, ``seed``, ``data.*``, ``model.name``, ``embedding.dim``,
-``embedding.granularity``, ``embedding.s_init``, ``optimizer.*``, ``prune.budgets``,
-``train.batch_size``, ``train.max_epochs``, ``train.patience``.
+Keys users script against: ``stage``, ``seed``, ``seeds``, ``data.*``, ``model.name``,
+``embedding.dim``, ``embedding.granularity``, ``embedding.s_init``, ``optimizer.*``,
+``prune.budgets``, ``train.batch_size``, ``train.max_epochs``, ``train.patience``.
+
+``seed`` and ``seeds``: an experiment runs once per seed of :func:`seed_list`, ``seeds`` or,
+when it is empty (the default), ``(seed,)``. One seed is today's experiment in the work
+directory itself, with ``seed`` that seed (``seeds=(7,)`` is ``seed=7``); several seeds are one
+such experiment each, in ``seeds/<seed>/`` of the work directory (:func:`for_seed` makes each
+one's config), summarised together. The data and its split never depend on a seed: they come
+from ``data.*`` (``data.split_seed``, ``data.synthetic.seed``), so every seed is scored on the
+same test rows.
 """
 
 from __future__ import annotations
+
+import numbers
 
 import ml_collections
 
@@ -25,13 +35,17 @@ UPDATES = ('dense', 'rows')  # optimizer.updates
 # (each method adds its own: pep_jax.methods.resumable_keys).
 RESUMABLE_KEYS = ('stage', 'methods', 'train.log_every_steps', 'train.eval_batch_size',
                   'train.steps_per_dispatch', 'train.parallel_runs',
-                  'mesh.data', 'mesh.table')
+                  'mesh.data', 'mesh.table',
+                  'compare.bootstrap_resamples', 'compare.bootstrap_seed')
 
 
 def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.stage = 'all'  # all | search | retrain | evaluate
-  c.seed = 42  # initial parameters, data order and dropout
+  c.seed = 42  # initial parameters, data order and dropout (the searches' too)
+  # Seeds to run every method with, each in seeds/<seed>/ of the work directory; () runs
+  # `seed` alone in the work directory itself. The data split is data.split_seed's, always.
+  c.seeds = ()
   # Methods `stage` runs, in order (pep_jax/methods): ue, pep, sseds, mde, mgqe, dartsemb.
   c.methods = ('pep', 'ue')
 
@@ -139,7 +153,26 @@ def default_config() -> ml_collections.ConfigDict:
   # Table rows are padded to a multiple of this (a multiple of mesh.table). Fixed, not the
   # device count, so a checkpoint restores on any mesh whose table axis divides it.
   c.mesh.row_multiple = 1024
+
+  # The summary's comparisons on the test rows (pep_jax/report.py): a paired bootstrap of the
+  # AUC difference over this many resamples of the test rows, drawn from this seed.
+  c.compare = ml_collections.ConfigDict()
+  c.compare.bootstrap_resamples = 1000
+  c.compare.bootstrap_seed = 0
   return c
+
+
+def seed_list(config) -> tuple[int, ...]:
+  """The seeds an experiment runs: ``seeds``, or ``(seed,)`` when ``seeds`` is empty."""
+  return tuple(int(s) for s in config.seeds) or (int(config.seed),)
+
+
+def for_seed(config, seed: int) -> ml_collections.ConfigDict:
+  """The config of one seed's experiment: a copy with ``seed`` set and ``seeds`` empty."""
+  out = ml_collections.ConfigDict(config.to_dict())
+  out.seed = int(seed)
+  out.seeds = ()
+  return out
 
 
 def validate(config) -> None:
@@ -187,6 +220,25 @@ def validate(config) -> None:
                      f'{config.mesh.row_multiple!r}')
   if any(int(d) <= 0 for d in config.ue.dims):
     raise ConfigError(f'config key ue.dims: widths must be positive, got {config.ue.dims}')
+  if not _is_seed(config.seed):
+    raise ConfigError(f'config key seed: expected a non-negative integer, got {config.seed!r}')
+  seeds = config.seeds
+  if not isinstance(seeds, (tuple, list)) or not all(_is_seed(s) for s in seeds):
+    raise ConfigError(f'config key seeds: expected a tuple of non-negative integers (or () for '
+                      f'config.seed alone), got {seeds!r}')
+  if len(set(int(s) for s in seeds)) != len(seeds):
+    raise ConfigError(f'config key seeds: each seed once, got {tuple(seeds)}')
+  for key in ('compare.bootstrap_resamples', 'compare.bootstrap_seed'):
+    value = _get(config, key)
+    if not _is_seed(value) or (key.endswith('resamples') and value < 1):
+      raise ConfigError(f'config key {key}: expected a '
+                        f'{"positive" if key.endswith("resamples") else "non-negative"} '
+                        f'integer, got {value!r}')
+
+
+def _is_seed(value) -> bool:
+  """Whether ``value`` is a non-negative integer (numpy's included, bools not)."""
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0
 
 
 def _get(config, dotted: str):
