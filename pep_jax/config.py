@@ -1,11 +1,21 @@
 """The default experiment config; every file in ``configs/`` derives from it.
 
-Keys users script against: ``stage``, ``seed``, ``data.*``, ``model.name``, ``embedding.dim``,
-``embedding.granularity``, ``embedding.s_init``, ``optimizer.*``, ``prune.budgets``,
-``train.batch_size``, ``train.max_epochs``, ``train.patience``.
+Keys users script against: ``stage``, ``seed``, ``seeds``, ``data.*``, ``model.name``,
+``embedding.dim``, ``embedding.granularity``, ``embedding.s_init``, ``optimizer.*``,
+``prune.budgets``, ``train.batch_size``, ``train.max_epochs``, ``train.patience``.
+
+``seed`` and ``seeds``: an experiment runs once per seed of :func:`seed_list`, ``seeds`` or,
+when it is empty (the default), ``(seed,)``. One seed is today's experiment in the work
+directory itself, with ``seed`` that seed (``seeds=(7,)`` is ``seed=7``); several seeds are one
+such experiment each, in ``seeds/<seed>/`` of the work directory (:func:`for_seed` makes each
+one's config), summarised together. The data and its split never depend on a seed: they come
+from ``data.*`` (``data.split_seed``, ``data.synthetic.seed``), so every seed is scored on the
+same test rows.
 """
 
 from __future__ import annotations
+
+import numbers
 
 import ml_collections
 
@@ -25,13 +35,17 @@ UPDATES = ('dense', 'rows')  # optimizer.updates
 # (each method adds its own: pep_jax.methods.resumable_keys).
 RESUMABLE_KEYS = ('stage', 'methods', 'train.log_every_steps', 'train.eval_batch_size',
                   'train.steps_per_dispatch', 'train.parallel_runs',
-                  'mesh.data', 'mesh.table')
+                  'mesh.data', 'mesh.table',
+                  'compare.bootstrap_resamples', 'compare.bootstrap_seed')
 
 
 def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.stage = 'all'  # all | search | retrain | evaluate
-  c.seed = 42  # initial parameters, data order and dropout
+  c.seed = 42  # initial parameters, data order and dropout (the searches' too)
+  # Seeds to run every method with, each in seeds/<seed>/ of the work directory; () runs
+  # `seed` alone in the work directory itself. The data split is data.split_seed's, always.
+  c.seeds = ()
   # Methods `stage` runs, in order (pep_jax/methods): ue, pep, sseds, mde, mgqe, dartsemb.
   c.methods = ('pep', 'ue')
 
@@ -139,7 +153,26 @@ def default_config() -> ml_collections.ConfigDict:
   # Table rows are padded to a multiple of this (a multiple of mesh.table). Fixed, not the
   # device count, so a checkpoint restores on any mesh whose table axis divides it.
   c.mesh.row_multiple = 1024
+
+  # The summary's comparisons on the test rows (pep_jax/report.py): a paired bootstrap of the
+  # AUC difference over this many resamples of the test rows, drawn from this seed.
+  c.compare = ml_collections.ConfigDict()
+  c.compare.bootstrap_resamples = 1000
+  c.compare.bootstrap_seed = 0
   return c
+
+
+def seed_list(config) -> tuple[int, ...]:
+  """The seeds an experiment runs: ``seeds``, or ``(seed,)`` when ``seeds`` is empty."""
+  return tuple(int(s) for s in config.seeds) or (int(config.seed),)
+
+
+def for_seed(config, seed: int) -> ml_collections.ConfigDict:
+  """The config of one seed's experiment: a copy with ``seed`` set and ``seeds`` empty."""
+  out = ml_collections.ConfigDict(config.to_dict())
+  out.seed = int(seed)
+  out.seeds = ()
+  return out
 
 
 def validate(config) -> None:
@@ -157,12 +190,12 @@ def validate(config) -> None:
       raise ConfigError(f'config key {key}: got {_get(config, key)!r}, expected one of {allowed}')
   if config.model.name == 'lr':
     raise ConfigError("config key model.name: 'lr' has no embedding table, so there is nothing "
-                     'for config.methods to size; choose fm, deepfm, autoint, autoint_plus or '
-                     'autoint_lr (pep_jax.models.ctr.LR stays importable as a reference model)')
+                      'for config.methods to size; choose fm, deepfm, autoint, autoint_plus or '
+                      'autoint_lr (pep_jax.models.ctr.LR stays importable as a reference model)')
   if config.optimizer.updates == 'rows':
     if config.optimizer.name != 'adam' or config.optimizer.decoupled_weight_decay:
       raise ConfigError("config key optimizer.updates: 'rows' implements the faithful Adam with "
-                       'coupled L2 (optimizer.decoupled_weight_decay=False)')
+                        'coupled L2 (optimizer.decoupled_weight_decay=False)')
   positive = ('embedding.dim', 'optimizer.rows_sync_steps', 'train.batch_size', 'train.eval_batch_size', 'train.max_epochs',
               'train.patience', 'train.checkpoint_every_steps', 'train.log_every_steps',
               'train.steps_per_dispatch',
@@ -176,21 +209,39 @@ def validate(config) -> None:
   for key in ('mesh.data', 'mesh.table'):
     if not (_get(config, key) == -1 or _get(config, key) > 0):
       raise ConfigError(f'config key {key}: expected a positive size or -1 (all remaining '
-                       f'devices), got {_get(config, key)!r}')
+                        f'devices), got {_get(config, key)!r}')
   if config.mesh.data == -1 and config.mesh.table == -1:
     raise ConfigError('config keys mesh.data and mesh.table: at most one of them may be -1')
   if not config.train.parallel_runs >= 0:
     raise ConfigError(f'config key train.parallel_runs: must be 0 (automatic) or positive, got '
-                     f'{config.train.parallel_runs!r}')
+                      f'{config.train.parallel_runs!r}')
   if not config.mesh.row_multiple > 0:
     raise ConfigError(f'config key mesh.row_multiple: must be positive, got '
-                     f'{config.mesh.row_multiple!r}')
+                      f'{config.mesh.row_multiple!r}')
   for key, value in flatten(config.to_dict()).items():
     if key.rsplit('.', 1)[-1].endswith('seed') and not (
         isinstance(value, int) and not isinstance(value, bool) and value >= 0):
-      raise ConfigError(f'config key {key}: a seed must be a non-negative integer, got {value!r}')
+      raise ConfigError(f'config key {key}: expected a non-negative integer (a seed), got '
+                        f'{value!r}')
   if any(int(d) <= 0 for d in config.ue.dims):
     raise ConfigError(f'config key ue.dims: widths must be positive, got {config.ue.dims}')
+  seeds = config.seeds
+  if not isinstance(seeds, (tuple, list)) or not all(_is_seed(s) for s in seeds):
+    raise ConfigError(f'config key seeds: expected a tuple of non-negative integers (or () for '
+                      f'config.seed alone), got {seeds!r}')
+  if len(set(int(s) for s in seeds)) != len(seeds):
+    raise ConfigError(f'config key seeds: each seed once, got {tuple(seeds)}')
+  for key in ('compare.bootstrap_resamples', 'compare.bootstrap_seed'):
+    value = _get(config, key)
+    if not _is_seed(value) or (key.endswith('resamples') and value < 1):
+      raise ConfigError(f'config key {key}: expected a '
+                        f'{"positive" if key.endswith("resamples") else "non-negative"} '
+                        f'integer, got {value!r}')
+
+
+def _is_seed(value) -> bool:
+  """Whether ``value`` is a non-negative integer (numpy's included, bools not)."""
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0
 
 
 def _get(config, dotted: str):

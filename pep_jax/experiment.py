@@ -9,6 +9,13 @@ config: running another config into it (other than the keys in
 ``pep_jax.config.RESUMABLE_KEYS`` and the methods' own resumable keys) is refused, so results
 from different settings never mix. The driver reaches every method through its
 :class:`pep_jax.methods.base.Method` and never tests a method's name.
+
+With several seeds (``config.seeds``) each seed is that whole experiment, searches included,
+in its own work directory (:func:`pep_jax.workdir.seed_dir`) with ``config.seed`` that seed, so
+initial values, data order, dropout and every search come from it while the data and its
+split (``data.*``) are the same for all: every seed is scored on the same test rows. A seed
+that finished is read back, not trained again. The work directory's own summary then covers
+every seed (:mod:`pep_jax.report`).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import signal
 import sys
 
 import jax
+import numpy as np
 
 from pep_jax import config as config_lib
 from pep_jax import methods as methods_lib
@@ -29,14 +37,35 @@ from pep_jax import workdir as wd
 from pep_jax.data import load_dataset
 from pep_jax.data.base import CTRDataset
 from pep_jax.errors import ConfigError, ExistsError
+from pep_jax.methods import pep as pep_lib
+from pep_jax.methods import ue as ue_lib
 from pep_jax.methods.base import Candidate, Context, fit_candidate
 from pep_jax.train import logging as logging_lib
 from pep_jax.train.logging import MetricWriter
 
 
 def check_workdir(config, workdir: str) -> None:
-  """Records the config in ``workdir/config.json``, or refuses a different one."""
-  wd.check_config(config, workdir, config_lib.RESUMABLE_KEYS + methods_lib.resumable_keys())
+  """Records the config in ``workdir/config.json``, or refuses a different one.
+
+  In an experiment with several seeds, ``seeds`` may grow (the new seeds run, the others are
+  read back) and ``seed`` is unused; a work directory of one seed's experiment never becomes one
+  of several, nor the other way round.
+
+  Raises:
+    ConfigError: naming the keys that differ, or ``seeds`` for another layout.
+  """
+  keys = config_lib.RESUMABLE_KEYS + methods_lib.resumable_keys()
+  several = len(config_lib.seed_list(config)) > 1
+  saved = wd.recorded_config(workdir)
+  if saved is not None and (len(saved.get('seeds') or ()) > 1) != several:
+    if several:
+      raise ConfigError(f'config key seeds: {workdir} holds the experiment of one seed '
+                        f'({saved.get("seed")}); several seeds need a new --workdir')
+    raise ConfigError(f'config key seeds: {workdir} holds an experiment with seeds '
+                      f'{saved["seeds"]}; give them again to resume it, or one seed\'s work '
+                      f'directory ({wd.seed_dir(workdir, saved["seeds"][0])}) to resume that '
+                      'seed alone')
+  wd.check_config(config, workdir, keys + (('seed', 'seeds') if several else ()))
 
 
 def check_methods(config) -> list:
@@ -76,14 +105,19 @@ def teacher_row(data: CTRDataset) -> list[dict]:
 
 
 def run(config, workdir: str) -> list[dict]:
-  """Runs ``config.stage`` of every method in ``config.methods``; returns the summary rows.
+  """Runs ``config.stage`` of every method in ``config.methods``, once per seed; returns the
+  summary rows.
 
   ``all`` searches and trains every candidate of each method in turn; ``search`` (or its older
   name ``prune``) only searches; ``retrain`` trains the candidates of finished searches;
   ``evaluate`` scores every finished run's best checkpoint again. The summary collects every
-  finished run.
+  finished run: with one seed as it always has, with several one row per run and seed (its
+  ``seed`` added).
   """
   config_lib.validate(config)
+  seeds = config_lib.seed_list(config)
+  if len(seeds) == 1:
+    config = config_lib.for_seed(config, seeds[0])
   modules = check_methods(config)
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ExistsError(f'--workdir={workdir} is a file; a work directory is a folder')
@@ -92,6 +126,22 @@ def run(config, workdir: str) -> list[dict]:
     method.check(Context(config, data, workdir, None))
   os.makedirs(workdir, exist_ok=True)
   check_workdir(config, workdir)
+  if len(seeds) == 1:
+    return summarise(config, workdir, data, {seeds[0]: run_seed(config, workdir, data)},
+                     {seeds[0]: workdir})
+  per_seed, dirs = {}, {}
+  for seed in seeds:
+    seed_config, dirs[seed] = config_lib.for_seed(config, seed), wd.seed_dir(workdir, seed)
+    os.makedirs(dirs[seed], exist_ok=True)
+    check_workdir(seed_config, dirs[seed])
+    per_seed[seed] = run_seed(seed_config, dirs[seed], data)
+    summarise(seed_config, dirs[seed], data, {seed: per_seed[seed]}, {seed: dirs[seed]},
+              one_of_several=True)
+  return summarise(config, workdir, data, per_seed, dirs)
+
+
+def run_seed(config, workdir: str, data: CTRDataset) -> list[dict]:
+  """One seed's experiment (``config.seed``) in ``workdir``: its summary rows, models only."""
   writer = MetricWriter(workdir)
   ctx = Context(config, data, workdir, writer)
   stage = config.stage
@@ -111,18 +161,40 @@ def run(config, workdir: str) -> list[dict]:
   try:
     workers = parallel_runs(config)
     if workers == 1:
-      for method in modules:
+      for method in check_methods(config):
         rows += [summary_row(ctx, c, fit_candidate(ctx, method, c)) for c in plan(method)]
     else:
       rows = _run_parallel(ctx, list(config.methods), plan, workers)
-    rows += teacher_row(data)
   finally:
     writer.close()
-  if jax.process_index() == 0 and rows:
-    title = f'{config.data.name} / {config.model.name} / d={config.embedding.dim}'
-    print(report.write_summary(rows, workdir, title, data))
-    paths = wd.summary_paths(workdir)
-    print(f'per-field sizes and the plot: {paths["md"]}, {paths["plot"]}')
+  return rows
+
+
+def summarise(config, workdir: str, data: CTRDataset, per_seed: dict[int, list[dict]],
+              dirs: dict[int, str], one_of_several: bool = False) -> list[dict]:
+  """Writes the summary of ``workdir`` (:func:`pep_jax.report.write_summary`) from every seed's
+  rows (``dirs``: each seed's work directory, where its runs' test predictions are); returns
+  ``summary.json``'s rows: with one seed the rows as they are, with several each with its
+  ``seed``; the teacher's ceiling last. ``one_of_several``: the title names the seed."""
+  several = len(per_seed) > 1
+  rows = [{'seed': seed, **row} if several else row
+          for seed, seed_rows in per_seed.items() for row in seed_rows]
+  rows += [{'seed': None, **row} if several else row for row in teacher_row(data)]
+  if jax.process_index() != 0 or not rows:
+    return rows
+  table_entries = data.num_features * int(config.embedding.dim)
+  reference = ue_lib.candidate(int(config.embedding.dim)).run
+  comparison = report.comparison_rows(per_seed, reference, table_entries)
+  pairs = report.headline_pairs(comparison, reference, pep_lib.NAME)
+  tests = report.significance(
+      pairs, np.asarray(data.test.labels), lambda seed, run: wd.read_test_probs(dirs[seed], run),
+      int(config.compare.bootstrap_resamples), int(config.compare.bootstrap_seed))
+  title = f'{config.data.name} / {config.model.name} / d={config.embedding.dim}'
+  if several or one_of_several:
+    title += f' / seed{"s" if several else ""} {", ".join(str(s) for s in per_seed)}'
+  print(report.write_summary(rows, comparison, tests, workdir, title, data))
+  paths = wd.summary_paths(workdir)
+  print(f'per-field sizes and the plot: {paths["md"]}, {paths["plot"]}')
   return rows
 
 

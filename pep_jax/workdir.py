@@ -6,9 +6,12 @@ state; none spells a folder's name or parses one. A work directory holds one con
 
     config.json               the flattened config it was made with (:func:`check_config`)
     summary.json, summary.md, frontier.png   the experiment's summary
+    comparison.json           one row per (method, setting): means and intervals over seeds
+    significance.json         the headline comparisons, bootstrapped on the test rows
     metrics.jsonl, tensorboard/              training metrics
     retrain/<run>/            one slim model (a method's candidate): run.json (its method and
-                              candidate), latest/<step>/, best/<epoch>/, result.json (written
+                              candidate), latest/<step>/, best/<epoch>/, test_probs.npy (its
+                              best state's test-set probabilities), result.json (written
                               last: the run is finished), .lock while it trains
     init/0/                   PEP: the initial state V0
     prune/                    PEP: checkpoints/<step>/ of the pruning, result.json when finished
@@ -20,6 +23,13 @@ state; none spells a folder's name or parses one. A work directory holds one con
 A run folder is named ``<method>_<key>`` (:func:`run_name`): ``ue_d16``, ``pep_b53441``,
 ``pep_random_b53441``, ``sseds_b4000``, ``mde_d16_b8_a0.2``, ``mgqe_d16_s4_k256``,
 ``dartsemb_c1-2-8``.
+
+An experiment with several seeds (``config.seeds``) holds one such work directory per seed, each
+a complete experiment with its own ``config.json`` (``seed`` set, ``seeds`` empty), under the
+folder of the experiment, whose ``config.json`` and summary files cover all of them::
+
+    config.json, summary.json, summary.md, frontier.png, comparison.json, significance.json
+    seeds/<seed>/             the experiment of one seed (:func:`seed_dir`), laid out as above
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ import re
 from typing import Any
 
 import jax
+import numpy as np
 
 from pep_jax import config as config_lib
 from pep_jax.errors import ConfigError, InputError, MissingError
@@ -44,6 +55,9 @@ RESULT = 'result.json'  # a step's done marker, written last
 RUN_RECORD = 'run.json'  # which method and candidate a run folder trains
 RUNS = 'retrain'
 SUMMARY_JSON, SUMMARY_MD, FRONTIER = 'summary.json', 'summary.md', 'frontier.png'
+COMPARISON, SIGNIFICANCE = 'comparison.json', 'significance.json'
+SEEDS = 'seeds'
+TEST_PROBS = 'test_probs.npy'  # a finished run's test-set probabilities, float32 [test rows]
 TICKET = 'ticket.json'
 
 
@@ -97,8 +111,10 @@ def check_config(config, root: str, resumable_keys: tuple[str, ...]) -> None:
   """Records ``config`` in ``root/config.json``, or refuses one that differs from it.
 
   A work directory belongs to one config: keys other than ``resumable_keys`` must match, so
-  results from different settings never mix. A work directory that holds runs or searches but
-  no ``config.json`` is refused too: nothing says which config made them.
+  results from different settings never mix. A key the recorded config lacks (one added to
+  pep_jax after the work directory was made) counts as its default value. A work directory
+  that holds runs or searches but no ``config.json`` is refused too: nothing says which config
+  made them.
 
   Raises:
     ConfigError: naming the keys that differ, or the missing ``config.json``.
@@ -116,6 +132,8 @@ def check_config(config, root: str, resumable_keys: tuple[str, ...]) -> None:
                         'says which config made them. Use a new --workdir, or restore '
                         'config.json.')
   else:
+    defaults = config_lib.flatten(config_lib.default_config().to_dict())
+    saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
     differ = sorted(k for k in set(saved) | set(current)
                     if k not in resumable_keys and saved.get(k) != current.get(k))
     if differ:
@@ -124,6 +142,11 @@ def check_config(config, root: str, resumable_keys: tuple[str, ...]) -> None:
                         '--workdir, or the same config to resume.')
   if jax.process_index() == 0:
     write_json(path, current)
+
+
+def recorded_config(root: str) -> dict | None:
+  """The flattened config ``root/config.json`` records, or None before one was recorded."""
+  return read_json(config_path(root), dict)
 
 
 def read_config(root: str):
@@ -254,6 +277,10 @@ def best_run(root: str, series: str) -> str:
   scores = {run: read_result(os.path.join(run_dir(root, run), RESULT), ('valid_auc',))[
       'valid_auc'] for run in finished_runs(root) if _series(root, run) == series}
   if not scores:
+    seeds = seed_dirs(root)
+    if seeds:
+      raise MissingError(f'{root} holds an experiment with several seeds: name one seed\'s '
+                         f'work directory, e.g. {next(iter(seeds.values()))}')
     raise MissingError(f'no finished {series} run in {os.path.join(root, RUNS)}: finish its '
                        'training, or name a run with --run')
   return max(scores, key=scores.get)
@@ -328,13 +355,66 @@ def load_ticket_mask(root: str, ticket: dict, target) -> jax.Array:
   return state['mask']
 
 
+# ------------------------------------------------------------------------------ seeds
+
+
+def seed_dir(root: str, seed: int) -> str:
+  """The work directory of one seed of an experiment with several: ``seeds/<seed>``."""
+  return os.path.join(root, SEEDS, str(int(seed)))
+
+
+def seed_dirs(root: str) -> dict[int, str]:
+  """``{seed: work directory}`` of every seed folder of ``root`` (made or finished), sorted."""
+  folder = os.path.join(root, SEEDS)
+  names = os.listdir(folder) if os.path.isdir(folder) else []
+  return {int(n): seed_dir(root, int(n)) for n in sorted((n for n in names if n.isdigit()),
+                                                         key=int)}
+
+
+# ------------------------------------------------------------------------------ predictions
+
+
+def predictions_path(root: str, run: str) -> str:
+  return os.path.join(run_dir(root, run), TEST_PROBS)
+
+
+def has_test_probs(root: str, run: str) -> bool:
+  return os.path.exists(predictions_path(root, run))
+
+
+def write_test_probs(root: str, run: str, probs: np.ndarray) -> None:
+  """Keeps a run's test-set click probabilities (float32 ``[test rows]``, in split order),
+  written atomically."""
+  if jax.process_index() != 0:
+    return
+  path = predictions_path(root, run)
+  tmp = f'{path}.tmp.npy'
+  np.save(tmp, np.asarray(probs, np.float32))
+  os.replace(tmp, path)
+
+
+def read_test_probs(root: str, run: str) -> np.ndarray:
+  """What :func:`write_test_probs` kept for ``run``.
+
+  Raises:
+    MissingError: naming the file, when the run has none.
+  """
+  path = predictions_path(root, run)
+  if not os.path.exists(path):
+    raise MissingError(f'{path} not found: run {run} has no test predictions; run the '
+                       'experiment again to compute them')
+  return np.load(path)
+
+
 # ------------------------------------------------------------------------------ summary
 
 
 def summary_paths(root: str) -> dict[str, str]:
-  """Where the experiment's summary goes: ``json``, ``md`` and ``plot``."""
+  """Where the experiment's summary goes: ``json``, ``md``, ``plot``, ``comparison`` and
+  ``significance``."""
   return {'json': os.path.join(root, SUMMARY_JSON), 'md': os.path.join(root, SUMMARY_MD),
-          'plot': os.path.join(root, FRONTIER)}
+          'plot': os.path.join(root, FRONTIER), 'comparison': os.path.join(root, COMPARISON),
+          'significance': os.path.join(root, SIGNIFICANCE)}
 
 
 def metrics_path(root: str) -> str:

@@ -40,7 +40,7 @@ def run(module, *args):
      'error: flag --format=csv'),
     ('pep_jax.main', ['--config=configs/demo.py:tiny', '--workdir={tmp}/w',
                       '--config.data.synthetic.seed=-1'],
-     'error: config key data.synthetic.seed: a seed must be a non-negative integer, got -1'),
+     'error: config key data.synthetic.seed: expected a non-negative integer (a seed), got -1'),
     ('pep_jax.main', ['--config=configs/demo.py:tiny', '--workdir={tmp}/w',
                       '--config.prune.budgets=(1.5,)'],
      'error: config key prune.budgets: budget 1.5 is neither a fraction (at most 1) nor a whole '

@@ -56,3 +56,69 @@ def test_spearman_against_a_brute_force_rank_correlation():
     np.testing.assert_allclose(spearman(x, y), expected, rtol=1e-12, atol=1e-12)
   assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
   assert np.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_t_quantile_against_scipy():
+  from scipy import stats
+  from pep_jax.metrics import t_two_sided
+  for df in list(range(1, 41)) + [57, 120, 1000]:
+    for level in (0.9, 0.95, 0.99):
+      expected = stats.t.ppf(0.5 + level / 2, df)
+      assert t_two_sided(level, df) == pytest.approx(expected, rel=1e-9), (df, level)
+
+
+def test_seed_interval_against_a_direct_computation():
+  from scipy import stats
+  from pep_jax.metrics import t_interval
+  values = np.array([0.7012, 0.7098, 0.6987, 0.7044])
+  out = t_interval(values)
+  mean = values.sum() / 4
+  std = np.sqrt(((values - mean) ** 2).sum() / 3)
+  half = stats.t.ppf(0.975, 3) * std / 2
+  assert out['mean'] == pytest.approx(mean, abs=1e-15)
+  assert out['std'] == pytest.approx(std, rel=1e-12)
+  np.testing.assert_allclose(out['ci'], (mean - half, mean + half), rtol=1e-12)
+  assert t_interval([0.7]) == {'mean': 0.7, 'std': None, 'ci': None}
+
+
+def bootstrap_fixture():
+  """Labels and two seeds' scores of two models, with ties, on 400 rows."""
+  rng = np.random.default_rng(7)
+  labels = rng.integers(0, 2, 400)
+  a = np.round(rng.normal(size=(2, 400)) + 0.8 * labels, 1)
+  b = np.round(rng.normal(size=(2, 400)) + 0.6 * labels, 1)
+  return labels, a, b
+
+
+def test_bootstrap_aucs_are_the_aucs_of_the_resampled_rows():
+  from pep_jax.metrics import bootstrap_aucs
+  labels, a, b = bootstrap_fixture()
+  scores = np.concatenate([a, b])
+  out = bootstrap_aucs(labels, scores, resamples=60, seed=3)
+  rng = np.random.default_rng(3)  # the same draws, one resample at a time
+  for r in range(60):
+    rows = rng.integers(0, len(labels), len(labels))
+    for m in range(4):
+      assert out[m, r] == pytest.approx(roc_auc_score(labels[rows], scores[m, rows]), abs=1e-12)
+  np.testing.assert_array_equal(bootstrap_aucs(labels, a[0], 60, 3), out[0])
+
+
+def test_paired_bootstrap_against_a_loop_over_the_same_resamples():
+  from pep_jax.metrics import paired_bootstrap_auc
+  labels, a, b = bootstrap_fixture()
+  out = paired_bootstrap_auc(labels, a, b, resamples=200, seed=11)
+  rng = np.random.default_rng(11)
+  draws = []
+  for _ in range(200):
+    rows = rng.integers(0, len(labels), len(labels))
+    draws.append(np.mean([roc_auc_score(labels[rows], a[s, rows]) -
+                          roc_auc_score(labels[rows], b[s, rows]) for s in range(2)]))
+  assert out['mean'] == pytest.approx(np.mean(draws), abs=1e-12)
+  np.testing.assert_allclose(out['ci'], np.percentile(draws, [2.5, 97.5]), atol=1e-12)
+  observed = np.mean([roc_auc_score(labels, a[s]) - roc_auc_score(labels, b[s]) for s in range(2)])
+  assert out['difference'] == pytest.approx(observed, abs=1e-12)
+  one = paired_bootstrap_auc(labels, a[0], b[0], resamples=200, seed=11)
+  assert one['difference'] == pytest.approx(roc_auc_score(labels, a[0]) -
+                                            roc_auc_score(labels, b[0]), abs=1e-12)
+  same = paired_bootstrap_auc(labels, a, a, resamples=50)
+  assert same['ci'] == (0.0, 0.0)  # paired: a model against itself never differs

@@ -21,7 +21,7 @@ from pep_jax import workdir as wd
 from pep_jax.data.base import CTRDataset
 from pep_jax.errors import ConfigError, InputError
 from pep_jax.layers import compact as compact_lib
-from pep_jax.train import fit
+from pep_jax.train import evaluation, fit
 from pep_jax.train.logging import MetricWriter
 from pep_jax.train.setup import Stage
 
@@ -190,6 +190,10 @@ SPARSE_LOOKUPS: dict[str, Lookup] = {'bitmask': compact_lib.bitmask_lookup,
 def fit_candidate(ctx: Context, method: Method, cand: Candidate) -> dict:
   """Trains one candidate of ``method`` to its best validation state, or reads its result.
 
+  The best state's test-set probabilities are kept beside the result
+  (:func:`pep_jax.workdir.write_test_probs`) for the summary's paired comparisons; a run that
+  finished without them has them computed from its best checkpoint.
+
   Returns:
     The run's ``result.json``: the method's accounting (``params``, ``bytes`` of its stored
     layout, ``field_mean_size``), ``nonzeros`` of the table where the layer has one, and the
@@ -200,6 +204,12 @@ def fit_candidate(ctx: Context, method: Method, cand: Candidate) -> dict:
                                                 'candidate': cand.to_json()})
     done = wd.result(ctx.workdir, cand.run)
     if done is not None:
+      if not wd.has_test_probs(ctx.workdir, cand.run):  # finished before they were kept
+        stage = method.build(ctx, cand)
+        _, constants = method.initial(ctx, cand, stage)
+        best = wd.restore_best(ctx.workdir, cand.run, stage.abstract_state())
+        wd.write_test_probs(ctx.workdir, cand.run,
+                            evaluation.predict(stage, best, constants, ctx.data.test))
       return done
     stage = method.build(ctx, cand)
     state, constants = method.initial(ctx, cand, stage)
@@ -207,6 +217,7 @@ def fit_candidate(ctx: Context, method: Method, cand: Candidate) -> dict:
                                wd.run_dir(ctx.workdir, cand.run),
                                f'{cand.label} {cand.setting}', ctx.writer)
     best = result.pop('best_state')
+    wd.write_test_probs(ctx.workdir, cand.run, result.pop('test_probs'))
     size = method.size(ctx, cand, stage, best, constants)
     stored = method.compact(ctx, cand, stage, best, constants, None)
     nonzeros = None

@@ -29,11 +29,13 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from pep_jax.data import pipeline
 from pep_jax.data.base import CTRDataset
 from pep_jax.errors import UserError
 from pep_jax.layers.embedding import field_offsets
+from pep_jax.metrics import evaluate_predictions
 from pep_jax.train import batches as batches_lib
 from pep_jax.train import evaluation
 from pep_jax.train.checkpoint import Checkpointer
@@ -272,7 +274,9 @@ def train_to_best(config, data: CTRDataset, stage: Stage, state, constants: dict
 
   Returns:
     ``valid_*``/``test_*`` metrics of the best state, its epoch, the epochs run,
-    ``train_seconds`` and ``history``; plus ``best_state`` (not written to ``result.json``).
+    ``train_seconds`` and ``history``; plus ``best_state`` and ``test_probs`` (the best state's
+    click probability of every test row, float32 ``[test rows]``), not written to
+    ``result.json``.
   """
   latest = Checkpointer(os.path.join(run_dir, 'latest'), max_to_keep=2)
   best = Checkpointer(os.path.join(run_dir, 'best'), max_to_keep=1)
@@ -319,7 +323,8 @@ def train_to_best(config, data: CTRDataset, stage: Stage, state, constants: dict
   best_state, _ = best.restore(progress['best_epoch'], state)
   best.close()
   valid = evaluation.evaluate(stage, best_state, constants, data.valid)
-  test = evaluation.evaluate(stage, best_state, constants, data.test)
+  test_probs = evaluation.predict(stage, best_state, constants, data.test)
+  test = evaluate_predictions(np.asarray(data.test.labels, np.float64), test_probs)
   return {
       'best_epoch': progress['best_epoch'],
       'epochs': len(progress['history']),
@@ -330,6 +335,7 @@ def train_to_best(config, data: CTRDataset, stage: Stage, state, constants: dict
       'train_seconds': progress.get('seconds', 0.0),
       'history': progress['history'],
       'best_state': best_state,
+      'test_probs': test_probs.astype(np.float32),
   }
 
 
