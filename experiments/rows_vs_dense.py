@@ -44,6 +44,31 @@ def prune_rate(workdir: str, batch_size: int) -> float:
   return batch_size * steps / seconds if seconds > 0 else float('nan')
 
 
+def markdown(report: dict) -> str:
+  """The table docs/performance.md shows, from ``rows_vs_dense.json``."""
+
+  def cell(value, spec):
+    return '-' if value is None else format(value, spec)
+
+  lines = ['| budget | step cut, dense / rows | non-zeros, dense / rows | under budget, dense / rows '
+           '| Jaccard, rows vs dense | Jaccard, dense vs dense (next seed) '
+           '| test AUC retrained, dense / rows / dense next seed |',
+           '|---:|---:|---:|---:|---:|---:|---:|']
+  for r in report['tickets']:
+    lines.append(
+        f'| {r["budget"]:,} | {cell(r["dense_step"], ",")} / {cell(r["rows_step"], ",")} '
+        f'| {cell(r["dense_nonzeros"], ",")} / {cell(r["rows_nonzeros"], ",")} '
+        f'| {cell(r["dense_under_budget"], ".2%")} / {cell(r["rows_under_budget"], ".2%")} '
+        f'| {cell(r["jaccard"], ".3f")} | {cell(r["jaccard_dense_seeds"], ".3f")} '
+        f'| {cell(r["dense_test_auc"], ".4f")} / {cell(r["rows_test_auc"], ".4f")} / '
+        f'{cell(r["dense_seed_test_auc"], ".4f")} |')
+  speed = report['prune_samples_per_second']
+  lines.append('')
+  lines.append(f'Prune stage, steady samples/s: dense {speed["dense"]:,.0f}, rows '
+               f'{speed["rows"]:,.0f} ({speed["rows"] / speed["dense"]:.2f}x).')
+  return '\n'.join(lines)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--config', default='configs/demo.py')
@@ -113,6 +138,8 @@ def main():
          'prune_samples_per_second': speed}
   with open(os.path.join(args.workdir, 'rows_vs_dense.json'), 'w') as f:
     json.dump(out, f, indent=2)
+  with open(os.path.join(args.workdir, 'rows_vs_dense.md'), 'w') as f:
+    f.write(markdown(out) + '\n')
 
 
 if __name__ == '__main__':

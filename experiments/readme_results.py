@@ -1,0 +1,170 @@
+"""The README's measured figures, written from results files kept in docs/results/.
+
+    python -m pep_jax.main --config=configs/demo.py --workdir=runs/demo
+    python experiments/readme_results.py --demo=runs/demo     # record, then rewrite the README
+    python experiments/readme_results.py --check              # exit 1 if the README differs
+
+A figure of the README that comes from a run stands between two markers::
+
+    <!-- results:demo begin (python experiments/readme_results.py) -->
+    ...written from docs/results/demo.json...
+    <!-- results:demo end -->
+
+``--demo=WORKDIR`` records a finished demo (its summary without timings, its comparisons with
+their intervals, what its tickets keep of the noise fields, the machine) in
+``docs/results/demo.json``; every run rewrites each block from its results file. A test
+(``tests/test_readme_results.py``) renders the blocks again and fails when the README differs,
+so a figure changed by hand in a block does not pass CI; ``tests/test_demo_quality.py`` checks
+that the demo still gives the recorded results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, 'docs', 'results')
+README = os.path.join(ROOT, 'README.md')
+TIMINGS = ('search_seconds', 'train_seconds', 'score_seconds', 'search_seconds_per_epoch')
+BLOCK = re.compile(r'(<!-- results:(\w+) begin[^\n]*-->\n)(.*?)(<!-- results:\2 end -->)', re.S)
+
+
+# ----------------------------------------------------------------------------- recording
+
+
+def record_demo(workdir: str) -> dict:
+  """``docs/results/demo.json`` from a finished demo work directory."""
+  sys.path.insert(0, ROOT)
+  import jax
+  from pep_jax import workdir as wd
+  from pep_jax.data import load_dataset
+  config = wd.read_config(workdir)
+  data = load_dataset(config.data)
+  with open(wd.summary_paths(workdir)['json']) as f:
+    rows = [{k: v for k, v in r.items() if k not in TIMINGS} for r in json.load(f)]
+  with open(os.path.join(workdir, 'significance.json')) as f:
+    significance = json.load(f)
+  dim = int(config.embedding.dim)
+  vocab = [int(d) for d in data.field_dims]
+  noise = [k == 0 for k in data.info['intrinsic_dims']]
+  for row in rows:
+    if row['method'] == 'pep':
+      kept = [w * v for w, v in zip(row['field_mean_size'], vocab)]
+      row['kept_noise'] = (sum(k for k, n in zip(kept, noise) if n)
+                           / sum(dim * v for v, n in zip(vocab, noise) if n))
+      row['kept_informative'] = (sum(k for k, n in zip(kept, noise) if not n)
+                                 / sum(dim * v for v, n in zip(vocab, noise) if not n))
+  return {
+      'command': 'python -m pep_jax.main --config=configs/demo.py --workdir=runs/demo',
+      'machine': {'platform': platform.platform(), 'processor': platform.processor(),
+                  'cpus': os.cpu_count(), 'python': platform.python_version(),
+                  'jax': jax.__version__},
+      'data': {'fields': len(vocab), 'features': int(sum(vocab)),
+               'rows': len(data.train) + len(data.valid) + len(data.test),
+               'noise_fields': int(sum(noise))},
+      'dim': dim, 'rows': rows, 'significance': significance,
+  }
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def _percent(budget: int, entries: int) -> str:
+  return f'{round(100 * budget / entries)}%'
+
+
+def render_demo(results: dict) -> str:
+  """The demo's table and its comparisons, each with its interval."""
+  data, dim, rows = results['data'], results['dim'], results['rows']
+  entries = data['features'] * dim
+  lines = [f'The demo data: {data["fields"]} Criteo-like fields ({data["noise_fields"]} of them '
+           f'pure noise), {data["features"]:,} features, {data["rows"]:,} rows; FM, base width '
+           f'{dim}. Recorded on {results["machine"]["cpus"]} CPU cores, JAX '
+           f'{results["machine"]["jax"]}, one seed.', '',
+           '| method | parameters | sparsity | test AUC | test logloss |',
+           '|---|---:|---:|---:|---:|']
+  for row in rows:
+    if row['method'] == 'pep':
+      name = f'PEP ticket, {_percent(row["budget"], entries)} budget'
+    elif row['method'] == 'ue':
+      name = f'uniform, {row["setting"]}'
+    elif row['method'] == 'teacher':
+      lines.append(f'| teacher (ceiling) | | | {row["test_auc"]:.4f} | |')
+      continue
+    else:
+      name = f'{row["method"]} {row["setting"]}'
+    lines.append(f'| {name} | {row["params"]:,} | {row["sparsity"]:.2f} | {row["test_auc"]:.4f} '
+                 f'| {row["test_logloss"]:.4f} |')
+  lines += ['', 'Comparisons on the test rows (paired bootstrap over the 50,000 test rows, '
+            f'{results["significance"]["resamples"]:,} resamples; one seed, so the spread '
+            'between seeds is not in these intervals):', '']
+  names = {r['run']: r for r in rows if r.get('run')}
+  for c in results['significance']['comparisons']:
+    a, b = names[c['a']['run']], names[c['b']['run']]
+    lo, hi = c['bootstrap_ci95']
+    verdict = 'separable' if c['separable'] else 'not separable'
+    lines.append(f'- {_label(a, entries)} against {_label(b, entries)}: '
+                 f'{c["difference"]:+.4f} AUC, 95% interval [{lo:+.4f}, {hi:+.4f}]: {verdict}.')
+  tickets = sorted((r for r in rows if r['method'] == 'pep'), key=lambda r: r['budget'])
+  lines += ['', 'What the tickets keep of the table: '
+            + '; '.join(f'{_percent(r["budget"], entries)} ticket, {r["kept_noise"]:.0%} of the '
+                        f'noise fields\' entries and {r["kept_informative"]:.0%} of the '
+                        'informative fields\'' for r in tickets) + '.']
+  return '\n'.join(lines) + '\n'
+
+
+def _label(row: dict, entries: int) -> str:
+  if row['method'] == 'pep':
+    return f'the {_percent(row["budget"], entries)} ticket'
+  if row['method'] == 'ue':
+    return f'uniform {row["setting"]}'
+  return f'{row["method"]} {row["setting"]}'
+
+
+RENDERERS = {'demo': ('demo.json', render_demo)}
+
+
+def render(readme: str, results_dir: str = RESULTS) -> str:
+  """``readme`` with every results block written from its results file."""
+
+  def block(match):
+    name = match.group(2)
+    if name not in RENDERERS:
+      raise SystemExit(f'README.md: unknown results block {name!r}; known: {sorted(RENDERERS)}')
+    file, renderer = RENDERERS[name]
+    with open(os.path.join(results_dir, file)) as f:
+      return match.group(1) + renderer(json.load(f)) + match.group(4)
+
+  return BLOCK.sub(block, readme)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--demo', help='a finished demo work directory to record first')
+  parser.add_argument('--check', action='store_true',
+                      help='exit 1 when the README differs from its results files')
+  args = parser.parse_args()
+  if args.demo:
+    results = record_demo(args.demo)
+    with open(os.path.join(RESULTS, 'demo.json'), 'w') as f:
+      json.dump(results, f, indent=1)
+  with open(README) as f:
+    readme = f.read()
+  rendered = render(readme)
+  if args.check:
+    if rendered != readme:
+      raise SystemExit('README.md differs from docs/results/: run python '
+                       'experiments/readme_results.py')
+    return
+  with open(README, 'w') as f:
+    f.write(rendered)
+  print(f'wrote {len(BLOCK.findall(rendered))} results blocks of {README}')
+
+
+if __name__ == '__main__':
+  main()
