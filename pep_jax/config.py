@@ -32,7 +32,8 @@ def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.stage = 'all'  # all | search | retrain | evaluate
   c.seed = 42  # initial parameters, data order and dropout
-  # Methods `stage` runs, in order (pep_jax/methods): ue, pep, sseds, mde, mgqe, dartsemb.
+  # Methods `stage` runs, in order (pep_jax/methods): ue, pep, sseds, mde, mgqe, dartsemb,
+  # magnitude.
   c.methods = ('pep', 'ue')
 
   c.data = data_defaults()
@@ -114,6 +115,13 @@ def default_config() -> ml_collections.ConfigDict:
   c.dartsemb.candidate_sets = ((1, 2, 8), (2, 4, 16), (4, 8, 32))
   c.dartsemb.search_epochs = 2
   c.dartsemb.arch_learning_rate = 3e-3
+
+  # Magnitude pruning (pep_jax/methods/magnitude.py): the largest |v| of the trained uniform
+  # model at embedding.dim (the ue_d<dim> run, reused when finished), retrained under the mask.
+  c.magnitude = ml_collections.ConfigDict()
+  c.magnitude.budgets = (0.5, 0.2, 0.1)  # counts, or fractions (<= 1) of the uniform table
+  c.magnitude.scope = 'global'  # global: one ranking | field: shares by each field's entries
+  c.magnitude.init = 'rewind'  # rewind (its initial values * mask) | finetune (trained values)
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 1024
