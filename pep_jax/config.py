@@ -33,7 +33,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.stage = 'all'  # all | search | retrain | evaluate
   c.seed = 42  # initial parameters, data order and dropout
   # Methods `stage` runs, in order (pep_jax/methods): ue, pep, sseds, mde, mgqe, dartsemb,
-  # magnitude.
+  # magnitude, random.
   c.methods = ('pep', 'ue')
 
   c.data = data_defaults()
@@ -122,6 +122,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.magnitude.budgets = (0.5, 0.2, 0.1)  # counts, or fractions (<= 1) of the uniform table
   c.magnitude.scope = 'global'  # global: one ranking | field: shares by each field's entries
   c.magnitude.init = 'rewind'  # rewind (its initial values * mask) | finetune (trained values)
+
+  # Random masks (pep_jax/methods/random.py): exactly the budget's entries, drawn uniformly
+  # (seeded by config.seed and the budget), retrained as a PEP ticket.
+  c.random = ml_collections.ConfigDict()
+  c.random.budgets = (0.5, 0.2, 0.1)  # counts, or fractions (<= 1) of the uniform table
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 1024

@@ -8,6 +8,7 @@ mde        MDE: block widths from feature popularity, projected to the model's w
 mgqe       MGQE: product-quantised embeddings, more centroids for frequent features
 dartsemb   DartsEmb: differentiable search over candidate widths per field, then retrained
 magnitude  the largest |v| of the trained uniform table under each budget, retrained masked
+random     a random mask of exactly each budget's entries, retrained masked (the control)
 =========  ===============================================================================
 
 :data:`METHODS` is the one registry: ``config.methods`` names what ``stage=all`` runs and
@@ -15,7 +16,7 @@ magnitude  the largest |v| of the trained uniform table under each budget, retra
 """
 
 from pep_jax.errors import ConfigError
-from pep_jax.methods import dartsemb, magnitude, mde, mgqe, pep, sseds, ue
+from pep_jax.methods import dartsemb, magnitude, mde, mgqe, pep, random, sseds, ue
 from pep_jax.methods.base import Method
 
 METHODS: dict[str, Method] = {m.name: m for m in (
@@ -26,6 +27,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     mgqe.METHOD,
     dartsemb.METHOD,
     magnitude.METHOD,
+    random.METHOD,
 )}
 
 

@@ -23,7 +23,8 @@ Stored as the retrained table's non-zero entries (``bitmask`` up to 32 dimension
 ``csr``), like PEP's tickets.
 
 Work directory: ``magnitude/search/0/`` (every budget's mask) and ``magnitude/result.json`` (the
-search's done marker with its cost: pre-training and selection seconds).
+search's done marker with its cost: pre-training and selection seconds). The random-mask control
+(:mod:`pep_jax.methods.random`) stores and retrains its masks through the helpers here.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def select(table: np.ndarray, budget: int, field_dims: Sequence[int],
 
 
 # ----------------------------------------------------------------------------- masks on disk
-# A search writes every budget's mask [N, D] at step 0 of
+# Shared with the random-mask control: a search writes every budget's mask [N, D] at step 0 of
 # a checkpoint folder in its search folder, then its result.json (the done marker).
 
 
