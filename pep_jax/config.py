@@ -33,7 +33,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.stage = 'all'  # all | search | retrain | evaluate
   c.seed = 42  # initial parameters, data order and dropout
   # Methods `stage` runs, in order (pep_jax/methods): ue, pep, sseds, mde, mgqe, dartsemb,
-  # magnitude, random.
+  # magnitude, random, qr.
   c.methods = ('pep', 'ue')
 
   c.data = data_defaults()
@@ -127,6 +127,13 @@ def default_config() -> ml_collections.ConfigDict:
   # (seeded by config.seed and the budget), retrained as a PEP ticket.
   c.random = ml_collections.ConfigDict()
   c.random.budgets = (0.5, 0.2, 0.1)  # counts, or fractions (<= 1) of the uniform table
+
+  # Quotient-remainder embeddings (pep_jax/methods/qr.py): for each budget the bucket count m
+  # whose stored parameters are the largest within it; fields of more than m values get a
+  # quotient and a remainder table.
+  c.qr = ml_collections.ConfigDict()
+  c.qr.budgets = (0.5, 0.2)  # counts, or fractions (<= 1) of the uniform table
+  c.qr.combine = 'product'  # product | sum of the quotient and remainder rows
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 1024

@@ -9,6 +9,7 @@ mgqe       MGQE: product-quantised embeddings, more centroids for frequent featu
 dartsemb   DartsEmb: differentiable search over candidate widths per field, then retrained
 magnitude  the largest |v| of the trained uniform table under each budget, retrained masked
 random     a random mask of exactly each budget's entries, retrained masked (the control)
+qr         quotient-remainder tables per field, the bucket count chosen to fit each budget
 =========  ===============================================================================
 
 :data:`METHODS` is the one registry: ``config.methods`` names what ``stage=all`` runs and
@@ -16,7 +17,7 @@ random     a random mask of exactly each budget's entries, retrained masked (the
 """
 
 from pep_jax.errors import ConfigError
-from pep_jax.methods import dartsemb, magnitude, mde, mgqe, pep, random, sseds, ue
+from pep_jax.methods import dartsemb, magnitude, mde, mgqe, pep, qr, random, sseds, ue
 from pep_jax.methods.base import Method
 
 METHODS: dict[str, Method] = {m.name: m for m in (
@@ -28,6 +29,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     dartsemb.METHOD,
     magnitude.METHOD,
     random.METHOD,
+    qr.METHOD,
 )}
 
 
