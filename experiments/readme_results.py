@@ -1,10 +1,11 @@
-"""The README's measured figures, written from results files kept in docs/results/.
+"""The measured figures of the README and docs/, written from results files in docs/results/.
 
     python -m pep_jax.main --config=configs/demo.py --workdir=runs/demo
     python experiments/readme_results.py --demo=runs/demo     # record, then rewrite the README
     python experiments/readme_results.py --check              # exit 1 if the README differs
 
-A figure of the README that comes from a run stands between two markers::
+A figure of the README or of a page of docs/ that comes from a run stands between two
+markers::
 
     <!-- results:demo begin (python experiments/readme_results.py) -->
     ...written from docs/results/demo.json...
@@ -21,6 +22,7 @@ that the demo still gives the recorded results.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -29,7 +31,6 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, 'docs', 'results')
-README = os.path.join(ROOT, 'README.md')
 TIMINGS = ('search_seconds', 'train_seconds', 'score_seconds', 'search_seconds_per_epoch')
 BLOCK = re.compile(r'(<!-- results:(\w+) begin[^\n]*-->\n)(.*?)(<!-- results:\2 end -->)', re.S)
 
@@ -126,7 +127,30 @@ def _label(row: dict, entries: int) -> str:
   return f'{row["method"]} {row["setting"]}'
 
 
-RENDERERS = {'demo': ('demo.json', render_demo)}
+def render_table(results: str) -> str:
+  """A table a script wrote as markdown, as it is."""
+  return results if results.endswith('\n') else results + '\n'
+
+
+def render_rows_vs_dense(results: dict) -> str:
+  """experiments/rows_vs_dense.py's table, from its JSON."""
+  spec = importlib.util.spec_from_file_location(
+      'rows_vs_dense', os.path.join(ROOT, 'experiments', 'rows_vs_dense.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  machine = results['machine']
+  return (module.markdown(results) + f'\n\nMeasured with `{results["config"]}` on '
+          f'{machine["cpus"]} CPU cores ({machine["processor"] or "x86-64"}), JAX '
+          f'{machine["jax"]}, with other work on the machine (speeds are of that run only).\n')
+
+
+# name -> (results file in docs/results/, renderer of its contents; .json files are parsed)
+RENDERERS = {
+    'demo': ('demo.json', render_demo),
+    'rows_vs_dense': ('rows_vs_dense_demo.json', render_rows_vs_dense),
+    'reachability_ml100k': ('reachability_ml100k.md', render_table),
+}
+PAGES = ('README.md', 'docs/performance.md', 'docs/analyses.md')
 
 
 def render(readme: str, results_dir: str = RESULTS) -> str:
@@ -138,7 +162,8 @@ def render(readme: str, results_dir: str = RESULTS) -> str:
       raise SystemExit(f'README.md: unknown results block {name!r}; known: {sorted(RENDERERS)}')
     file, renderer = RENDERERS[name]
     with open(os.path.join(results_dir, file)) as f:
-      return match.group(1) + renderer(json.load(f)) + match.group(4)
+      contents = json.load(f) if file.endswith('.json') else f.read()
+    return match.group(1) + renderer(contents) + match.group(4)
 
   return BLOCK.sub(block, readme)
 
@@ -153,17 +178,19 @@ def main():
     results = record_demo(args.demo)
     with open(os.path.join(RESULTS, 'demo.json'), 'w') as f:
       json.dump(results, f, indent=1)
-  with open(README) as f:
-    readme = f.read()
-  rendered = render(readme)
-  if args.check:
-    if rendered != readme:
-      raise SystemExit('README.md differs from docs/results/: run python '
-                       'experiments/readme_results.py')
-    return
-  with open(README, 'w') as f:
-    f.write(rendered)
-  print(f'wrote {len(BLOCK.findall(rendered))} results blocks of {README}')
+  for page in PAGES:
+    path = os.path.join(ROOT, page)
+    with open(path) as f:
+      text = f.read()
+    rendered = render(text)
+    if args.check:
+      if rendered != text:
+        raise SystemExit(f'{page} differs from docs/results/: run python '
+                         'experiments/readme_results.py')
+      continue
+    with open(path, 'w') as f:
+      f.write(rendered)
+    print(f'wrote {len(BLOCK.findall(rendered))} results blocks of {page}')
 
 
 if __name__ == '__main__':

@@ -46,7 +46,8 @@ def default_config() -> ml_collections.ConfigDict:
   # Seeds to run every method with, each in seeds/<seed>/ of the work directory; () runs
   # `seed` alone in the work directory itself. The data split is data.split_seed's, always.
   c.seeds = ()
-  # Methods `stage` runs, in order (pep_jax/methods): ue, pep, sseds, mde, mgqe, dartsemb.
+  # Methods `stage` runs, in order (pep_jax/methods): ue, pep, sseds, mde, mgqe, dartsemb,
+  # magnitude, random, qr.
   c.methods = ('pep', 'ue')
 
   c.data = data_defaults()
@@ -128,6 +129,25 @@ def default_config() -> ml_collections.ConfigDict:
   c.dartsemb.candidate_sets = ((1, 2, 8), (2, 4, 16), (4, 8, 32))
   c.dartsemb.search_epochs = 2
   c.dartsemb.arch_learning_rate = 3e-3
+
+  # Magnitude pruning (pep_jax/methods/magnitude.py): the largest |v| of the trained uniform
+  # model at embedding.dim (the ue_d<dim> run, reused when finished), retrained under the mask.
+  c.magnitude = ml_collections.ConfigDict()
+  c.magnitude.budgets = (0.5, 0.2, 0.1)  # counts, or fractions (<= 1) of the uniform table
+  c.magnitude.scope = 'global'  # global: one ranking | field: shares by each field's entries
+  c.magnitude.init = 'rewind'  # rewind (its initial values * mask) | finetune (trained values)
+
+  # Random masks (pep_jax/methods/random.py): exactly the budget's entries, drawn uniformly
+  # (seeded by config.seed and the budget), retrained as a PEP ticket.
+  c.random = ml_collections.ConfigDict()
+  c.random.budgets = (0.5, 0.2, 0.1)  # counts, or fractions (<= 1) of the uniform table
+
+  # Quotient-remainder embeddings (pep_jax/methods/qr.py): for each budget the bucket count m
+  # whose stored parameters are the largest within it; fields of more than m values get a
+  # quotient and a remainder table.
+  c.qr = ml_collections.ConfigDict()
+  c.qr.budgets = (0.5, 0.2)  # counts, or fractions (<= 1) of the uniform table
+  c.qr.combine = 'product'  # product | sum of the quotient and remainder rows
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 1024

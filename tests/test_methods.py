@@ -29,7 +29,8 @@ def reference(tmp_path_factory):
 def test_every_method_has_rows_with_the_summary_columns(reference):
   _, rows = reference
   found = {r['method'] for r in rows}
-  assert found == {'ue', 'pep', 'sseds', 'mde', 'mgqe', 'dartsemb', 'teacher'}
+  assert found == {'ue', 'pep', 'sseds', 'mde', 'mgqe', 'dartsemb', 'magnitude', 'random', 'qr',
+                   'teacher'}
   keys = {'method', 'setting', 'params', 'bytes', 'valid_auc', 'test_auc', 'test_logloss',
           'search_seconds', 'train_seconds', 'field_mean_size', 'width_spearman', 'noise_share'}
   for row in rows[:-1]:
@@ -82,6 +83,21 @@ def test_accounting_of_each_method_against_a_hand_count(reference):
       # the export's bitmask layout at d = 8: a 1-byte mask and a 4-byte offset per feature
       assert row['bytes'] == 4 * row['params'] + 5 * vocab.sum()
 
+  table = vocab.sum() * d
+  for method in ('magnitude', 'random'):  # exactly the budget's entries, stored as PEP's
+    found = [r for r in rows if r['method'] == method]
+    assert [r['budget'] for r in found] == [round(0.5 * table), round(0.2 * table)]
+    for row in found:
+      assert row['params'] == row['nonzeros'] == row['budget']
+      assert row['bytes'] == 4 * row['params'] + 5 * vocab.sum()
+
+  # QR: d * (V_f for fields of at most m values, else ceil(V_f / m) + m); the tables only.
+  found = [r for r in rows if r['method'] == 'qr']
+  for row, (budget, m) in zip(found, [(516, 15), (413, 10)], strict=True):
+    params = d * sum(v if v <= m else -(-v // m) + m for v in vocab)
+    assert (row['budget'], row['buckets'], row['params']) == (budget, m, params)
+    assert row['bytes'] == 4 * params
+
 
 def test_killed_in_every_method_resumes_to_the_same_result(tmp_path, reference):
   workdir = str(tmp_path / 'killed')
@@ -89,7 +105,8 @@ def test_killed_in_every_method_resumes_to_the_same_result(tmp_path, reference):
   stops = ['retrain/ue_d8/latest', 'prune/checkpoints', 'retrain/pep_b516/latest',
            'retrain/sseds_b516/latest', 'retrain/mde_d8_b4_a0.3/latest',
            'retrain/mgqe_d8_s2_k16/latest', 'dartsemb/c1-2-8/checkpoints',
-           'retrain/dartsemb_c1-2-8/latest']
+           'retrain/dartsemb_c1-2-8/latest', 'retrain/magnitude_b516/latest',
+           'retrain/random_b516/latest', 'retrain/qr_b516/latest']
   for stop in stops:
     proc = cli(*args)
     wait_for(lambda: has_step(os.path.join(workdir, stop), 20), proc, timeout=300)
@@ -104,7 +121,7 @@ def test_killed_in_every_method_resumes_to_the_same_result(tmp_path, reference):
     resumed = without_timings(json.load(f))
   with open(os.path.join(reference[0], 'summary.json')) as f:
     assert resumed == without_timings(json.load(f))
-  for part in ('tickets', 'retrain', 'sseds', 'dartsemb'):
+  for part in ('tickets', 'retrain', 'sseds', 'dartsemb', 'magnitude', 'random'):
     a = read_tree(os.path.join(reference[0], part))
     b = read_tree(os.path.join(workdir, part))
     keep = ('/best/', 'tickets', 'search')
@@ -124,6 +141,9 @@ def test_killed_in_every_method_resumes_to_the_same_result(tmp_path, reference):
     ('mgqe.subspaces', (3,)),
     ('sseds.budgets', (10 ** 9,)),
     ('prune.budgets', (10 ** 9,)),
+    ('magnitude.budgets', (10 ** 9,)),
+    ('random.budgets', (10 ** 9,)),
+    ('qr.budgets', (0.2,)),
 ])
 def test_bad_settings_fail_before_anything_runs_naming_the_key(tmp_path, key, value):
   config = compare.get_config('tiny')

@@ -18,11 +18,13 @@ def generator():
   return module
 
 
-def test_every_results_block_is_written_from_its_results_file(generator):
-  with open(os.path.join(ROOT, 'README.md')) as f:
-    readme = f.read()
-  assert generator.BLOCK.findall(readme), 'the README has no results block'
-  assert generator.render(readme) == readme, 'run: python experiments/readme_results.py'
+@pytest.mark.parametrize('page', ['README.md', 'docs/performance.md', 'docs/analyses.md'])
+def test_every_results_block_is_written_from_its_results_file(generator, page):
+  assert page in generator.PAGES
+  with open(os.path.join(ROOT, page)) as f:
+    text = f.read()
+  assert generator.BLOCK.findall(text), f'{page} has no results block'
+  assert generator.render(text) == text, 'run: python experiments/readme_results.py'
 
 
 def test_a_figure_changed_by_hand_is_caught(generator):

@@ -7,6 +7,9 @@ sseds      SSEDS: one-shot saliency of each (field, dimension) of a trained unif
 mde        MDE: block widths from feature popularity, projected to the model's width
 mgqe       MGQE: product-quantised embeddings, more centroids for frequent features
 dartsemb   DartsEmb: differentiable search over candidate widths per field, then retrained
+magnitude  the largest |v| of the trained uniform table under each budget, retrained masked
+random     a random mask of exactly each budget's entries, retrained masked (the control)
+qr         quotient-remainder tables per field, the bucket count chosen to fit each budget
 =========  ===============================================================================
 
 :data:`METHODS` is the one registry: ``config.methods`` names what ``stage=all`` runs and
@@ -14,7 +17,7 @@ dartsemb   DartsEmb: differentiable search over candidate widths per field, then
 """
 
 from pep_jax.errors import ConfigError
-from pep_jax.methods import dartsemb, mde, mgqe, pep, sseds, ue
+from pep_jax.methods import dartsemb, magnitude, mde, mgqe, pep, qr, random, sseds, ue
 from pep_jax.methods.base import Method
 
 METHODS: dict[str, Method] = {m.name: m for m in (
@@ -24,6 +27,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     mde.METHOD,
     mgqe.METHOD,
     dartsemb.METHOD,
+    magnitude.METHOD,
+    random.METHOD,
+    qr.METHOD,
 )}
 
 
