@@ -13,7 +13,11 @@ ticket when the budget is reached, and writes into ``--workdir``:
 
 * ``reachability.png``: the non-zero fraction of the table against steps, one line per setting;
 * ``reachability.md`` / ``.csv``: per setting, the step the smallest budget was reached (or the
-  fraction it stopped at) and the retrained test AUC against the uniform baselines ``ue.dims``.
+  fraction it stopped at) and the retrained test AUC against the uniform baselines ``ue.dims``;
+  with several budgets, the retrained test AUC at each budget reached (``auc_<p>``).
+
+A real MovieLens sample: ``experiments/ml100k_as_ml1m.py`` rewrites the MovieLens-100K of the
+public PEP repository as ML-1M's files (docs/analyses.md has the measured grid on it).
 
 Each setting runs in its own sub-folder, so the command started again reuses finished runs.
 """
@@ -66,6 +70,10 @@ def main(argv):
     curves.append((name, steps, counts / entries))
     row = {'setting': name, **s, 'budget': smallest, 'reached': smallest in result['reached'],
            'pruning_steps': result['steps'], 'final_fraction': result['final_nonzeros'] / entries}
+    for budget in result['budgets']:  # every budget's retrained ticket, where reached
+      row[f'auc_{budget / entries:.0%}'] = next(
+          (r['test_auc'] for r in out['rows'] if r['method'] == 'pep' and r['budget'] == budget),
+          None)
     ticket = [t for t in find_tickets(workdir) if t['budget'] == smallest]
     retrained = [r for r in out['rows'] if r['method'] == 'pep' and r['budget'] == smallest]
     if ticket and retrained:
@@ -94,8 +102,11 @@ def main(argv):
   plt.close(fig)
 
   notes = '\n'.join(f'- uniform d={d}: test AUC {a:.4f}' for d, a in sorted(ue_auc.items()))
-  columns = ['setting', 'reached', 'ticket_step', 'pruning_steps', 'final_fraction', 'nonzeros',
-             'test_auc'] + [f'vs_ue_d{d}' for d in sorted(ue_auc)]
+  notes += ('\n- auc_<p>: the retrained test AUC of the ticket at p of the table, where that '
+            'budget was reached')
+  budget_columns = [k for k in rows[0] if k.startswith('auc_')]
+  columns = (['setting', 'reached', 'ticket_step', 'pruning_steps', 'final_fraction',
+              'nonzeros', 'test_auc'] + [f'vs_ue_d{d}' for d in sorted(ue_auc)] + budget_columns)
   print(analysis.write_tables(rows, columns, FLAGS.workdir, 'reachability',
                               f'Reaching {rows[0]["budget"]} non-zeros '
                               f'({config.data.name}, {config.model.name})', notes))
