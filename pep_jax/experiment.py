@@ -21,11 +21,10 @@ every seed (:mod:`pep_jax.report`).
 from __future__ import annotations
 
 import concurrent.futures
-import ctypes
 import multiprocessing
 import os
-import signal
-import sys
+import threading
+import time
 
 import jax
 import numpy as np
@@ -216,11 +215,27 @@ def parallel_runs(config) -> int:
 _WORKER: dict = {}  # the worker process's experiment (see _start_worker)
 
 
-def _start_worker(config, data: CTRDataset, workdir: str, progress_queue) -> None:
+def _exit_with(parent: int, every: float = 0.2) -> None:
+  """Ends this worker process soon after process ``parent`` ends (e.g. when it is killed).
+
+  A watch on the parent's pid rather than ``PR_SET_PDEATHSIG``: that signal follows the
+  *thread* that started the worker, and the pool starts a worker from whichever thread submits
+  when none is idle (a search's thread, which ends long before the pool does), so the worker
+  was killed mid-task and the pool hung on its queue's lock at shutdown.
+  """
+
+  def watch():
+    while os.getppid() == parent:
+      time.sleep(every)
+    os._exit(1)
+
+  threading.Thread(target=watch, name='pep_jax-parent-watch', daemon=True).start()
+
+
+def _start_worker(config, data: CTRDataset, workdir: str, progress_queue, parent: int) -> None:
   """Initialises a worker process with the parent's data (sent, not read or generated again);
   its progress bars are drawn by the parent, each run on a line of its own."""
-  if sys.platform.startswith('linux'):  # die with the parent, e.g. when it is killed
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+  _exit_with(parent)  # die with the parent, e.g. when it is killed
   # The searches in the parent are what later runs wait for: they go first for the cores.
   os.nice(10)
   _WORKER.update(config=config, data=data, workdir=workdir)
@@ -245,7 +260,7 @@ def _run_parallel(ctx: Context, names: list[str], plan, workers: int) -> list[di
   drawing = logging_lib.serve(progress)
   fits = concurrent.futures.ProcessPoolExecutor(
       workers, mp_context=spawn, initializer=_start_worker,
-      initargs=(ctx.config, ctx.data, ctx.workdir, progress))
+      initargs=(ctx.config, ctx.data, ctx.workdir, progress, os.getpid()))
   for _ in range(workers):  # start them now, so they are ready when the first run comes
     fits.submit(os.getpid)
   drivers = concurrent.futures.ThreadPoolExecutor(len(names), 'pep_jax-search')
