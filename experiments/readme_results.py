@@ -128,8 +128,11 @@ def _label(row: dict, entries: int) -> str:
 
 
 def render_table(results: str) -> str:
-  """A table a script wrote as markdown, as it is."""
-  return results if results.endswith('\n') else results + '\n'
+  """A table a script wrote as markdown, without the title line it starts with."""
+  lines = [line for line in results.rstrip('\n').split('\n') if not line.startswith('# ')]
+  while lines and not lines[0].strip():
+    lines.pop(0)
+  return '\n'.join(lines) + '\n'
 
 
 def render_rows_vs_dense(results: dict) -> str:
@@ -149,6 +152,8 @@ RENDERERS = {
     'demo': ('demo.json', render_demo),
     'rows_vs_dense': ('rows_vs_dense_demo.json', render_rows_vs_dense),
     'reachability_ml100k': ('reachability_ml100k.md', render_table),
+    'reachability_standin': ('reachability_standin.md', render_table),
+    'reachability_standin_long': ('reachability_standin_long.md', render_table),
 }
 PAGES = ('README.md', 'docs/performance.md', 'docs/analyses.md')
 
