@@ -154,6 +154,7 @@ RENDERERS = {
     'reachability_ml100k': ('reachability_ml100k.md', render_table),
     'reachability_standin': ('reachability_standin.md', render_table),
     'reachability_standin_long': ('reachability_standin_long.md', render_table),
+    'granularity': ('granularity.md', render_table),
 }
 PAGES = ('README.md', 'docs/performance.md', 'docs/analyses.md')
 
