@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pep_jax.layers import quant
+from pep_jax.layers import compact, quant
 
 
 def reference(x: np.ndarray, bits: int, group: int, symmetric: bool):
@@ -166,6 +166,15 @@ def test_take_runs_reads_consecutive_entries(scheme):
   np.testing.assert_array_equal(np.asarray(quant.take_runs(x, jnp.asarray(start),
                                                            jnp.asarray(step))),
                                 x[start[..., None] + step])
+
+
+def test_only_tables_are_quantised():
+  arrays = {'field_0': np.ones((4, 2), np.float32), 'proj_0': np.ones((2, 8), np.float32),
+            'index': np.arange(4, dtype=np.int32), 'columns': np.zeros((1, 1), np.uint8)}
+  out = compact.quantize_arrays(compact.FIELDWIDTH, arrays, quant.Scheme(8, 64))
+  assert isinstance(out['field_0'], quant.Quantized)
+  assert out['proj_0'] is arrays['proj_0'] and out['index'] is arrays['index']
+  assert out['columns'] is arrays['columns']
 
 
 def test_a_spec_survives_json_and_check_refuses_mismatched_leaves():
