@@ -121,8 +121,7 @@ def derived_arrays(layout: compact_lib.Layout, arrays: dict) -> dict[str, jax.Ar
   """What ``layout`` derives from the stored ``arrays``, computed once (on the device)."""
   if layout.derive is None:
     return {}
-  return jax.jit(layout.derive)({k: jnp.asarray(v) if not isinstance(v, quant.Quantized) else v
-                                 for k, v in arrays.items()})
+  return jax.jit(layout.derive)(jax.tree.map(jnp.asarray, arrays))
 
 
 def derive_function(layout: compact_lib.Layout, specs: dict[str, dict]):

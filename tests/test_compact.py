@@ -236,7 +236,7 @@ def on_device(layout: compact.Layout, arrays: dict) -> dict:
 def quantized_case(case: Case, scheme: quant.Scheme) -> Case:
   """``case`` with its tables quantised: the table is what the dequantised arrays stand for,
   read by the float lookup; the bytes are the accounted ones with each table's ``4 size``
-  replaced by ``ceil(size b / 8)`` code bytes and 4 (8 affine) bytes per group."""
+  replaced by its codes, ``4 ceil(size b / 32)`` bytes, and 4 (8 affine) bytes per group."""
   arrays = compact.quantize_arrays(case.layout, case.arrays, scheme)
   floats = {k: quant.dequantize(v) if isinstance(v, quant.Quantized) else v
             for k, v in arrays.items()}
@@ -253,8 +253,8 @@ def quantized_case(case: Case, scheme: quant.Scheme) -> Case:
     if isinstance(value, quant.Quantized):
       spec = value.spec
       groups = -(-(spec.size // spec.width) // spec.rows)
-      accounted += (-(-spec.size * spec.bits // 8) + (4 if spec.symmetric else 8) * groups
-                    - 4 * spec.size)
+      words = -(-spec.size // (32 // spec.bits))  # the codes, packed in uint32 words
+      accounted += 4 * words + (4 if spec.symmetric else 8) * groups - 4 * spec.size
   return Case(case.layout, arrays, table, accounted)
 
 

@@ -322,7 +322,8 @@ def test_a_quantised_artifact_records_its_check_and_scores_as_recorded(quantized
   scheme = export.scheme_of(form)
   groups = -(-nnz // scheme.group)
   per_group = 4 if scheme.symmetric else 8  # a scale, and an offset when affine
-  assert manifest['compact_bytes'] == rows + -(-nnz * scheme.bits // 8) + per_group * groups
+  words = -(-nnz // (32 // scheme.bits))  # the codes, packed in uint32 words
+  assert manifest['compact_bytes'] == rows + 4 * words + per_group * groups
   assert manifest['compact_bytes'] < artifact[1]['compact_bytes']
   # serving.load reproduces the recorded AUC on the test split.
   scorer = serving.load(folder)

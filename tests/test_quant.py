@@ -1,5 +1,6 @@
 """Quantised arrays against a numpy reference written out group by group: rounding, saturation,
-rows of zeros and of equal values, the 4-bit packing order, and reads of gathered rows."""
+rows of zeros and of equal values, the packing order (the even entry in the low nibble at 4
+bits), and reads of gathered rows."""
 
 import jax
 import jax.numpy as jnp
@@ -43,8 +44,12 @@ def reference(x: np.ndarray, bits: int, group: int, symmetric: bool):
 
 
 def unpacked(q: quant.Quantized) -> np.ndarray:
-  codes = np.asarray(q.codes)
-  return quant.unpack_nibbles(codes, q.spec.size) if q.spec.bits == 4 else codes
+  """The codes, one per entry: the little-endian bytes of the words, split in nibbles at 4
+  bits (written out here, not through quant.unpack)."""
+  data = np.asarray(q.codes, '<u4').view(np.uint8)
+  if q.spec.bits == 4:
+    data = np.stack([data & 15, data >> 4], axis=1).ravel()
+  return data[:q.spec.size]
 
 
 SCHEMES = [quant.Scheme(bits, group, symmetric) for bits in (8, 4) for symmetric in (True, False)
@@ -68,7 +73,9 @@ def test_quantize_matches_the_reference(shape, scheme):
   else:
     np.testing.assert_array_equal(q.offset, offset)
   np.testing.assert_array_equal(quant.dequantize(q), values)
-  assert q.nbytes == -(-x.size * scheme.bits // 8) + (4 if scheme.symmetric else 8) * len(scale)
+  per_word = 32 // scheme.bits
+  assert q.nbytes == 4 * -(-x.size // per_word) + (4 if scheme.symmetric else 8) * len(scale)
+  assert q.codes.dtype == np.uint32 and q.codes.shape == (-(-x.size // per_word),)
   step = scale[np.arange(x.size) // (q.spec.rows * q.spec.width)].reshape(shape)
   assert (np.abs(quant.dequantize(q) - x) <= step / 2 * (1 + 1e-6)).all()  # half a step
 
@@ -125,14 +132,17 @@ def test_a_row_of_zeros_and_a_row_of_equal_values(bits, symmetric):
   assert (back[0] == 0).all()
 
 
-def test_four_bit_codes_pack_the_even_entry_in_the_low_nibble():
-  assert quant.pack_nibbles(np.array([1, 2, 3])).tolist() == [0x21, 0x03]
-  # Symmetric, scale 1: codes q + 8 = 15, 1, 8, 9 packed as 0x1F, 0x98.
+def test_codes_pack_into_words_the_even_entry_in_the_low_nibble():
+  assert quant.pack(np.array([1, 2, 3]), 4).tolist() == [0x321]
+  assert quant.pack(np.arange(1, 10), 4).tolist() == [0x87654321, 0x9]
+  assert quant.pack(np.array([1, 2, 3, 4, 5]), 8).tolist() == [0x04030201, 0x05]
+  assert quant.unpack(quant.pack(np.arange(11), 4), 4, 11).tolist() == list(range(11))
+  # Symmetric, scale 1: codes q + 8 = 15, 1, 8, 9; on disk (little-endian) bytes 0x1F, 0x98.
   q = quant.quantize(np.array([7, -7, 0, 1], np.float32), quant.Scheme(4, 4))
-  assert q.codes.tolist() == [0x1F, 0x98]
-  assert quant.unpack_nibbles(q.codes, 4).tolist() == [15, 1, 8, 9]
+  assert q.codes.tolist() == [0x981F]
+  assert np.asarray(q.codes, '<u4').tobytes()[:2] == bytes([0x1F, 0x98])
   odd = quant.quantize(np.array([[7, 0, -7]], np.float32), quant.Scheme(4, 3))
-  assert odd.codes.tolist() == [0x8F, 0x01]  # the last high nibble is zero
+  assert odd.codes.tolist() == [0x18F]  # the unused high nibbles are zero
 
 
 @pytest.mark.parametrize('scheme', SCHEMES, ids=str)

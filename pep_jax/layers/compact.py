@@ -34,9 +34,10 @@ What a layout stores is what it costs: :func:`nbytes` of its arrays. With ``N`` 
   ``codes`` and ``tiers``; ``4 K D + T + ceil(code bits / 8) + ceil(tier bits / 8)``. Derived
   (``T > 1``): ``starts``, each row's first code bit.
 
-A quantised form replaces each float table of ``size`` entries by its ``b``-bit codes and a
-float32 scale per group of entries (and an offset, affine): ``ceil(size b / 8) + 4 G`` bytes
-(``+ 4 G``) instead of ``4 size`` (:mod:`pep_jax.layers.quant`).
+A quantised form replaces each float table of ``size`` entries by its ``b``-bit codes, packed
+in uint32 words, and a float32 scale per group of entries (and an offset, affine):
+``4 ceil(size b / 32) + 4 G`` bytes (``+ 4 G``) instead of ``4 size``
+(:mod:`pep_jax.layers.quant`).
 
 A *bit stream* is a uint8 array read in little bit order: bit ``j`` of byte ``c`` is bit
 ``8 c + j`` of the stream. A value of ``w`` bits at stream bit ``p`` occupies bits

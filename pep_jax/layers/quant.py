@@ -17,11 +17,14 @@ With ``b`` bits, entry ``x`` of group ``g`` is stored as the code ``u`` in ``0 .
   back exactly ``o_g``.
 
 ``round`` is round half to even. The codes of the whole array are stored flat, in C order,
-uint8: one byte per entry at 8 bits; two per byte at 4 bits, entry ``e`` in byte ``e // 2``,
-**the even entry in the low nibble** (bits 0-3) and the odd entry in the high nibble (bits 4-7),
-the last high nibble zero when the size is odd (the little order of the bit streams of
-:mod:`pep_jax.layers.compact`). Bytes: ``ceil(size b / 8) + 4 G`` (``+ 4 G`` more for affine
-offsets).
+packed ``P = 32 / b`` to a uint32 word (4 at 8 bits, 8 at 4 bits): entry ``e`` is bits
+``b (e mod P) .. b (e mod P) + b - 1`` of word ``e // P``, the unused high bits of the last word
+zero. In the little-endian bytes of the file that is one byte per entry at 8 bits, and at
+4 bits two per byte with **the even entry in the low nibble** (bits 0-3) and the odd one in the
+high nibble (bits 4-7), the little order of the bit streams of :mod:`pep_jax.layers.compact`.
+Words rather than bytes because a gather of whole words is as fast as a gather of float32
+rows, where a gather of single bytes is not (docs/serving.md). Bytes: ``4 ceil(size / P) + 4 G``
+(``+ 4 G`` more for affine offsets).
 """
 
 from __future__ import annotations
@@ -81,8 +84,14 @@ class Spec(NamedTuple):
     return -(-(self.size // max(self.width, 1)) // self.rows) if self.width else 0
 
   @property
-  def code_bytes(self) -> int:
-    return -(-self.size * self.bits // 8)
+  def per_word(self) -> int:
+    """``P``, the codes of a uint32 word."""
+    return 32 // self.bits
+
+  @property
+  def words(self) -> int:
+    """``ceil(size / P)``, the stored uint32 words."""
+    return -(-self.size // self.per_word)
 
   def to_json(self) -> dict:
     return {'bits': self.bits, 'shape': list(self.shape), 'rows': self.rows,
@@ -104,7 +113,7 @@ class Spec(NamedTuple):
 class Quantized:
   """A quantised array: flat codes, a scale (and offset) per group, and its :class:`Spec`.
 
-  A pytree whose leaves are ``codes`` uint8 ``[ceil(size b / 8)]``, ``scale`` float32 ``[G]``
+  A pytree whose leaves are ``codes`` uint32 ``[ceil(size / P)]``, ``scale`` float32 ``[G]``
   and, affine only, ``offset`` float32 ``[G]`` (numpy when encoded, jax when looked up); the
   spec is static. ``shape`` and ``ndim`` are the logical ones, so a lookup reads the sizes of a
   quantised array as of a float one.
@@ -155,7 +164,7 @@ SCHEMES: dict[str, Scheme | None] = {'none': None,
 def check(q: Quantized) -> None:
   """Raises ``ValueError`` when the leaves do not have the shapes and dtypes of ``q.spec``."""
   spec = q.spec
-  expected = {'codes': ((spec.code_bytes,), np.uint8), 'scale': ((spec.groups,), np.float32)}
+  expected = {'codes': ((spec.words,), np.uint32), 'scale': ((spec.groups,), np.float32)}
   if not spec.symmetric:
     expected['offset'] = ((spec.groups,), np.float32)
   leaves = q.leaves()
@@ -172,7 +181,7 @@ def check(q: Quantized) -> None:
 
 def zeros(spec: Spec) -> dict[str, jax.Array]:
   """Zero leaves of the shapes ``spec`` needs (a module's initial parameters)."""
-  leaves = {'codes': jnp.zeros(spec.code_bytes, jnp.uint8),
+  leaves = {'codes': jnp.zeros(spec.words, jnp.uint32),
             'scale': jnp.zeros(spec.groups, jnp.float32)}
   if not spec.symmetric:
     leaves['offset'] = jnp.zeros(spec.groups, jnp.float32)
@@ -187,18 +196,21 @@ def nbytes(value) -> int:
 # ----------------------------------------------------------------------------- numpy: encode
 
 
-def pack_nibbles(codes: np.ndarray) -> np.ndarray:
-  """``[n]`` values in ``0 .. 15`` -> uint8 ``[ceil(n / 2)]``, entry ``2 j`` in the low nibble."""
-  codes = np.asarray(codes, np.uint8).ravel()
-  if len(codes) % 2:
-    codes = np.append(codes, np.uint8(0))
-  return codes[0::2] | (codes[1::2] << 4)
+def pack(codes: np.ndarray, bits: int) -> np.ndarray:
+  """``[n]`` codes of ``bits`` bits -> uint32 ``[ceil(n / P)]``, entry ``e`` at bits
+  ``bits (e mod P)`` of word ``e // P``."""
+  per_word = 32 // bits
+  codes = np.asarray(codes, np.uint32).ravel()
+  codes = np.concatenate([codes, np.zeros(-len(codes) % per_word, np.uint32)])
+  shifts = (bits * np.arange(per_word)).astype(np.uint32)
+  return np.bitwise_or.reduce(codes.reshape(-1, per_word) << shifts, axis=1).astype(np.uint32)
 
 
-def unpack_nibbles(packed: np.ndarray, size: int) -> np.ndarray:
-  """The inverse of :func:`pack_nibbles`: uint8 ``[size]``."""
-  packed = np.asarray(packed, np.uint8)
-  return np.stack([packed & 15, packed >> 4], axis=1).ravel()[:size]
+def unpack(words: np.ndarray, bits: int, size: int) -> np.ndarray:
+  """The inverse of :func:`pack`: uint8 ``[size]``."""
+  shifts = (bits * np.arange(32 // bits)).astype(np.uint32)
+  codes = (np.asarray(words, np.uint32)[:, None] >> shifts) & np.uint32(2 ** bits - 1)
+  return codes.ravel()[:size].astype(np.uint8)
 
 
 def quantize(x: np.ndarray, scheme: Scheme) -> Quantized:
@@ -245,18 +257,13 @@ def quantize(x: np.ndarray, scheme: Scheme) -> Quantized:
     q = np.where(s > 0, np.rint((flat - offset.astype(np.float64)[group]) / np.where(s > 0, s, 1)),
                  0)
     codes = np.clip(q, 0, top)
-  codes = codes.astype(np.uint8)
-  if scheme.bits == 4:
-    codes = pack_nibbles(codes)
-  return Quantized(codes, scale, offset, spec)
+  return Quantized(pack(codes, scheme.bits), scale, offset, spec)
 
 
 def dequantize(q: Quantized) -> np.ndarray:
   """The whole array ``x'`` (numpy, float32): what a read of every row returns."""
   spec = q.spec
-  codes = np.asarray(q.codes)
-  if spec.bits == 4:
-    codes = unpack_nibbles(codes, spec.size)
+  codes = unpack(q.codes, spec.bits, spec.size)
   group = np.arange(spec.size) // max(spec.rows * spec.width, 1)
   scale = np.asarray(q.scale, np.float32)[group]
   if spec.symmetric:
@@ -285,11 +292,11 @@ def take(x, index: jax.Array, mode: str | None = None) -> jax.Array:
 
   A float array is read by ``jnp.take`` (``mode`` as there). A :class:`Quantized` one gathers
   the codes of the indexed rows only and the scales (and offsets) of their groups, and
-  dequantises them; an index out of bounds reads a clamped one (``mode='clip'``). Each indexed axis-0 row holds
-  ``W = prod(shape[1:])`` entries, ``W / C`` rows of the last axis, whose group is
-  ``(i W / C + j) // m``. At 8 bits, and at 4 with an even ``W``, a row's codes are one
-  contiguous gather (``ceil(W b / 8)`` bytes); at 4 bits with an odd ``W`` (a 1-D array, an odd
-  width) entry ``e`` is read from byte ``e >> 1``.
+  dequantises them; an index out of bounds reads a clamped one (``mode='clip'``). Each indexed
+  axis-0 row holds ``W = prod(shape[1:])`` entries, ``W / C`` rows of the last axis, whose group
+  is ``(i W / C + j) // m``. When ``W`` is a multiple of ``P`` a row's codes are ``W / P`` whole
+  words, one contiguous gather; otherwise (a 1-D array, an odd width) entry ``e`` is read from
+  word ``e // P``.
 
   Args:
     x: ``[R_0, ...]`` float, or :class:`Quantized`.
@@ -306,14 +313,12 @@ def take(x, index: jax.Array, mode: str | None = None) -> jax.Array:
   entries = math.prod(tail)  # W
   per_row = entries // max(spec.width, 1)  # W / C last-axis rows in an axis-0 row
   index = index.astype(jnp.int32)
-  if spec.bits == 8:
-    codes = _gather(x.codes.reshape(spec.shape[0], entries) if tail else x.codes, index)
-  elif entries % 2 == 0:
-    packed = _gather(x.codes[:spec.size // 2].reshape(spec.shape[0], entries // 2), index)
-    codes = jnp.stack([packed & 15, packed >> 4], axis=-1)  # [..., W / 2, 2]
+  if tail and entries % spec.per_word == 0:  # whole words per row
+    words = _gather(x.codes.reshape(spec.shape[0], entries // spec.per_word), index)
+    codes = _unpack(words[..., None], spec.bits, jnp.arange(spec.per_word, dtype=jnp.uint32))
   else:
     entry = index[..., None] * entries + jnp.arange(entries, dtype=jnp.int32) if tail else index
-    codes = (_gather(x.codes, entry >> 1) >> ((entry & 1) << 2).astype(jnp.uint8)) & 15
+    codes = _read(x.codes, entry, spec.bits)
   if tail:  # [..., W / C, C]: the rows of the last axis, each in one group
     group = _group(index[..., None] * per_row + jnp.arange(per_row, dtype=jnp.int32), spec.rows)
     group, codes = group[..., None], codes.reshape(index.shape + (per_row, spec.width))
@@ -350,11 +355,7 @@ def take_runs(x, start: jax.Array, step: jax.Array, mode: str | None = None) -> 
   if not isinstance(x, Quantized) or x.ndim != 1 or x.spec.rows < step.shape[-1]:
     return take(x, pos, mode)
   spec = x.spec
-  pos = pos.astype(jnp.int32)
-  if spec.bits == 8:
-    codes = _gather(x.codes, pos)
-  else:
-    codes = (_gather(x.codes, pos >> 1) >> ((pos & 1) << 2).astype(jnp.uint8)) & 15
+  codes = _read(x.codes, pos.astype(jnp.int32), spec.bits)
   first = _group(start.astype(jnp.int32), spec.rows)  # [...]
   pair = first[..., None] + jnp.arange(2, dtype=jnp.int32)  # [..., 2]
   second = pos >= ((first + 1) * spec.rows)[..., None]  # [..., K]: in the run's second group
@@ -364,6 +365,22 @@ def take_runs(x, start: jax.Array, step: jax.Array, mode: str | None = None) -> 
     return out * (codes.astype(jnp.float32) - jnp.float32(2 ** (spec.bits - 1)))
   offset = _gather(x.offset, pair)
   return jnp.where(second, offset[..., 1:], offset[..., :1]) + out * codes.astype(jnp.float32)
+
+
+def _unpack(words: jax.Array, bits: int, slot: jax.Array) -> jax.Array:
+  """Code ``slot`` of each uint32 word: ``words >> bits slot & (2^b - 1)`` (broadcast), then
+  the word and slot axes merged: ``[..., n, P] -> [..., n P]``."""
+  codes = (words >> (jnp.uint32(bits) * slot)) & jnp.uint32(2 ** bits - 1)
+  return codes.reshape(codes.shape[:-2] + (-1,))
+
+
+def _read(words: jax.Array, entry: jax.Array, bits: int) -> jax.Array:
+  """Codes of the flat entries ``entry >= 0`` (int32, any shape), one word gathered each (``P``
+  is a power of two: a shift and a mask locate the entry)."""
+  log_per_word = (32 // bits).bit_length() - 1
+  slot = (entry & ((1 << log_per_word) - 1)).astype(jnp.uint32)
+  return (_gather(words, entry >> log_per_word) >> (jnp.uint32(bits) * slot)) & jnp.uint32(
+      2 ** bits - 1)
 
 
 def _group(row: jax.Array, rows: int) -> jax.Array:
