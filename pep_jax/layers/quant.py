@@ -22,9 +22,8 @@ packed ``P = 32 / b`` to a uint32 word (4 at 8 bits, 8 at 4 bits): entry ``e`` i
 zero. In the little-endian bytes of the file that is one byte per entry at 8 bits, and at
 4 bits two per byte with **the even entry in the low nibble** (bits 0-3) and the odd one in the
 high nibble (bits 4-7), the little order of the bit streams of :mod:`pep_jax.layers.compact`.
-Words rather than bytes because a gather of whole words is as fast as a gather of float32
-rows, where a gather of single bytes is not (docs/serving.md). Bytes: ``4 ceil(size / P) + 4 G``
-(``+ 4 G`` more for affine offsets).
+Words rather than bytes so that a row's codes are gathered as a few whole words, as a float32
+row's entries are. Bytes: ``4 ceil(size / P) + 4 G`` (``+ 4 G`` more for affine offsets).
 """
 
 from __future__ import annotations
