@@ -2,16 +2,18 @@
 
 An artifact (written by :mod:`pep_jax.export`) stores the embedding in the compact layout its
 method declares (:class:`pep_jax.methods.base.Method`: ``compact`` writes it, ``layouts``
-looks it up; the layouts themselves are in :mod:`pep_jax.layers.compact`): a uniform model's
+serves it; the layouts themselves are in :mod:`pep_jax.layers.compact`): a uniform model's
 ``dense`` table, a pruned table's ``bitmask`` or ``csr`` non-zeros, per-field tables, MDE's
-blocks, MGQE's packed codes. :class:`CompactEmbedding` holds a layout's arrays and calls its
+blocks, MGQE's packed codes; its tables float32, or quantised to 8 or 4 bits
+(:mod:`pep_jax.layers.quant`). :class:`CompactEmbedding` holds a layout's arrays and calls its
 lookup, with the call signature of the training embeddings (per-field ids ``[B, F] -> [B, F,
 D]``), so :func:`pep_jax.models.ctr.build_model` turns it into the scorer. A lookup gathers only
-the batch's rows; the ``[N, D]`` table of a pruned model exists nowhere, neither in the artifact
-nor in memory.
+the batch's rows (and dequantises only those); the ``[N, D]`` table of a pruned model exists
+nowhere, neither in the artifact nor in memory.
 
 ``load(DIR)`` checks the artifact (format version, size and SHA-256 of every file) before it
-reads any array, and returns a :class:`Scorer`.
+reads any array, computes once what the layout derives from the stored arrays (a pruned table's
+row offsets), and returns a :class:`Scorer`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -31,15 +33,21 @@ import numpy as np
 from pep_jax import config as config_lib
 from pep_jax import methods as methods_lib
 from pep_jax.errors import InputError, UserError
+from pep_jax.layers import compact as compact_lib
+from pep_jax.layers import quant
 from pep_jax.layers.embedding import field_offsets
 from pep_jax.models.ctr import build_model
 
-FORMAT_VERSION = 2  # 2: the manifest names the method whose layout the embedding is stored in
+# 3: derived arrays (a bitmask's offsets, a csr's row pointers) are not stored; quantised tables.
+# 2: the manifest names the method whose layout the embedding is stored in.
+FORMAT_VERSION = 3
 MANIFEST = 'manifest.json'
 WEIGHTS = 'weights.npz'
 CONFIG = 'config.json'
 EXPORTED = 'scorer.jaxexport'
+DERIVE = 'derive.jaxexport'
 VOCAB = 'vocab'  # folder: the cache's meta.json, vocab_keys.npy, vocab_counts.npy
+EMBEDDING = 'params/embedding/'  # the embedding's arrays in the flat weights
 
 
 class ArtifactError(UserError, ValueError):
@@ -52,13 +60,15 @@ class CompactEmbedding(nn.Module):
   Attributes:
     field_dims: vocabulary size of each field.
     dim: ``D``.
-    lookup: the layout's lookup, ``(arrays, ids [B, F], global rows [B, F], D) -> [B, F, D]``.
-    shapes: ``((name, shape, dtype), ...)`` of the layout's arrays, held in ``params``.
+    layout: the layout's :class:`~pep_jax.layers.compact.Layout` (its lookup and what it
+      derives).
+    shapes: ``((name, shape, dtype) | (name, quant.Spec), ...)`` of the arrays held in
+      ``params``: the stored ones and the ones the layout derives from them.
   """
 
   field_dims: Sequence[int]
   dim: int
-  lookup: Callable
+  layout: compact_lib.Layout
   shapes: tuple
 
   @property
@@ -67,24 +77,33 @@ class CompactEmbedding(nn.Module):
 
   @nn.compact
   def __call__(self, ids: jax.Array) -> jax.Array:
-    arrays = {name: self.param(name, lambda key, s=shape, d=dtype: jnp.zeros(s, d))
-              for name, shape, dtype in self.shapes}
+    arrays = {}
+    for name, *facts in self.shapes:
+      if isinstance(facts[0], quant.Spec):
+        spec = facts[0]
+        leaves = self.param(name, lambda key, s=spec: quant.zeros(s))
+        arrays[name] = quant.Quantized.from_leaves(leaves, spec)
+      else:
+        shape, dtype = facts
+        arrays[name] = self.param(name, lambda key, s=shape, d=dtype: jnp.zeros(s, d))
     gids = ids + jnp.asarray(field_offsets(self.field_dims))[None, :]  # [B, F]
-    return self.lookup(arrays, ids, gids, self.dim)  # [B, F, D]
+    return self.layout.lookup(arrays, ids, gids, self.dim)  # [B, F, D]
 
 
-def nbytes(arrays: dict[str, np.ndarray]) -> int:
-  """Bytes of a dict of arrays."""
-  return int(sum(np.asarray(a).nbytes for a in arrays.values()))
+def nbytes(arrays: dict) -> int:
+  """Bytes of a dict of arrays (float or quantised)."""
+  return compact_lib.nbytes(arrays)
 
 
-def array_shapes(arrays: dict[str, np.ndarray]) -> tuple:
+def array_shapes(arrays: dict) -> tuple:
   """The ``shapes`` attribute of :class:`CompactEmbedding` for a layout's arrays."""
-  return tuple((name, tuple(a.shape), np.dtype(a.dtype).name) for name, a in sorted(arrays.items()))
+  return tuple((name, a.spec) if isinstance(a, quant.Quantized)
+               else (name, tuple(a.shape), np.dtype(a.dtype).name)
+               for name, a in sorted(arrays.items()))
 
 
-def lookup_of(method: str, layout: str, where: str = 'the artifact') -> Callable:
-  """The lookup of ``layout`` as method ``method`` declares it.
+def layout_of(method: str, layout: str, where: str = 'the artifact') -> compact_lib.Layout:
+  """The :class:`~pep_jax.layers.compact.Layout` of ``layout`` as method ``method`` declares it.
 
   Raises:
     ArtifactError: naming ``where``, for a method or layout this pep_jax does not know.
@@ -96,6 +115,78 @@ def lookup_of(method: str, layout: str, where: str = 'the artifact') -> Callable
     raise ArtifactError(f'{where}: method {method!r} has no layout {layout!r}; it stores '
                         f'{sorted(layouts)}')
   return layouts[layout]
+
+
+def derived_arrays(layout: compact_lib.Layout, arrays: dict) -> dict[str, jax.Array]:
+  """What ``layout`` derives from the stored ``arrays``, computed once (on the device)."""
+  if layout.derive is None:
+    return {}
+  return jax.jit(layout.derive)(jax.tree.map(jnp.asarray, arrays))
+
+
+def derive_function(layout: compact_lib.Layout, specs: dict[str, dict]):
+  """``derive(stored flat weights) -> flat derived weights`` (``{}`` for a layout that derives
+  nothing): what ``derive.jaxexport`` holds, for a server without pep_jax to call once."""
+
+  def derive(flat: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    if layout.derive is None:
+      return {}
+    return flat_embedding(layout.derive(_embedding(flat, specs)))
+
+  return derive
+
+
+def flat_embedding(arrays: dict) -> dict[str, Any]:
+  """An embedding's arrays as flat weights: ``params/embedding/<name>``, and for a quantised
+  one ``params/embedding/<name>/codes``, ``.../scale`` (and ``.../offset``)."""
+  flat = {}
+  for name, value in arrays.items():
+    if isinstance(value, quant.Quantized):
+      flat.update({f'{EMBEDDING}{name}/{leaf}': v for leaf, v in value.leaves().items()})
+    else:
+      flat[f'{EMBEDDING}{name}'] = value
+  return flat
+
+
+def quantized_specs(arrays: dict) -> dict[str, dict]:
+  """``{name: spec}`` (JSON) of the quantised arrays, as the manifest records them."""
+  return {name: a.spec.to_json() for name, a in sorted(arrays.items())
+          if isinstance(a, quant.Quantized)}
+
+
+def _embedding(flat: dict, specs: dict[str, dict]) -> dict:
+  """The embedding's arrays of flat weights, unchecked (numpy or jax leaves)."""
+  nested = unflatten({k[len(EMBEDDING):]: v for k, v in flat.items() if k.startswith(EMBEDDING)})
+  return {name: quant.Quantized.from_leaves(v, quant.Spec.from_json(specs[name]))
+          if isinstance(v, dict) else v for name, v in nested.items()}
+
+
+def embedding_from_flat(flat: dict, specs: dict[str, dict], where: str) -> dict:
+  """The embedding's arrays of flat weights, quantised ones rebuilt from their ``specs``.
+
+  Raises:
+    ArtifactError: naming ``where``, when the arrays do not match the specs.
+  """
+  nested = unflatten({k[len(EMBEDDING):]: v for k, v in flat.items() if k.startswith(EMBEDDING)})
+  arrays = {}
+  for name, value in nested.items():
+    if not isinstance(value, dict):
+      arrays[name] = value
+      continue
+    if name not in specs:
+      raise ArtifactError(f'{where}: {EMBEDDING}{name} is quantised but the manifest records no '
+                          'spec for it; export the run again')
+    try:
+      arrays[name] = quant.Quantized.from_leaves(value, quant.Spec.from_json(specs[name]))
+      quant.check(arrays[name])
+    except (KeyError, ValueError) as e:
+      raise ArtifactError(f'{where}: {EMBEDDING}{name} does not match its quantisation spec '
+                          f'(the manifest\'s model.quantized): {e}; export the run again') from e
+  missing = sorted(set(specs) - set(arrays))
+  if missing:
+    raise ArtifactError(f'{where}: the quantised arrays {missing} are missing; export the run '
+                        'again')
+  return arrays
 
 
 # ----------------------------------------------------------------------------- model
@@ -124,10 +215,11 @@ def flatten(tree: dict, prefix: str = '') -> dict[str, Any]:
   return out
 
 
-def compact_model(config, field_dims: Sequence[int], lookup: Callable, dim: int,
-                  embedding_arrays: dict[str, np.ndarray]) -> nn.Module:
-  """The run's model around a :class:`CompactEmbedding` holding ``embedding_arrays``."""
-  embedding = CompactEmbedding(tuple(int(d) for d in field_dims), int(dim), lookup,
+def compact_model(config, field_dims: Sequence[int], layout: compact_lib.Layout, dim: int,
+                  embedding_arrays: dict) -> nn.Module:
+  """The run's model around a :class:`CompactEmbedding` holding ``embedding_arrays``: the
+  stored arrays and what the layout derives from them (:func:`derived_arrays`)."""
+  embedding = CompactEmbedding(tuple(int(d) for d in field_dims), int(dim), layout,
                                array_shapes(embedding_arrays))
   return build_model(config.model, field_dims, embedding)
 
@@ -190,11 +282,13 @@ def verify(directory: str) -> dict:
   return manifest
 
 
-MODEL_KEYS = {'layout': str, 'dim': int, 'field_names': list, 'field_dims': list}
+MODEL_KEYS = {'layout': str, 'dim': int, 'field_names': list, 'field_dims': list,
+              'quantized': dict}
 
 
 def manifest_model(manifest: dict, path: str) -> dict:
-  """The manifest's ``model`` facts, checked: ``method``, ``model.layout``, ``dim``, fields.
+  """The manifest's ``model`` facts, checked: ``method``, ``model.layout``, ``dim``, fields,
+  ``quantized`` (the spec of each quantised array, ``{}`` for a float form).
 
   Raises:
     ArtifactError: naming the file and the missing or mistyped key.
@@ -219,7 +313,8 @@ class Scorer:
     manifest: the artifact's ``manifest.json``.
     config: the run's experiment config.
     field_names, field_dims: the model's fields.
-    weights: flat arrays on the device (the compact embedding and every dense parameter).
+    weights: flat arrays on the device: the compact embedding, what its layout derives from
+      it (computed at load) and every dense parameter.
     score: jitted ``score(weights, ids [B, F] int32) -> probs [B]``.
     vocab_dir: folder of the vocabulary (real data), or None (ids are already encoded).
   """
@@ -282,16 +377,17 @@ def load(directory: str) -> Scorer:
       flat = {name: npz[name] for name in npz.files}
   except (OSError, ValueError) as e:
     raise ArtifactError(f'{weights_path} could not be read ({e}); export the run again') from e
-  model_facts = manifest_model(manifest, os.path.join(directory, MANIFEST))
-  prefix = 'params/embedding/'
-  embedding = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
+  manifest_path = os.path.join(directory, MANIFEST)
+  model_facts = manifest_model(manifest, manifest_path)
+  embedding = embedding_from_flat(flat, model_facts['quantized'], weights_path)
   field_dims = np.asarray(model_facts['field_dims'], np.int64)
-  lookup = lookup_of(manifest['method'], model_facts['layout'],
-                     os.path.join(directory, MANIFEST))
-  model = compact_model(config, field_dims, lookup, model_facts['dim'], embedding)
+  layout = layout_of(manifest['method'], model_facts['layout'], manifest_path)
+  derived = derived_arrays(layout, embedding)
+  model = compact_model(config, field_dims, layout, model_facts['dim'], {**embedding, **derived})
+  weights = {k: jnp.asarray(v) for k, v in flat.items()}
+  weights.update(flat_embedding(derived))
   vocab = os.path.join(directory, VOCAB)
   return Scorer(manifest=manifest, config=config,
                 field_names=tuple(model_facts['field_names']), field_dims=field_dims,
-                weights={k: jnp.asarray(v) for k, v in flat.items()},
-                score=jax.jit(score_function(model)),
+                weights=weights, score=jax.jit(score_function(model)),
                 vocab_dir=vocab if os.path.isdir(vocab) else None)

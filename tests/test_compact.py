@@ -4,7 +4,9 @@ Every case encodes a small random table and keeps the dense ``[N, D]`` numpy tab
 for. Layouts with a projection (fieldwidth, mde) use entries on a grid of 1/8 in [-1, 1], so
 every product and sum of the few terms a row needs is exact in float32 in any order: their
 lookups must match the numpy table exactly too. Stored bytes are compared with each layout's
-bytes formula as the methods document it (docs/methods.md), computed by hand.
+bytes formula as the methods document it (docs/methods.md), computed by hand. Each case is also
+quantised to 8 and 4 bits: its lookup must read the table that the dequantised arrays stand
+for, and store the codes, scales and offsets of its tables instead of their floats.
 """
 
 import types
@@ -16,7 +18,7 @@ import numpy as np
 import pytest
 
 from pep_jax.config import default_config
-from pep_jax.layers import compact
+from pep_jax.layers import compact, quant
 from pep_jax.layers.embedding import FieldWidthEmbedding, field_offsets
 from pep_jax.methods import dartsemb, mde, mgqe, sseds
 from pep_jax.methods.base import Candidate, sparse_table_bytes
@@ -30,7 +32,7 @@ class Case(NamedTuple):
   """An encoded table: ``arrays`` stand for ``table [N, D]``; ``accounted`` are the bytes its
   layout's formula gives."""
 
-  lookup: Callable
+  layout: compact.Layout
   arrays: dict
   table: np.ndarray
   accounted: int
@@ -75,16 +77,22 @@ def dense_case(rng) -> Case:
   dim = 12
   table = rng.standard_normal((NUM_ROWS, dim)).astype(np.float32)
   accounted = 4 * NUM_ROWS * dim
-  return Case(compact.dense_lookup, compact.encode_dense(table), table, accounted)
+  return Case(compact.DENSE, compact.encode_dense(table), table, accounted)
 
 
-def pruned_case(dim: int, encode: Callable, lookup: Callable):
-  """A PEP ticket's table: ``N (b + 4) + 4 nnz`` (bitmask) or ``5 nnz + 4 (N + 1)`` (csr)."""
+def pruned_case(dim: int, encode: Callable, layout: compact.Layout):
+  """A PEP ticket's table: ``b N + 4 nnz`` (bitmask: a ``b``-byte mask per row, the offsets are
+  derived) or ``N + 5 nnz`` (csr up to 255 dimensions: a byte per row length and per column)."""
 
   def make(rng) -> Case:
     table = sparse_table(rng, dim)
-    accounted = sparse_table_bytes(int((table != 0).sum()), NUM_ROWS, dim)
-    return Case(lookup, encode(table), table, accounted)
+    nnz = int((table != 0).sum())
+    if layout is compact.BITMASK:
+      accounted = NUM_ROWS * (1 if dim <= 8 else 2 if dim <= 16 else 4) + 4 * nnz
+    else:
+      accounted = NUM_ROWS + 5 * nnz
+    assert sparse_table_bytes(nnz, NUM_ROWS, dim) == accounted  # what PEP's summary counts
+    return Case(layout, encode(table), table, accounted)
 
   return make
 
@@ -99,7 +107,7 @@ def fieldwidth_case(rng) -> Case:
     if widths[f]:
       table[start:start + FIELD_DIMS[f]] = params[f'field_{f}'] @ params[f'proj_{f}']
   accounted = dartsemb.accounting(FIELD_DIMS, widths, dim)['bytes']
-  return Case(compact.fieldwidth_lookup, compact.encode_fieldwidth(params), table, accounted)
+  return Case(compact.FIELDWIDTH, compact.encode_fieldwidth(params), table, accounted)
 
 
 def fieldcols_case(rng) -> Case:
@@ -115,7 +123,7 @@ def fieldcols_case(rng) -> Case:
     patch.setattr(sseds, 'load_mask', lambda ctx, budget: mask)
     params = sseds.size(ctx, cand, None, None, None)['params']
   accounted = 4 * params + len(FIELD_DIMS) * -(-dim // 8)  # values and a bit per column
-  return Case(compact.fieldcols_lookup, compact.encode_fieldcols(table, mask, FIELD_DIMS),
+  return Case(compact.FIELDCOLS, compact.encode_fieldcols(table, mask, FIELD_DIMS),
               table * mask[field_of_row], accounted)
 
 
@@ -135,7 +143,7 @@ def mde_case(num_blocks: int, alpha: float):
       entries = params[f'block_{b}'][local[row]]
       table[row] = entries @ params[f'proj_{b}'] if f'proj_{b}' in params else entries
     accounted = mde.accounting(sizes, widths, dim, NUM_ROWS)['bytes']
-    return Case(compact.mde_lookup, compact.encode_mde(params, block, local), table, accounted)
+    return Case(compact.MDE, compact.encode_mde(params, block, local), table, accounted)
 
   return make
 
@@ -161,7 +169,7 @@ def mgqe_case(frequent_fraction: float, rare_centroid_fraction: float):
     codes, centroids, table = codes_from(rng, limits, subspaces, num_centroids,
                                          dim // subspaces)
     accounted = mgqe.accounting(NUM_ROWS, dim, subspaces, num_centroids, limits)['bytes']
-    return Case(compact.codes_lookup, compact.encode_codes(codes, centroids, limits), table,
+    return Case(compact.CODES, compact.encode_codes(codes, centroids, limits), table,
                 accounted)
 
   return make
@@ -174,15 +182,15 @@ def three_tier_case(rng) -> Case:
   limits[:3] = (1, 5, 64)
   codes, centroids, table = codes_from(rng, limits, subspaces, num_centroids, 1)
   accounted = mgqe.accounting(NUM_ROWS, dim, subspaces, num_centroids, limits)['bytes']
-  return Case(compact.codes_lookup, compact.encode_codes(codes, centroids, limits), table,
+  return Case(compact.CODES, compact.encode_codes(codes, centroids, limits), table,
               accounted)
 
 
 CASES = {
     'dense': dense_case,
-    'bitmask_d12': pruned_case(12, compact.encode_bitmask, compact.bitmask_lookup),
-    'bitmask_d32': pruned_case(32, compact.encode_bitmask, compact.bitmask_lookup),
-    'csr_d40': pruned_case(40, compact.encode_csr, compact.csr_lookup),
+    'bitmask_d12': pruned_case(12, compact.encode_bitmask, compact.BITMASK),
+    'bitmask_d32': pruned_case(32, compact.encode_bitmask, compact.BITMASK),
+    'csr_d40': pruned_case(40, compact.encode_csr, compact.CSR),
     'fieldwidth': fieldwidth_case,
     'fieldcols': fieldcols_case,
     'mde_one_block': mde_case(1, 0.5),
@@ -209,38 +217,110 @@ def batches(seed: int, count: int = 3):
 
 
 def jitted(case: Case, traces: list):
+  """The case's lookup, jitted, on the stored arrays and what its layout derives from them."""
   dim = case.table.shape[1]
 
   def lookup(arrays, ids, gids):
     traces.append(1)
-    return case.lookup(arrays, ids, gids, dim)
+    return case.layout.lookup(arrays, ids, gids, dim)
 
   return jax.jit(lookup)
+
+
+def on_device(layout: compact.Layout, arrays: dict) -> dict:
+  """Stored arrays as a server holds them: on the device, with the derived ones."""
+  arrays = {k: v if isinstance(v, quant.Quantized) else jnp.asarray(v) for k, v in arrays.items()}
+  return compact.with_derived(layout, arrays)
+
+
+def quantized_case(case: Case, scheme: quant.Scheme) -> Case:
+  """``case`` with its tables quantised: the table is what the dequantised arrays stand for,
+  read by the float lookup; the bytes are the accounted ones with each table's ``4 size``
+  replaced by its codes, ``4 ceil(size b / 32)`` bytes, and 4 (8 affine) bytes per group."""
+  arrays = compact.quantize_arrays(case.layout, case.arrays, scheme)
+  floats = {k: quant.dequantize(v) if isinstance(v, quant.Quantized) else v
+            for k, v in arrays.items()}
+  dim = case.table.shape[1]
+  field = np.repeat(np.arange(len(FIELD_DIMS)), FIELD_DIMS)  # [N]: each row's field
+  ids = np.zeros((NUM_ROWS, len(FIELD_DIMS)), np.int32)  # row g looked up in its own field
+  ids[np.arange(NUM_ROWS), field] = np.arange(NUM_ROWS) - field_offsets(FIELD_DIMS)[field]
+  gids = ids + field_offsets(FIELD_DIMS)
+  rows = case.layout.lookup(on_device(case.layout, floats), jnp.asarray(ids), jnp.asarray(gids),
+                            dim)  # [N, F, D]
+  table = np.asarray(rows)[np.arange(NUM_ROWS), field]
+  accounted = case.accounted
+  for value in arrays.values():
+    if isinstance(value, quant.Quantized):
+      spec = value.spec
+      groups = -(-(spec.size // spec.width) // spec.rows)
+      words = -(-spec.size // (32 // spec.bits))  # the codes, packed in uint32 words
+      accounted += 4 * words + (4 if spec.symmetric else 8) * groups - 4 * spec.size
+  return Case(case.layout, arrays, table, accounted)
+
+
+FORMS = {'float': None, 'int8': quant.SCHEMES['int8'], 'int4': quant.SCHEMES['int4'],
+         'int4_symmetric_rows': quant.Scheme(4, 1), 'int8_affine_2': quant.Scheme(8, 2, False)}
+
+
+@pytest.fixture(params=sorted(FORMS), name='form')
+def form_fixture(request) -> str:
+  return request.param
+
+
+@pytest.fixture(name='stored')
+def stored_fixture(case, form) -> Case:
+  return case if FORMS[form] is None else quantized_case(case, FORMS[form])
 
 
 # ----------------------------------------------------------------------------- tests
 
 
-def test_lookup_reads_back_the_table(case):
-  arrays = {k: jnp.asarray(v) for k, v in case.arrays.items()}
-  lookup = jitted(case, [])
+def test_lookup_reads_back_the_table(stored, form):
+  arrays = on_device(stored.layout, stored.arrays)
+  lookup = jitted(stored, [])
+  exact = FORMS[form] is None or FORMS[form].symmetric
   for ids, gids in batches(0):
     rows = np.asarray(lookup(arrays, ids, gids))
     assert rows.dtype == np.float32
-    np.testing.assert_array_equal(rows, case.table[gids])  # [B, F, D], exactly
+    if exact:
+      np.testing.assert_array_equal(rows, stored.table[gids])  # [B, F, D], exactly
+    else:  # an affine entry o + s u may be one fused multiply-add
+      np.testing.assert_allclose(rows, stored.table[gids], rtol=1e-6, atol=1e-6)
 
 
-def test_stored_bytes_are_the_accounting(case):
-  assert compact.nbytes(case.arrays) == case.accounted
+def test_stored_bytes_are_the_accounting(stored):
+  assert compact.nbytes(stored.arrays) == stored.accounted
 
 
-def test_lookup_traces_once(case):
+def test_lookup_traces_once(stored):
   traces = []
-  lookup = jitted(case, traces)
-  arrays = {k: jnp.asarray(v) for k, v in case.arrays.items()}
+  lookup = jitted(stored, traces)
+  arrays = on_device(stored.layout, stored.arrays)
   for ids, gids in batches(1):
     lookup(arrays, ids, gids).block_until_ready()
   assert len(traces) == 1
+
+
+def test_quantised_forms_store_fewer_bytes_and_keep_projections(case):
+  int8 = compact.quantize_arrays(case.layout, case.arrays, quant.SCHEMES['int8'])
+  int4 = compact.quantize_arrays(case.layout, case.arrays, quant.SCHEMES['int4'])
+  assert compact.nbytes(int4) < compact.nbytes(int8) < compact.nbytes(case.arrays)
+  for name, value in case.arrays.items():
+    table = np.issubdtype(value.dtype, np.floating) and not name.startswith('proj_')
+    assert isinstance(int8[name], quant.Quantized) == table, name
+
+
+def test_derived_arrays_are_not_stored():
+  table = sparse_table(np.random.default_rng(0), 12)
+  stored = compact.encode_bitmask(table)
+  assert set(stored) == {'bits', 'values'}
+  counts = (table != 0).sum(axis=1)
+  offsets = np.asarray(compact.bitmask_offsets({'bits': jnp.asarray(stored['bits'])})['offsets'])
+  np.testing.assert_array_equal(offsets, np.cumsum(counts) - counts)
+  stored = compact.encode_csr(table)
+  assert set(stored) == {'lengths', 'cols', 'values'}
+  indptr = compact.csr_indptr({'lengths': jnp.asarray(stored['lengths'])})['indptr']
+  np.testing.assert_array_equal(indptr, np.concatenate([[0], np.cumsum(counts)]))
 
 
 def test_mgqe_cases_have_the_tiers_they_claim():

@@ -1,21 +1,29 @@
 """Compact (stored) layouts of trained embeddings, and the lookups that read them.
 
-A layout is a pair of functions:
+A layout is an encoder and a :class:`Layout`:
 
 * an encoder ``encode_<layout>(...) -> dict[str, np.ndarray]`` (numpy): from the trained arrays
   to exactly the arrays an artifact stores;
-* a lookup ``<layout>_lookup(arrays, ids, gids, dim) -> [B, F, D] float32`` (pure JAX, jit-able,
-  ``dim`` static): ``ids [B, F]`` per-field indices, ``gids [B, F]`` global rows. It gathers the
-  looked-up rows only; no ``[N, D]`` table is ever built.
+* ``lookup(arrays, ids, gids, dim) -> [B, F, D] float32`` (pure JAX, jit-able, ``dim``
+  static): ``ids [B, F]`` per-field indices, ``gids [B, F]`` global rows. It gathers the
+  looked-up rows only; no ``[N, D]`` table is ever built;
+* ``derive(arrays) -> dict`` (pure JAX), optional: the arrays the lookup needs that the stored
+  ones determine (a pruned table's row offsets, a code stream's row positions). They are never
+  stored: an ``O(N)`` pass computes them once when an artifact is loaded, and the lookup reads
+  them beside the stored ones;
+* ``float32``: names (prefixes) of float arrays the lookup reads whole, which stay float32 when
+  the form is quantised (projections). Every other float array is a table the lookup gathers
+  rows from, and may be a :class:`pep_jax.layers.quant.Quantized` array, read through
+  :func:`pep_jax.layers.quant.take` (which dequantises the gathered rows only).
 
 What a layout stores is what it costs: :func:`nbytes` of its arrays. With ``N`` features in
 ``F`` fields of ``vocab_f`` features, width ``D`` and float32 entries:
 
 * ``dense``: ``table [N, D]``; ``4 N D`` bytes.
-* ``bitmask`` (``D <= 32``): ``bits [N]`` (uint8/16/32, ``m`` bytes each), ``offsets [N]``
-  (int32), ``values [nnz]``; ``N (m + 4) + 4 nnz``.
-* ``csr``: ``indptr [N + 1]`` (int32), ``cols [nnz]`` (uint8/16, ``c`` bytes each),
-  ``values [nnz]``; ``4 (N + 1) + (c + 4) nnz``.
+* ``bitmask`` (``D <= 32``): ``bits [N]`` (uint8/16/32, ``m`` bytes each), ``values [nnz]``;
+  ``m N + 4 nnz``. Derived: ``offsets [N]``.
+* ``csr``: ``lengths [N]`` (uint8/16, ``l`` bytes each), ``cols [nnz]`` (uint8/16, ``c`` bytes
+  each), ``values [nnz]``; ``l N + (c + 4) nnz``. Derived: ``indptr [N + 1]``.
 * ``fieldwidth``: ``field_<f> [vocab_f, w_f]`` and ``proj_<f> [w_f, D]`` where ``w_f > 0``;
   ``4 sum_f w_f (vocab_f + D)``.
 * ``fieldcols``: ``field_<f> [vocab_f, k_f]`` where ``k_f > 0``, ``columns [F, ceil(D / 8)]``
@@ -23,7 +31,13 @@ What a layout stores is what it costs: :func:`nbytes` of its arrays. With ``N`` 
 * ``mde``: ``block_<b> [n_b, w_b]``, ``proj_<b> [w_b, D]`` where ``w_b < D``, ``index [N]``
   (int32); ``4 params + 4 N``.
 * ``codes`` (MGQE): ``centroids [S, K, D_s]``, ``code_bits [T]`` (uint8) and the bit streams
-  ``codes`` and ``tiers``; ``4 K D + T + ceil(code bits / 8) + ceil(tier bits / 8)``.
+  ``codes`` and ``tiers``; ``4 K D + T + ceil(code bits / 8) + ceil(tier bits / 8)``. Derived
+  (``T > 1``): ``starts``, each row's first code bit.
+
+A quantised form replaces each float table of ``size`` entries by its ``b``-bit codes, packed
+in uint32 words, and a float32 scale per group of entries (and an offset, affine):
+``4 ceil(size b / 32) + 4 G`` bytes (``+ 4 G``) instead of ``4 size``
+(:mod:`pep_jax.layers.quant`).
 
 A *bit stream* is a uint8 array read in little bit order: bit ``j`` of byte ``c`` is bit
 ``8 c + j`` of the stream. A value of ``w`` bits at stream bit ``p`` occupies bits
@@ -33,15 +47,56 @@ with zero bits.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pep_jax.layers import quant
 from pep_jax.layers.embedding import field_offsets
 
 _PACK_CHUNK = 1 << 20  # values packed at a time by _pack_bits: bits [chunk * width] uint8
+
+
+# (arrays, per-field ids [B, F], global rows [B, F], width D) -> embeddings [B, F, D]
+Lookup = Callable[[dict, jax.Array, jax.Array, int], jax.Array]
+
+
+class Layout(NamedTuple):
+  """How a stored layout is served.
+
+  Attributes:
+    lookup: ``(arrays, ids [B, F], gids [B, F], D) -> [B, F, D]``; ``arrays`` the stored ones
+      (a table possibly :class:`~pep_jax.layers.quant.Quantized`) and the derived ones.
+    derive: ``(stored arrays) -> {name: array}``, the arrays the lookup reads that the stored
+      ones determine (computed once at load, never stored); None when there are none.
+    float32: name prefixes of float arrays the lookup reads whole (projections); they are not
+      quantised.
+  """
+
+  lookup: Lookup
+  derive: Callable[[dict], dict] | None = None
+  float32: tuple[str, ...] = ()
+
+
+def with_derived(layout: Layout, arrays: dict) -> dict:
+  """``arrays`` and what ``layout.derive`` computes from them (jnp; jit-able)."""
+  if layout.derive is None:
+    return dict(arrays)
+  return {**arrays, **layout.derive(arrays)}
+
+
+def quantize_arrays(layout: Layout, arrays: dict[str, np.ndarray],
+                    scheme: quant.Scheme) -> dict:
+  """Every float table of ``arrays`` quantised by ``scheme``; index arrays and the arrays
+  ``layout.float32`` names stay as they are."""
+  def table(name: str, array) -> bool:
+    return (np.issubdtype(np.asarray(array).dtype, np.floating)
+            and not any(name.startswith(prefix) for prefix in layout.float32))
+
+  return {name: quant.quantize(a, scheme) if table(name, a) else a for name, a in arrays.items()}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -55,9 +110,9 @@ def smallest_uint(limit: int) -> np.dtype:
   raise ValueError(f'{limit} does not fit 32 bits')
 
 
-def nbytes(arrays: dict[str, np.ndarray]) -> int:
-  """Bytes a layout stores: the sum of its arrays' ``nbytes``."""
-  return int(sum(np.asarray(a).nbytes for a in arrays.values()))
+def nbytes(arrays: dict) -> int:
+  """Bytes a layout stores: the sum of its arrays' ``nbytes`` (float or quantised)."""
+  return int(sum(quant.nbytes(a) for a in arrays.values()))
 
 
 def index_bits(n: int) -> int:
@@ -135,7 +190,10 @@ def dense_lookup(arrays: dict[str, jax.Array], ids: jax.Array, gids: jax.Array,
                  dim: int) -> jax.Array:
   """``table[gids]``: ``table [N, D]``, ``gids [B, F]`` -> ``[B, F, D]``."""
   del ids, dim
-  return jnp.take(arrays['table'], gids, axis=0)  # [B, F, D]
+  return quant.take(arrays['table'], gids)  # [B, F, D]
+
+
+DENSE = Layout(dense_lookup)
 
 
 # ----------------------------------------------------------------------------- bitmask
@@ -144,7 +202,7 @@ def dense_lookup(arrays: dict[str, jax.Array], ids: jax.Array, gids: jax.Array,
 def encode_bitmask(table: np.ndarray) -> dict[str, np.ndarray]:
   """The ``bitmask`` layout of a ``[N, D]`` table, ``D <= 32``; see :func:`bitmask_lookup`.
 
-  Bytes: ``N (m + 4) + 4 nnz`` with ``m`` the bytes of a ``D``-bit mask (1, 2 or 4).
+  Bytes: ``m N + 4 nnz`` with ``m`` the bytes of a ``D``-bit mask (1, 2 or 4).
   """
   dim = table.shape[1]
   if dim > 32:
@@ -153,14 +211,18 @@ def encode_bitmask(table: np.ndarray) -> dict[str, np.ndarray]:
   nonzero = table != 0  # [N, D]
   weights = np.uint64(1) << np.arange(dim, dtype=np.uint64)
   bits = (nonzero.astype(np.uint64) * weights).sum(axis=1)
-  counts = nonzero.sum(axis=1)
-  offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int32)
-  return {'bits': bits.astype(smallest_uint((1 << dim) - 1)), 'offsets': offsets,
+  return {'bits': bits.astype(smallest_uint((1 << dim) - 1)),
           'values': table[nonzero].astype(np.float32)}
 
 
-def bitmask_lookup(arrays: dict[str, jax.Array], ids: jax.Array, gids: jax.Array,
-                   dim: int) -> jax.Array:
+def bitmask_offsets(arrays: dict) -> dict[str, jax.Array]:
+  """``offsets [N]`` int32, the position in ``values`` of each row's first entry:
+  ``offsets[g] = sum_{r < g} popcount(bits[r])``."""
+  counts = jax.lax.population_count(arrays['bits']).astype(jnp.int32)  # [N]
+  return {'offsets': jnp.cumsum(counts) - counts}
+
+
+def bitmask_lookup(arrays: dict, ids: jax.Array, gids: jax.Array, dim: int) -> jax.Array:
   """Rows of a table stored as per-feature bit masks and packed non-zero values.
 
   Entry ``k`` of row ``g`` is ``values[offsets[g] + popcount(bits[g] & (2^k - 1))]`` when bit
@@ -168,8 +230,8 @@ def bitmask_lookup(arrays: dict[str, jax.Array], ids: jax.Array, gids: jax.Array
 
   Args:
     arrays: ``bits`` uint ``[N]`` (bit ``k`` set where entry ``k`` of the row is non-zero),
-      ``offsets`` int32 ``[N]`` (position in ``values`` of the row's first non-zero entry),
-      ``values [nnz]`` (non-zero entries, row by row, dimension order inside a row).
+      ``values [nnz]`` (non-zero entries, row by row, dimension order inside a row; float or
+      quantised), and the derived ``offsets`` int32 ``[N]`` (:func:`bitmask_offsets`).
     ids: unused.
     gids: int ``[B, F]`` table rows.
     dim: ``D``.
@@ -186,8 +248,12 @@ def bitmask_lookup(arrays: dict[str, jax.Array], ids: jax.Array, gids: jax.Array
   one = jnp.ones((), bits.dtype)
   present = (row_bits >> k) & one  # [B, F, D]
   before = jax.lax.population_count(row_bits & ((one << k) - one)).astype(jnp.int32)
-  pos = jnp.take(offsets, gids, axis=0)[..., None] + before  # [B, F, D]
-  return jnp.where(present == one, jnp.take(values, pos, mode='clip'), 0).astype(jnp.float32)
+  start = jnp.take(offsets, gids, axis=0)  # [B, F]
+  return jnp.where(present == one, quant.take_runs(values, start, before, mode='clip'),
+                   0).astype(jnp.float32)  # entry k at start + before[k]
+
+
+BITMASK = Layout(bitmask_lookup, bitmask_offsets)
 
 
 # ----------------------------------------------------------------------------- csr
@@ -196,22 +262,28 @@ def bitmask_lookup(arrays: dict[str, jax.Array], ids: jax.Array, gids: jax.Array
 def encode_csr(table: np.ndarray) -> dict[str, np.ndarray]:
   """The ``csr`` layout of a ``[N, D]`` table; see :func:`csr_lookup`.
 
-  Bytes: ``4 (N + 1) + (c + 4) nnz`` with ``c`` the bytes of a column index (1 up to 256
-  dimensions, else 2).
+  Bytes: ``l N + (c + 4) nnz`` with ``l`` the bytes of a row length (1 up to 255 dimensions,
+  else 2) and ``c`` those of a column index (1 up to 256 dimensions, else 2).
   """
   nonzero = table != 0
-  indptr = np.concatenate([[0], np.cumsum(nonzero.sum(axis=1))]).astype(np.int32)
+  lengths = nonzero.sum(axis=1).astype(smallest_uint(table.shape[1]))
   cols = np.nonzero(nonzero)[1].astype(smallest_uint(table.shape[1] - 1))
-  return {'indptr': indptr, 'cols': cols, 'values': table[nonzero].astype(np.float32)}
+  return {'lengths': lengths, 'cols': cols, 'values': table[nonzero].astype(np.float32)}
 
 
-def csr_lookup(arrays: dict[str, jax.Array], ids: jax.Array, gids: jax.Array,
-               dim: int) -> jax.Array:
+def csr_indptr(arrays: dict) -> dict[str, jax.Array]:
+  """``indptr [N + 1]`` int32, the prefix sum of the row lengths."""
+  lengths = arrays['lengths'].astype(jnp.int32)
+  return {'indptr': jnp.concatenate([jnp.zeros(1, jnp.int32), jnp.cumsum(lengths)])}
+
+
+def csr_lookup(arrays: dict, ids: jax.Array, gids: jax.Array, dim: int) -> jax.Array:
   """Rows of a table in compressed sparse rows: row ``g`` holds
   ``values[indptr[g]:indptr[g+1]]`` at the dimensions ``cols[indptr[g]:indptr[g+1]]``.
 
   Args:
-    arrays: ``indptr`` int32 ``[N + 1]``, ``cols`` uint ``[nnz]``, ``values [nnz]``.
+    arrays: ``lengths`` uint ``[N]``, ``cols`` uint ``[nnz]``, ``values [nnz]`` (float or
+      quantised), and the derived ``indptr`` int32 ``[N + 1]`` (:func:`csr_indptr`).
     ids: unused.
     gids: int ``[B, F]`` table rows.
     dim: ``D``.
@@ -228,12 +300,16 @@ def csr_lookup(arrays: dict[str, jax.Array], ids: jax.Array, gids: jax.Array,
   k = jnp.arange(dim, dtype=jnp.int32)
   pos = start[..., None] + k  # [B, F, D]: up to D entries per row
   present = k < length[..., None]
-  val = jnp.where(present, jnp.take(values, pos, mode='clip'), 0).astype(jnp.float32)
+  val = jnp.where(present, quant.take_runs(values, start, jnp.broadcast_to(k, pos.shape),
+                                           mode='clip'), 0).astype(jnp.float32)
   col = jnp.where(present, jnp.take(cols, pos, mode='clip').astype(jnp.int32), dim)
   flat_val, flat_col = val.reshape(-1, dim), col.reshape(-1, dim)  # [B * F, D]
   # Entries past a row's length go to the spare slot D, dropped afterwards.
   rows = jax.vmap(lambda c, v: jnp.zeros(dim + 1, jnp.float32).at[c].set(v))(flat_col, flat_val)
   return rows[:, :dim].reshape(gids.shape + (dim,))
+
+
+CSR = Layout(csr_lookup, csr_indptr)
 
 
 # ----------------------------------------------------------------------------- fieldwidth
@@ -277,7 +353,7 @@ def fieldwidth_lookup(arrays: dict[str, jax.Array], ids: jax.Array, gids: jax.Ar
   """``e_f = field_f[ids_f] @ proj_f``; zeros for a field without a table (``w_f = 0``).
 
   Args:
-    arrays: ``field_<f> [vocab_f, w_f]``, ``proj_<f> [w_f, D]``.
+    arrays: ``field_<f> [vocab_f, w_f]`` (float or quantised), ``proj_<f> [w_f, D]`` (float).
     ids: int ``[B, F]`` per-field indices.
     gids: unused.
     dim: ``D``.
@@ -289,11 +365,14 @@ def fieldwidth_lookup(arrays: dict[str, jax.Array], ids: jax.Array, gids: jax.Ar
   fields = []
   for f in range(ids.shape[1]):
     if f'field_{f}' in arrays:
-      rows = jnp.take(arrays[f'field_{f}'], ids[:, f], axis=0)  # [B, w_f]
+      rows = quant.take(arrays[f'field_{f}'], ids[:, f])  # [B, w_f]
       fields.append(rows @ arrays[f'proj_{f}'])  # [B, D]
     else:
       fields.append(jnp.zeros((ids.shape[0], dim), jnp.float32))
   return jnp.stack(fields, axis=1)  # [B, F, D]
+
+
+FIELDWIDTH = Layout(fieldwidth_lookup, float32=('proj_',))
 
 
 # ----------------------------------------------------------------------------- fieldcols
@@ -339,7 +418,8 @@ def fieldcols_lookup(arrays: dict[str, jax.Array], ids: jax.Array, gids: jax.Arr
   ``columns[f]`` in increasing order (``k_f`` of them, the table's static width).
 
   Args:
-    arrays: ``field_<f> [vocab_f, k_f]``, ``columns`` uint8 ``[F, ceil(D / 8)]``.
+    arrays: ``field_<f> [vocab_f, k_f]`` (float or quantised), ``columns`` uint8
+      ``[F, ceil(D / 8)]``.
     ids: int ``[B, F]`` per-field indices.
     gids: unused.
     dim: ``D``.
@@ -356,9 +436,12 @@ def fieldcols_lookup(arrays: dict[str, jax.Array], ids: jax.Array, gids: jax.Arr
       table = arrays[f'field_{f}']  # [vocab_f, k_f]
       kept = jnp.unpackbits(columns[f], bitorder='little')[:dim]  # [D]
       cols = jnp.nonzero(kept, size=table.shape[1])[0]  # [k_f]
-      out = out.at[:, cols].set(jnp.take(table, ids[:, f], axis=0))
+      out = out.at[:, cols].set(quant.take(table, ids[:, f]))
     fields.append(out)
   return jnp.stack(fields, axis=1)  # [B, F, D]
+
+
+FIELDCOLS = Layout(fieldcols_lookup)
 
 
 # ----------------------------------------------------------------------------- mde
@@ -432,7 +515,8 @@ def mde_lookup(arrays: dict[str, jax.Array], ids: jax.Array, gids: jax.Array,
   nothing), and full-width rows are selected as they are.
 
   Args:
-    arrays: ``block_<b> [n_b, w_b]``, ``proj_<b> [w_b, D]``, ``index`` int32 ``[N]``.
+    arrays: ``block_<b> [n_b, w_b]`` (float or quantised), ``proj_<b> [w_b, D]`` (float),
+      ``index`` int32 ``[N]``.
     ids: unused.
     gids: int ``[B, F]`` table rows.
     dim: ``D``.
@@ -448,7 +532,7 @@ def mde_lookup(arrays: dict[str, jax.Array], ids: jax.Array, gids: jax.Array,
   narrow, projections, full = [], [], []
   for b in range(count):
     mine = (block == b)[..., None]  # [B, F, 1]
-    rows = jnp.take(arrays[f'block_{b}'], local, axis=0, mode='clip')  # [B, F, w_b]
+    rows = quant.take(arrays[f'block_{b}'], local, mode='clip')  # [B, F, w_b]
     if f'proj_{b}' in arrays:
       narrow.append(jnp.where(mine, rows, 0))
       projections.append(arrays[f'proj_{b}'])
@@ -460,6 +544,9 @@ def mde_lookup(arrays: dict[str, jax.Array], ids: jax.Array, gids: jax.Array,
   for mine, rows in full:
     out = jnp.where(mine, rows, out)
   return out
+
+
+MDE = Layout(mde_lookup, float32=('proj_',))
 
 
 # ----------------------------------------------------------------------------- codes (MGQE)
@@ -513,18 +600,33 @@ def encode_codes(codes: np.ndarray, centroids: np.ndarray,
   return arrays
 
 
-def codes_lookup(arrays: dict[str, jax.Array], ids: jax.Array, gids: jax.Array,
-                 dim: int) -> jax.Array:
+def codes_starts(arrays: dict) -> dict[str, jax.Array]:
+  """With several tiers, ``starts [slots + 1]`` int32: ``starts[g] = sum_{r < g} b_{t(r)}``, the
+  code bits of the rows before row ``g`` (``slots >= N``: the tier stream's padding reads as
+  tier 0). Nothing with one tier, where row ``g`` starts at ``g b``."""
+  if 'tiers' not in arrays:
+    return {}
+  code_bits = arrays['code_bits'].astype(jnp.int32)  # [T]
+  tier_width = index_bits(code_bits.shape[0])
+  bits = jnp.unpackbits(arrays['tiers'], bitorder='little')  # [8 L]
+  slots = bits.shape[0] // tier_width
+  bits = bits[:slots * tier_width].reshape(slots, tier_width).astype(jnp.int32)
+  tier = jnp.sum(bits << jnp.arange(tier_width, dtype=jnp.int32), axis=1)  # [slots]
+  row_bits = jnp.take(code_bits, tier, mode='clip')  # [slots]
+  return {'starts': jnp.concatenate([jnp.zeros(1, jnp.int32), jnp.cumsum(row_bits)])}
+
+
+def codes_lookup(arrays: dict, ids: jax.Array, gids: jax.Array, dim: int) -> jax.Array:
   """Product-quantised rows: ``e_g = concat_s centroids[s, code_{g,s}]``.
 
-  The codes of row ``g`` start at bit ``S sum_{r < g} b_{t(r)}`` of ``codes``. With one tier
-  that is ``S g b``; with several, every call decodes the tier of every row and takes the
-  prefix sum of their code widths: ``O(N)`` work per call (positions are derived, never
-  stored). Each of the ``S`` codes is then read from the bytes it touches by clipped gathers.
+  The codes of row ``g`` start at bit ``S sum_{r < g} b_{t(r)}`` of ``codes``: ``S g b`` with one
+  tier, ``S starts[g]`` with several (``starts`` derived once, :func:`codes_starts`). Each of
+  the ``S`` codes is then read from the bytes it touches by clipped gathers.
 
   Args:
-    arrays: ``centroids [S, K, D_s]``, ``code_bits`` uint8 ``[T]``, ``codes`` uint8 and, for
-      ``T > 1``, ``tiers`` uint8 (see :func:`encode_codes`).
+    arrays: ``centroids [S, K, D_s]`` (float or quantised), ``code_bits`` uint8 ``[T]``,
+      ``codes`` uint8 and, for ``T > 1``, ``tiers`` uint8 (see :func:`encode_codes`) and the
+      derived ``starts``.
     ids: unused.
     gids: int ``[B, F]`` table rows.
     dim: ``D = S D_s``.
@@ -534,18 +636,11 @@ def codes_lookup(arrays: dict[str, jax.Array], ids: jax.Array, gids: jax.Array,
   """
   del ids
   centroids = arrays['centroids']  # [S, K, D_s]
-  subspaces, num_centroids, _ = centroids.shape
+  subspaces, num_centroids, sub_dim = centroids.shape
   code_bits = arrays['code_bits'].astype(jnp.int32)  # [T]
   if 'tiers' in arrays:
-    tier_width = index_bits(code_bits.shape[0])
-    bits = jnp.unpackbits(arrays['tiers'], bitorder='little')  # [8 L]
-    slots = bits.shape[0] // tier_width  # the N rows and the padding's (zero) tiers
-    bits = bits[:slots * tier_width].reshape(slots, tier_width).astype(jnp.int32)
-    tier = jnp.sum(bits << jnp.arange(tier_width, dtype=jnp.int32), axis=1)  # [slots]
-    row_bits = jnp.take(code_bits, tier, mode='clip')  # [slots]
-    before = jnp.cumsum(row_bits) - row_bits  # [slots]: code bits of the rows before
-    width = jnp.take(row_bits, gids, axis=0)  # [B, F]
-    start = jnp.take(before, gids, axis=0)  # [B, F]
+    start = jnp.take(arrays['starts'], gids, axis=0)  # [B, F]
+    width = jnp.take(arrays['starts'], gids + 1, axis=0) - start  # [B, F]
   else:
     width = jnp.broadcast_to(code_bits[0], gids.shape)  # [B, F]
     start = gids.astype(jnp.int32) * width
@@ -559,5 +654,9 @@ def codes_lookup(arrays: dict[str, jax.Array], ids: jax.Array, gids: jax.Array,
     code = _read_bits(arrays['codes'], byte, offset & 7,
                       jnp.broadcast_to(width[..., None], offset.shape),
                       index_bits(num_centroids)).astype(jnp.int32)  # [B, F, S]
-  chosen = centroids[jnp.arange(subspaces), code]  # [B, F, S, D_s]
-  return chosen.reshape(gids.shape + (dim,))
+  flat = quant.reshape(centroids, (subspaces * num_centroids, sub_dim))
+  chosen = quant.take(flat, jnp.arange(subspaces, dtype=jnp.int32) * num_centroids + code)
+  return chosen.reshape(gids.shape + (dim,))  # [B, F, S, D_s] -> [B, F, D]
+
+
+CODES = Layout(codes_lookup, codes_starts)

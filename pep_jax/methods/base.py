@@ -21,6 +21,7 @@ from pep_jax import workdir as wd
 from pep_jax.data.base import CTRDataset
 from pep_jax.errors import ConfigError, InputError
 from pep_jax.layers import compact as compact_lib
+from pep_jax.layers import quant
 from pep_jax.train import evaluation, fit
 from pep_jax.train.logging import MetricWriter
 from pep_jax.train.setup import Stage
@@ -87,22 +88,23 @@ class Candidate:
 
 
 class Compact(NamedTuple):
-  """A trained embedding as it is stored: a layout's name and its arrays (host numpy).
+  """A trained embedding as it is stored: a layout's name and its arrays (host numpy; a table
+  of a quantised form is a :class:`pep_jax.layers.quant.Quantized`).
 
   ``bytes`` is what the artifact stores for the embedding; the summary's ``bytes`` column is
-  this same number, so accounting and artifact cannot disagree.
+  this same number for the float form, so accounting and artifact cannot disagree.
   """
 
   layout: str
-  arrays: dict[str, np.ndarray]
+  arrays: dict[str, np.ndarray | quant.Quantized]
 
   @property
   def bytes(self) -> int:
     return compact_lib.nbytes(self.arrays)
 
 
-# (arrays, per-field ids [B, F], global rows [B, F], width D) -> embeddings [B, F, D]
-Lookup = Callable[[dict, jax.Array, jax.Array, int], jax.Array]
+Lookup = compact_lib.Lookup
+Layout = compact_lib.Layout
 
 
 class Method(NamedTuple):
@@ -125,8 +127,10 @@ class Method(NamedTuple):
       projections, centroids and codes) and ``field_mean_size`` (mean width per field, or
       None).
     compact: ``(ctx, candidate, stage, state, constants, layout) -> Compact``; the trained
-      embedding in its stored layout (``layout``: a requested one, or None for the default).
-    layouts: ``{layout: lookup}``; how each stored layout is looked up when served.
+      embedding in its stored layout (``layout``: a requested one, or None for the default),
+      float32. A quantised form is :func:`quantized` of it, for every method alike.
+    layouts: ``{layout: Layout}``; how each stored layout is served: its lookup, the arrays
+      derived at load, the float arrays read whole (:class:`pep_jax.layers.compact.Layout`).
     search_stage: ``(ctx) -> (stage, batch_map)`` whose train step the search runs
       (``batch_map(step, batch)`` adds per-step inputs, or None), for timing; None for a
       method without a search.
@@ -144,7 +148,7 @@ class Method(NamedTuple):
   initial: Callable[[Context, Candidate, Stage], tuple[Any, dict]]
   size: Callable[..., dict]
   compact: Callable[..., Compact]
-  layouts: Mapping[str, Lookup]
+  layouts: Mapping[str, Layout]
   search_stage: Callable[[Context], tuple[Stage, Callable | None]] | None = None
   rows_mode: bool = False
   resumable_keys: tuple[str, ...] = ()
@@ -176,15 +180,23 @@ def sparse_compact(ctx: Context, stage: Stage, state, constants, layout: str | N
   table = params['table'][:rows]
   effective = table * consts['mask'][:rows].astype(table.dtype)
   layout = layout or ('bitmask' if table.shape[1] <= 32 else 'csr')
-  if layout not in SPARSE_LOOKUPS or (layout == 'bitmask' and table.shape[1] > 32):
+  if layout not in SPARSE_LAYOUTS or (layout == 'bitmask' and table.shape[1] > 32):
     raise InputError(f'--layout={layout}: a pruned table of {table.shape[1]} dimensions is '
                      f'stored as {"bitmask or csr" if table.shape[1] <= 32 else "csr"}')
   encode = compact_lib.encode_bitmask if layout == 'bitmask' else compact_lib.encode_csr
   return Compact(layout, encode(effective))
 
 
-SPARSE_LOOKUPS: dict[str, Lookup] = {'bitmask': compact_lib.bitmask_lookup,
-                                     'csr': compact_lib.csr_lookup}
+SPARSE_LAYOUTS: dict[str, Layout] = {'bitmask': compact_lib.BITMASK, 'csr': compact_lib.CSR}
+
+
+def quantized(method: Method, stored: Compact, scheme: quant.Scheme | None) -> Compact:
+  """``stored`` with every table quantised by ``scheme`` (None: as it is); the arrays its
+  layout reads whole (``Layout.float32``) and the index arrays stay as they are."""
+  if scheme is None:
+    return stored
+  layout = method.layouts[stored.layout]
+  return Compact(stored.layout, compact_lib.quantize_arrays(layout, stored.arrays, scheme))
 
 
 def fit_candidate(ctx: Context, method: Method, cand: Candidate) -> dict:
@@ -269,15 +281,18 @@ def dense_bytes(params: int) -> int:
 def sparse_table_bytes(nonzeros: int, num_rows: int, dim: int) -> int:
   """Bytes of a pruned table in the layout its export uses (:mod:`pep_jax.serving`).
 
-  Up to 32 dimensions, a bit mask of each feature's kept dimensions (1, 2 or 4 bytes), a 4-byte
-  offset of its first value and the float values: ``N * (b + 4) + 4 * nnz``. Wider tables as CSR
-  over features: 4-byte row pointers, 1- or 2-byte column indices and the values.
+  Up to 32 dimensions, a bit mask of each feature's kept dimensions (1, 2 or 4 bytes) and the
+  float values: ``N * b + 4 * nnz`` (each row's first value is a prefix sum of the masks'
+  popcounts, derived when the artifact is loaded). Wider tables as CSR over features: each
+  row's length (1 byte up to 255 dimensions, else 2), 1- or 2-byte column indices and the
+  values.
   """
   if dim <= 32:
     mask_bytes = 1 if dim <= 8 else 2 if dim <= 16 else 4
-    return int(num_rows) * (mask_bytes + 4) + FLOAT_BYTES * int(nonzeros)
+    return int(num_rows) * mask_bytes + FLOAT_BYTES * int(nonzeros)
   column_bytes = 1 if dim <= 256 else 2
-  return (FLOAT_BYTES + column_bytes) * int(nonzeros) + 4 * (int(num_rows) + 1)
+  length_bytes = 1 if dim <= 255 else 2
+  return (FLOAT_BYTES + column_bytes) * int(nonzeros) + length_bytes * int(num_rows)
 
 
 def field_means(row_sizes: np.ndarray, field_dims) -> list[float]:

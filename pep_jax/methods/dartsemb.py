@@ -297,4 +297,4 @@ def _search_stage(ctx: Context):
 METHOD = Method(
     name=NAME, labels={NAME: 'DartsEmb'}, check=check, search=search, candidates=candidates,
     build=build, initial=initial, size=size, compact=compact,
-    layouts={'fieldwidth': compact_lib.fieldwidth_lookup}, search_stage=_search_stage)
+    layouts={'fieldwidth': compact_lib.FIELDWIDTH}, search_stage=_search_stage)

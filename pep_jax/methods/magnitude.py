@@ -38,7 +38,7 @@ import numpy as np
 from pep_jax import workdir as wd
 from pep_jax.errors import ConfigError, MissingError
 from pep_jax.methods import ue
-from pep_jax.methods.base import (SPARSE_LOOKUPS, Candidate, Compact, Context, Method,
+from pep_jax.methods.base import (SPARSE_LAYOUTS, Candidate, Compact, Context, Method,
                                   field_means, fit_candidate, resolve_budgets, sparse_compact)
 from pep_jax.train.checkpoint import Checkpointer
 from pep_jax.train.setup import Stage, build_stage
@@ -256,4 +256,4 @@ def size(ctx: Context, cand: Candidate, stage: Stage, state, constants) -> dict:
 METHOD = Method(
     name=NAME, labels={NAME: 'magnitude'}, check=check, search=search, candidates=candidates,
     build=build_masked, initial=initial, size=size, compact=masked_compact,
-    layouts=SPARSE_LOOKUPS)
+    layouts=SPARSE_LAYOUTS)

@@ -246,4 +246,4 @@ def compact(ctx: Context, cand: Candidate, stage: Stage, state, constants,
 METHOD = Method(
     name=NAME, labels={NAME: 'MDE'}, check=check, search=no_search, candidates=candidates,
     build=build, initial=initial, size=size, compact=compact,
-    layouts={'mde': compact_lib.mde_lookup})
+    layouts={'mde': compact_lib.MDE})

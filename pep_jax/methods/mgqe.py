@@ -299,4 +299,4 @@ def compact(ctx: Context, cand: Candidate, stage: Stage, state, constants,
 METHOD = Method(
     name=NAME, labels={NAME: 'MGQE'}, check=check, search=no_search, candidates=candidates,
     build=build, initial=initial, size=size, compact=compact,
-    layouts={'codes': compact_lib.codes_lookup})
+    layouts={'codes': compact_lib.CODES})

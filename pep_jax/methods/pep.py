@@ -27,7 +27,7 @@ from pep_jax import workdir as wd
 from pep_jax.data import pipeline
 from pep_jax.errors import MissingError
 from pep_jax.layers.embedding import xavier_table_init
-from pep_jax.methods.base import (SPARSE_LOOKUPS, Candidate, Compact, Context, Method,
+from pep_jax.methods.base import (SPARSE_LAYOUTS, Candidate, Compact, Context, Method,
                                   resolve_budgets, sparse_compact)
 from pep_jax.ops import threshold as th
 from pep_jax.train.checkpoint import Checkpointer
@@ -238,5 +238,5 @@ def check(ctx: Context) -> None:
 METHOD = Method(
     name=NAME, labels={'pep': 'PEP', 'pep_random': 'PEP, random re-init'}, check=check,
     search=search, candidates=candidates, build=build, initial=initial, size=size,
-    compact=compact, layouts=SPARSE_LOOKUPS, search_stage=search_stage, rows_mode=True,
+    compact=compact, layouts=SPARSE_LAYOUTS, search_stage=search_stage, rows_mode=True,
     resumable_keys=('retrain.init',))

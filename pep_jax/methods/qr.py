@@ -44,6 +44,8 @@ import numpy as np
 
 from pep_jax import workdir as wd
 from pep_jax.errors import ConfigError
+from pep_jax.layers import compact as compact_lib
+from pep_jax.layers import quant
 from pep_jax.methods.base import (Candidate, Compact, Context, Method, embedding_arrays,
                                   no_search, resolve_budgets)
 from pep_jax.train.setup import Stage, make_stage
@@ -131,12 +133,12 @@ def qr_rows(tables: Mapping[str, jax.Array], ids: jax.Array, combine: str) -> ja
   for f in range(ids.shape[1]):
     x = ids[:, f]  # [B]
     if f'field_{f}' in tables:
-      fields.append(jnp.take(tables[f'field_{f}'], x, axis=0))  # [B, D]
+      fields.append(quant.take(tables[f'field_{f}'], x))  # [B, D]
       continue
     remainder = tables[f'remainder_{f}']  # [m, D]
     q, r = split(x, remainder.shape[0])
-    fields.append(compose(jnp.take(tables[f'quotient_{f}'], q, axis=0),
-                          jnp.take(remainder, r, axis=0), combine))  # [B, D]
+    fields.append(compose(quant.take(tables[f'quotient_{f}'], q),
+                          quant.take(remainder, r), combine))  # [B, D]
   return jnp.stack(fields, axis=1)  # [B, F, D]
 
 
@@ -222,7 +224,7 @@ def _lookup(combine: str):
   return lookup
 
 
-LAYOUTS = {f'qr_{combine}': _lookup(combine) for combine in COMBINES}
+LAYOUTS = {f'qr_{combine}': compact_lib.Layout(_lookup(combine)) for combine in COMBINES}
 
 
 # ----------------------------------------------------------------------------- the method

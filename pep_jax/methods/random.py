@@ -23,7 +23,7 @@ import numpy as np
 from pep_jax import workdir as wd
 from pep_jax.errors import ConfigError
 from pep_jax.methods import magnitude
-from pep_jax.methods.base import (SPARSE_LOOKUPS, Candidate, Context, Method,
+from pep_jax.methods.base import (SPARSE_LAYOUTS, Candidate, Context, Method,
                                   resolve_budgets)
 from pep_jax.train.setup import Stage
 
@@ -93,4 +93,4 @@ def size(ctx: Context, cand: Candidate, stage: Stage, state, constants) -> dict:
 METHOD = Method(
     name=NAME, labels={NAME: 'random mask'}, check=check, search=search,
     candidates=candidates, build=magnitude.build_masked, initial=initial, size=size,
-    compact=magnitude.masked_compact, layouts=SPARSE_LOOKUPS)
+    compact=magnitude.masked_compact, layouts=SPARSE_LAYOUTS)

@@ -38,7 +38,7 @@ from pep_jax.errors import ConfigError, MissingError
 from pep_jax.layers import compact as compact_lib
 from pep_jax.layers.embedding import FieldWidthEmbedding, PlainEmbedding
 from pep_jax.methods import ue
-from pep_jax.methods.base import (SPARSE_LOOKUPS, Candidate, Compact, Context, Method,
+from pep_jax.methods.base import (SPARSE_LAYOUTS, Candidate, Compact, Context, Method,
                                   embedding_arrays, field_means, fit_candidate, resolve_budgets,
                                   sparse_compact)
 from pep_jax.ops import threshold as th
@@ -377,5 +377,5 @@ def compact(ctx: Context, cand: Candidate, stage: Stage, state, constants,
 METHOD = Method(
     name=NAME, labels={NAME: 'SSEDS'}, check=check, search=search, candidates=candidates,
     build=build, initial=initial, size=size, compact=compact,
-    layouts={**SPARSE_LOOKUPS, 'fieldcols': compact_lib.fieldcols_lookup,
-             'fieldwidth': compact_lib.fieldwidth_lookup})
+    layouts={**SPARSE_LAYOUTS, 'fieldcols': compact_lib.FIELDCOLS,
+             'fieldwidth': compact_lib.FIELDWIDTH})
