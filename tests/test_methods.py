@@ -90,7 +90,7 @@ def test_accounting_of_each_method_against_a_hand_count(reference):
     assert [r['budget'] for r in found] == [round(0.5 * table), round(0.2 * table)]
     for row in found:
       assert row['params'] == row['nonzeros'] == row['budget']
-      assert row['bytes'] == 4 * row['params'] + 5 * vocab.sum()
+      assert row['bytes'] == 4 * row['params'] + 1 * vocab.sum()  # values and a mask per row
 
   # QR: d * (V_f for fields of at most m values, else ceil(V_f / m) + m); the tables only.
   found = [r for r in rows if r['method'] == 'qr']
@@ -102,7 +102,9 @@ def test_accounting_of_each_method_against_a_hand_count(reference):
 
 def test_killed_in_every_method_resumes_to_the_same_result(tmp_path, reference):
   workdir = str(tmp_path / 'killed')
-  args = TINY + (f'--workdir={workdir}',)
+  # Checkpoints every 20 steps, so that a kill after the 20th lands inside even a short search
+  # (DartsEmb's saves otherwise only when it ends); results do not depend on it.
+  args = TINY + (f'--workdir={workdir}', '--config.train.checkpoint_every_steps=20')
   stops = ['retrain/ue_d8/latest', 'prune/checkpoints', 'retrain/pep_b516/latest',
            'retrain/sseds_b516/latest', 'retrain/mde_d8_b4_a0.3/latest',
            'retrain/mgqe_d8_s2_k16/latest', 'dartsemb/c1-2-8/checkpoints',
