@@ -234,3 +234,31 @@ def test_ml100k_rewritten_as_ml1m_reads_with_the_movielens_loader(tmp_path):
   config.data.split = (0.34, 0.33, 0.33)
   data = load_dataset(config.data)
   assert len(data.train) + len(data.valid) + len(data.test) == 3  # the rating 3 is dropped
+
+
+def test_bench_export_measures_every_form_of_every_run(tmp_path):
+  from pep_jax import experiment
+  workdir = str(tmp_path / 'run')
+  summary_rows = experiment.run(demo.get_config('tiny'), workdir)
+  out = tmp_path / 'bench_export.json'
+  script('bench_export', f'--workdir={workdir}', '--parts=forms', '--forms=none,int8',
+         '--repeats=1', f'--json={out}')
+  with open(out) as f:
+    report = json.load(f)
+  rows = report['rows']
+  assert {(r['run'], r['layout'], r['form']) for r in rows} == {
+      (run, layout, form) for run, layouts in (('pep_b1472', ('bitmask', 'csr')),
+                                               ('ue_d8', ('dense',)))
+      for layout in layouts for form in ('none', 'int8')}
+  by_run = {r['run']: r for r in summary_rows if r.get('run')}
+  for row in rows:
+    assert row['fraction_of_dense'] == pytest.approx(row['bytes'] / row['dense_table_bytes'])
+    assert row['dense_table_bytes'] == 368 * 8 * 4
+    assert row['auc_drop'] == pytest.approx(row['test_auc_reference'] - row['test_auc'])
+    assert row['test_auc_reference'] == pytest.approx(by_run[row['run']]['test_auc'], abs=1e-9)
+    if row['form'] == 'none':
+      assert row['auc_drop'] == 0 and row['lookup_over_float'] == 1
+      if row['layout'] in ('bitmask', 'dense'):  # the default layout: the summary's bytes
+        assert row['bytes'] == by_run[row['run']]['bytes']
+    else:
+      assert row['bytes'] < by_run[row['run']]['bytes']
