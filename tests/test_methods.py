@@ -102,9 +102,7 @@ def test_accounting_of_each_method_against_a_hand_count(reference):
 
 def test_killed_in_every_method_resumes_to_the_same_result(tmp_path, reference):
   workdir = str(tmp_path / 'killed')
-  # Checkpoints every 20 steps, so that a kill after the 20th lands inside even a short search
-  # (DartsEmb's saves otherwise only when it ends); results do not depend on it.
-  args = TINY + (f'--workdir={workdir}', '--config.train.checkpoint_every_steps=20')
+  args = TINY + (f'--workdir={workdir}',)
   stops = ['retrain/ue_d8/latest', 'prune/checkpoints', 'retrain/pep_b516/latest',
            'retrain/sseds_b516/latest', 'retrain/mde_d8_b4_a0.3/latest',
            'retrain/mgqe_d8_s2_k16/latest', 'dartsemb/c1-2-8/checkpoints',
