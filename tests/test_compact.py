@@ -21,11 +21,28 @@ from pep_jax.config import default_config
 from pep_jax.layers import compact, quant
 from pep_jax.layers.embedding import FieldWidthEmbedding, field_offsets
 from pep_jax.methods import dartsemb, mde, mgqe, sseds
-from pep_jax.methods.base import Candidate, sparse_table_bytes
+from pep_jax.methods.base import Candidate
 
 FIELD_DIMS = (5, 1, 7, 3)  # one field of a single feature
 NUM_ROWS = sum(FIELD_DIMS)
 BATCH = 24
+
+
+def sparse_table_bytes(nonzeros: int, num_rows: int, dim: int) -> int:
+  """The bytes of a pruned table's ``bitmask``/``csr`` layout, counted by hand (4-byte values).
+
+  Up to 32 dimensions, a bit mask of each feature's kept dimensions (1, 2 or 4 bytes) and the
+  float values: ``N * b + 4 * nnz`` (each row's first value is a prefix sum of the masks'
+  popcounts, derived when the artifact is loaded). Wider tables as CSR over features: each
+  row's length (1 byte up to 255 dimensions, else 2), 1- or 2-byte column indices and the
+  values.
+  """
+  if dim <= 32:
+    mask_bytes = 1 if dim <= 8 else 2 if dim <= 16 else 4
+    return int(num_rows) * mask_bytes + 4 * int(nonzeros)
+  column_bytes = 1 if dim <= 256 else 2
+  length_bytes = 1 if dim <= 255 else 2
+  return (4 + column_bytes) * int(nonzeros) + length_bytes * int(num_rows)
 
 
 class Case(NamedTuple):

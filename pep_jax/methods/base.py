@@ -26,9 +26,6 @@ from pep_jax.train import evaluation, fit
 from pep_jax.train.logging import MetricWriter
 from pep_jax.train.setup import Stage
 
-FLOAT_BYTES = 4  # float32 entries
-
-
 @dataclasses.dataclass
 class Context:
   """One experiment: its config, data, work directory (a path) and metric writer."""
@@ -272,27 +269,6 @@ def resolve_budgets(budgets, total: int, key: str) -> list[int]:
                         f'uniform table has {total})')
     out.append(count)
   return sorted(set(out), reverse=True)
-
-
-def dense_bytes(params: int) -> int:
-  return FLOAT_BYTES * int(params)
-
-
-def sparse_table_bytes(nonzeros: int, num_rows: int, dim: int) -> int:
-  """Bytes of a pruned table in the layout its export uses (:mod:`pep_jax.serving`).
-
-  Up to 32 dimensions, a bit mask of each feature's kept dimensions (1, 2 or 4 bytes) and the
-  float values: ``N * b + 4 * nnz`` (each row's first value is a prefix sum of the masks'
-  popcounts, derived when the artifact is loaded). Wider tables as CSR over features: each
-  row's length (1 byte up to 255 dimensions, else 2), 1- or 2-byte column indices and the
-  values.
-  """
-  if dim <= 32:
-    mask_bytes = 1 if dim <= 8 else 2 if dim <= 16 else 4
-    return int(num_rows) * mask_bytes + FLOAT_BYTES * int(nonzeros)
-  column_bytes = 1 if dim <= 256 else 2
-  length_bytes = 1 if dim <= 255 else 2
-  return (FLOAT_BYTES + column_bytes) * int(nonzeros) + length_bytes * int(num_rows)
 
 
 def field_means(row_sizes: np.ndarray, field_dims) -> list[float]:
