@@ -48,6 +48,7 @@ from pep_jax import config as config_lib
 from pep_jax.errors import ConfigError, InputError, MissingError
 from pep_jax.train import fit
 from pep_jax.train.checkpoint import Checkpointer
+from pep_jax.train.logging import METRICS
 from pep_jax.train.setup import write_json
 
 CONFIG = 'config.json'
@@ -126,7 +127,7 @@ def check_config(config, root: str, resumable_keys: tuple[str, ...]) -> None:
   if saved is None:
     made = sorted(n for n in os.listdir(root) if not n.startswith('.')) if os.path.isdir(
         root) else []
-    made = [n for n in made if n not in ('metrics.jsonl', 'tensorboard')]
+    made = [n for n in made if n not in (METRICS, 'tensorboard')]
     if made:
       raise ConfigError(f'{path} is missing, but {root} holds {", ".join(made[:5])}: nothing '
                         'says which config made them. Use a new --workdir, or restore '
@@ -419,4 +420,4 @@ def summary_paths(root: str) -> dict[str, str]:
 
 def metrics_path(root: str) -> str:
   """The training metrics every stage appends to (:class:`pep_jax.train.logging.MetricWriter`)."""
-  return os.path.join(root, 'metrics.jsonl')
+  return os.path.join(root, METRICS)

@@ -13,6 +13,8 @@ import time
 import jax
 import tqdm
 
+METRICS = 'metrics.jsonl'  # in the folder a MetricWriter is given
+
 
 class MetricWriter:
   """Appends ``{'stage', 'step', ...}`` rows to ``metrics.jsonl`` and TensorBoard scalars."""
@@ -22,7 +24,7 @@ class MetricWriter:
     self.enabled = jax.process_index() == 0
     self._tb = None
     self._lock = threading.Lock()  # runs may train in parallel threads
-    self._path = os.path.join(workdir, 'metrics.jsonl')
+    self._path = os.path.join(workdir, METRICS)
     if self.enabled:
       from tensorboardX import SummaryWriter  # lazy: only the writing process needs it
       self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'),
