@@ -36,7 +36,7 @@ UPDATES = ('dense', 'rows')  # optimizer.updates
 RESUMABLE_KEYS = ('stage', 'methods', 'train.log_every_steps', 'train.eval_batch_size',
                   'train.steps_per_dispatch', 'train.parallel_runs',
                   'mesh.data', 'mesh.table',
-                  'compare.bootstrap_resamples', 'compare.bootstrap_seed')
+                  'compare.bootstrap_resamples', 'compare.bootstrap_seed', 'compare.bands')
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -179,6 +179,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.compare = ml_collections.ConfigDict()
   c.compare.bootstrap_resamples = 1000
   c.compare.bootstrap_seed = 0
+  # Budget bands the summary checks every method against: upper edges as fractions of the
+  # uniform table at the base width, decreasing; bands (next edge, edge], the last (0, edge].
+  c.compare.bands = (0.3, 0.1, 0.03)
   return c
 
 
@@ -257,6 +260,12 @@ def validate(config) -> None:
       raise ConfigError(f'config key {key}: expected a '
                         f'{"positive" if key.endswith("resamples") else "non-negative"} '
                         f'integer, got {value!r}')
+  bands = config.compare.bands
+  if (not isinstance(bands, (tuple, list)) or not bands
+      or not all(isinstance(b, (int, float)) and 0 < b <= 1 for b in bands)
+      or any(a <= b for a, b in zip(bands, bands[1:]))):
+    raise ConfigError(f'config key compare.bands: expected decreasing fractions in (0, 1], got '
+                      f'{bands!r}')
 
 
 def _is_seed(value) -> bool:

@@ -253,6 +253,51 @@ def significance(pairs: list[tuple[dict, dict, str]], labels: np.ndarray,
           'comparisons': out}
 
 
+# ------------------------------------------------------------------------------ bands
+
+
+def band_coverage(comparison: list[dict], bands, table_entries: int) -> list[dict]:
+  """Which models of each method lie in each budget band, and why a method has none there.
+
+  Args:
+    comparison: :func:`comparison_rows`.
+    bands: upper edges, decreasing (``compare.bands``: 0.3, 0.1, 0.03): the bands are
+      ``(next edge, edge]`` of the uniform table at the base width, the last ``(0, edge]``.
+    table_entries: entries of that uniform table.
+
+  Returns:
+    One row per (method, band), methods in ``comparison``'s order: ``method``, ``band``
+    (``[lower, upper]``), ``settings`` (its models there, by mean stored parameters), and
+    ``why`` for an empty band: the method's :attr:`~pep_jax.methods.base.Method.floor` when its
+    smallest model lies above the band, else that no setting in the band is configured.
+  """
+  edges = [float(b) for b in bands]
+  floors = methods_lib.floors()
+  methods = list(dict.fromkeys(r['method'] for r in comparison))
+  out = []
+  for method in methods:
+    rows = [r for r in comparison if r['method'] == method]
+    smallest = min(r['params'] for r in rows) / table_entries
+    for i, upper in enumerate(edges):
+      lower = edges[i + 1] if i + 1 < len(edges) else 0.0
+      inside = [r['setting'] for r in rows
+                if lower * table_entries + 0.5 < r['params'] <= upper * table_entries + 0.5]
+      why = None
+      if not inside:
+        floor = floors.get(method, '')
+        why = (floor if floor and smallest > upper else 'no setting in this band is configured')
+        why = f'smallest model {100 * smallest:.1f}% of the table: {why}'
+      out.append({'method': method, 'band': [lower, upper], 'settings': inside, 'why': why})
+  return out
+
+
+def coverage_lines(coverage: list[dict]) -> list[str]:
+  """``summary.md``'s line for each budget band a method has no model in."""
+  labels = methods_lib.labels()
+  return [f'- {labels.get(c["method"], c["method"])}: no model in {_band_name(c["band"])} of the '
+          f'uniform table; {c["why"]}.' for c in coverage if c['why']]
+
+
 # ------------------------------------------------------------------------------ writing
 
 
@@ -342,13 +387,14 @@ def plot_frontier(comparison: list[dict], ceiling: float | None, path: str, titl
 
 
 def write_summary(rows: list[dict], comparison: list[dict], tests: dict, workdir: str,
-                  title: str, data) -> str:
+                  title: str, data, coverage: list[dict] = ()) -> str:
   """Writes ``summary.json`` (``rows``), ``comparison.json``, ``significance.json``
   (``tests``), ``summary.md`` and ``frontier.png``; returns the printed table.
 
   With one seed ``summary.md`` has the summary's table and the mean width per field; with
   several, the means over seeds, then every seed's rows (each seed's own ``summary.md`` has
-  its widths). Both end with the headline comparisons.
+  its widths). Then the budget bands a method has no model in (``coverage``:
+  :func:`band_coverage`), and the headline comparisons.
   """
   paths = wd.summary_paths(workdir)
   write_json(paths['json'], rows)
@@ -367,6 +413,9 @@ def write_summary(rows: list[dict], comparison: list[dict], tests: dict, workdir
       fields = field_size_table(rows, data)
       if fields:
         f.write(f'\n## Mean embedding width per field\n\n{fields}\n')
+    missing = coverage_lines(list(coverage))
+    if missing:
+      f.write('\n## Budget bands without a model\n\n' + '\n'.join(missing) + '\n')
     lines = significance_lines(tests)
     if lines:
       f.write('\n## Comparisons\n\nTest AUC differences with 95% intervals: over resamples of '

@@ -50,6 +50,11 @@ def labels() -> dict[str, str]:
   return {series: label for m in METHODS.values() for series, label in m.labels.items()}
 
 
+def floors() -> dict[str, str]:
+  """``{series: why its method cannot go below some size}`` (:attr:`.base.Method.floor`)."""
+  return {series: m.floor for m in METHODS.values() for series in m.labels}
+
+
 def resumable_keys() -> tuple[str, ...]:
   """Config keys of every method that may change in a work directory without changing a
   result."""

@@ -134,6 +134,9 @@ class Method(NamedTuple):
     rows_mode: whether it trains with ``optimizer.updates='rows'``.
     resumable_keys: its config keys that may change in a work directory without changing a
       result (more candidates, another ablation).
+    floor: why the method cannot store less than some share of the table, in one line (the
+      summary gives it for a budget band where the method has no model); '' for a method that
+      reaches any budget it is given.
   """
 
   name: str
@@ -149,6 +152,7 @@ class Method(NamedTuple):
   search_stage: Callable[[Context], tuple[Stage, Callable | None]] | None = None
   rows_mode: bool = False
   resumable_keys: tuple[str, ...] = ()
+  floor: str = ''
 
 
 def no_search(ctx: Context) -> None:

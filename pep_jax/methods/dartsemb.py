@@ -297,4 +297,6 @@ def _search_stage(ctx: Context):
 METHOD = Method(
     name=NAME, labels={NAME: 'DartsEmb'}, check=check, search=search, candidates=candidates,
     build=build, initial=initial, size=size, compact=compact,
-    layouts={'fieldwidth': compact_lib.FIELDWIDTH}, search_stage=_search_stage)
+    layouts={'fieldwidth': compact_lib.FIELDWIDTH}, search_stage=_search_stage,
+    floor=('every field keeps a width of at least 1 (1/D of the table), and the size '
+           'is what the search picks, not a budget'))

@@ -246,4 +246,6 @@ def compact(ctx: Context, cand: Candidate, stage: Stage, state, constants,
 METHOD = Method(
     name=NAME, labels={NAME: 'MDE'}, check=check, search=no_search, candidates=candidates,
     build=build, initial=initial, size=size, compact=compact,
-    layouts={'mde': compact_lib.MDE})
+    layouts={'mde': compact_lib.MDE},
+    floor=('every feature keeps at least one entry and the most popular block the whole '
+           'width: more than 1/D of the table'))

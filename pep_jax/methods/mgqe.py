@@ -299,4 +299,6 @@ def compact(ctx: Context, cand: Candidate, stage: Stage, state, constants,
 METHOD = Method(
     name=NAME, labels={NAME: 'MGQE'}, check=check, search=no_search, candidates=candidates,
     build=build, initial=initial, size=size, compact=compact,
-    layouts={'codes': compact_lib.CODES})
+    layouts={'codes': compact_lib.CODES},
+    floor=('S codes per feature, each counted as a parameter: at least 1/D of the table '
+           'at S=1 (in bytes, a few bits per code, it goes far lower)'))

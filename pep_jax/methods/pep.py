@@ -239,4 +239,6 @@ METHOD = Method(
     name=NAME, labels={'pep': 'PEP', 'pep_random': 'PEP, random re-init'}, check=check,
     search=search, candidates=candidates, build=build, initial=initial, size=size,
     compact=compact, layouts=SPARSE_LAYOUTS, search_stage=search_stage, rows_mode=True,
-    resumable_keys=('retrain.init',))
+    resumable_keys=('retrain.init',),
+    floor=('a ticket is cut where the pruned count reaches a budget; a budget not reached '
+           'within prune.max_epochs has none'))

@@ -58,4 +58,5 @@ def check(ctx: Context) -> None:
 METHOD = Method(
     name=NAME, labels={NAME: 'UE'}, check=check, search=no_search, candidates=candidates,
     build=build, initial=initial, size=size, compact=compact,
-    layouts={'dense': compact_lib.DENSE}, rows_mode=True, resumable_keys=('ue.dims',))
+    layouts={'dense': compact_lib.DENSE}, rows_mode=True, resumable_keys=('ue.dims',),
+    floor='one entry per feature at d=1: 1/embedding.dim of the table')
