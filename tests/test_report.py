@@ -42,3 +42,42 @@ def test_importance_without_a_planted_truth_or_widths():
   assert report.importance(None, data) == {'width_spearman': None, 'noise_share': None}
   # equal widths have no rank correlation: None, not nan
   assert report.importance([4.0, 4.0], data)['width_spearman'] is None
+
+
+def _row(method, setting, params):
+  return {'method': method, 'setting': setting, 'params': params}
+
+
+def test_band_coverage_by_hand():
+  """Bands (0.1, 0.3], (0.03, 0.1], (0, 0.03] of a 1,000-entry table: which models lie in each,
+  and for an empty band the method's floor when its smallest model is above the band, else
+  that nothing is configured there."""
+  comparison = [_row('ue', 'd=16', 1000), _row('ue', 'd=4', 250), _row('ue', 'd=1', 62.5),
+                _row('pep', '30%', 300), _row('pep', '3%', 30),
+                _row('qr', '30%', 299), _row('qr', '5%', 50)]
+  coverage = report.band_coverage(comparison, (0.3, 0.1, 0.03), 1000)
+  got = {(c['method'], tuple(c['band'])): (c['settings'], c['why']) for c in coverage}
+  assert len(coverage) == 9
+  assert got['ue', (0.1, 0.3)] == (['d=4'], None)
+  assert got['ue', (0.03, 0.1)] == (['d=1'], None)
+  settings, why = got['ue', (0.0, 0.03)]
+  assert settings == [] and why.startswith('smallest model 6.2% of the table: one entry per')
+  assert got['pep', (0.1, 0.3)] == (['30%'], None)  # 300 <= 0.3 * 1000 (+ half an entry)
+  assert got['pep', (0.0, 0.03)] == (['3%'], None)
+  # PEP's smallest model is inside the 3% band: an empty 10% band is a matter of config.
+  assert got['pep', (0.03, 0.1)][1].endswith('no setting in this band is configured')
+  assert got['qr', (0.03, 0.1)] == (['5%'], None)
+  assert 'ceil(V/m) + m' in got['qr', (0.0, 0.03)][1]
+  lines = report.coverage_lines(coverage)
+  assert len(lines) == 3
+  assert lines[0].startswith('- UE: no model in 0-3% of the uniform table; smallest model 6.2%')
+
+
+def test_band_coverage_rejects_bad_bands():
+  from pep_jax.config import default_config, validate
+  from pep_jax.errors import ConfigError
+  for bands in ((0.1, 0.3), (), (0.3, 0.0), (1.5,)):
+    c = default_config()
+    c.compare.bands = bands
+    with pytest.raises(ConfigError, match='compare.bands'):
+      validate(c)
