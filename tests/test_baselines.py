@@ -335,6 +335,14 @@ def test_end_to_end_with_other_models(tmp_path, model, methods, overrides):
     assert rows[0]['params'] == 408 and rows[0]['bytes'] == 4 * 408
 
 
+def test_qr_budgets_below_its_smallest_table_have_no_model(data, tmp_path, capsys):
+  # Tiny's smallest QR table is 384 of 1,032 entries: 0.5 fits (m=38 or the like), 0.2 does not.
+  ctx = Context(tiny(**{'qr.budgets': (0.5, 0.2)}), data, str(tmp_path), None)
+  qr.check(ctx)
+  assert 'config key qr.budgets: budget 206 is below the smallest QR' in capsys.readouterr().out
+  assert [c.info['budget'] for c in qr.candidates(ctx)] == [516]
+
+
 @pytest.mark.parametrize('key, value', [
     ('magnitude.budgets', (2000,)), ('magnitude.budgets', ()), ('magnitude.scope', 'row'),
     ('magnitude.init', 'warm'), ('random.budgets', (1.5,)), ('qr.budgets', (0.2,)),

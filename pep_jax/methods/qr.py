@@ -20,8 +20,9 @@ largest vocabulary is tried (from there on every field is a plain table: the uni
 and a budget ``b`` takes the ``m`` whose ``P(m)`` is the largest not above ``b``, the largest
 such ``m`` among equal ``P(m)``. ``P`` is not monotone in ``m`` (a split field costs
 ``ceil(V/m) + m``, least near ``sqrt(V)``, and more than its plain table for ``m = 1``), hence
-the exhaustive search. A budget below ``min_m P(m)`` is refused with a ConfigError naming
-``qr.budgets``.
+the exhaustive search. A budget below ``min_m P(m)`` has no model (the run says so, and the
+summary's budget bands say why); a list of budgets all below it is refused with a ConfigError
+naming ``qr.budgets``.
 
 There is no search: each budget is one candidate (``qr_b<budget>``), trained from fresh values
 (``config.seed``). Initial values keep the uniform table's spread: with ``a = sqrt(6 / (N + D))``
@@ -236,19 +237,33 @@ def check(ctx: Context) -> None:
     raise ConfigError(f'config key qr.combine: got {c.combine!r}, expected one of {COMBINES}')
   if not c.budgets:
     raise ConfigError('config key qr.budgets: give at least one budget')
-  candidates(ctx)  # every budget must have its m
+  fitting, below = _buckets(ctx)
+  if not fitting:
+    raise below[0]
+  for error in below:  # the others train; the summary says why this band has no QR model
+    print(f'{error}: no QR model at this budget')
+
+
+def _buckets(ctx: Context) -> tuple[list[tuple[int, int]], list[ConfigError]]:
+  """``(budget, m)`` of each budget some ``m`` fits, and the refusal of each other budget."""
+  dims, dim = ctx.data.field_dims, int(ctx.config.embedding.dim)
+  fitting, below = [], []
+  for b in resolve_budgets(ctx.config.qr.budgets, ctx.table_entries, 'qr.budgets'):
+    try:
+      fitting.append((b, choose_buckets(dims, dim, b)))
+    except ConfigError as error:
+      below.append(error)
+  return fitting, below
 
 
 def candidates(ctx: Context) -> list[Candidate]:
-  """One candidate per budget, its ``m`` from :func:`choose_buckets`."""
-  dims, dim = ctx.data.field_dims, int(ctx.config.embedding.dim)
-  out = []
-  for b in resolve_budgets(ctx.config.qr.budgets, ctx.table_entries, 'qr.budgets'):
-    m = choose_buckets(dims, dim, b)
-    out.append(Candidate(NAME, wd.run_name(NAME, f'b{b}'), f'b{b} m={m}',
-                         report={'budget': b, 'buckets': m, 'search_seconds': 0.0},
-                         info={'budget': b, 'buckets': m}))
-  return out
+  """One candidate per budget that some ``m`` fits, its ``m`` from :func:`choose_buckets`
+  (budgets below the smallest QR table have none: :func:`check` names them, and refuses a
+  list where none fits)."""
+  return [Candidate(NAME, wd.run_name(NAME, f'b{b}'), f'b{b} m={m}',
+                    report={'budget': b, 'buckets': m, 'search_seconds': 0.0},
+                    info={'budget': b, 'buckets': m})
+          for b, m in _buckets(ctx)[0]]
 
 
 def build(ctx: Context, cand: Candidate) -> Stage:
