@@ -2,6 +2,8 @@
 
     python -m pep_jax.main --config=configs/demo.py --workdir=runs/demo
     python experiments/readme_results.py --demo=runs/demo     # record, then rewrite the README
+    python -m pep_jax.main --config=configs/compare.py --workdir=runs/compare
+    python experiments/readme_results.py --compare=runs/compare
     python experiments/readme_results.py --check              # exit 1 if the README differs
 
 A figure of the README or of a page of docs/ that comes from a run stands between two
@@ -72,6 +74,44 @@ def record_demo(workdir: str) -> dict:
   }
 
 
+def record_compare(workdir: str) -> dict:
+  """``docs/results/compare.json`` from a finished ``configs/compare.py`` work directory: its
+  comparison over seeds, headline comparisons and budget bands, the machine, and the command's
+  wall time (from the work directory's config record to its last summary)."""
+  sys.path.insert(0, ROOT)
+  import jax
+  from pep_jax import methods as methods_lib
+  from pep_jax import report
+  from pep_jax import workdir as wd
+  from pep_jax.data import load_dataset
+  config = wd.read_config(workdir)
+  data = load_dataset(config.data)
+  paths = wd.summary_paths(workdir)
+  with open(paths['comparison']) as f:
+    comparison = json.load(f)
+  with open(paths['significance']) as f:
+    significance = json.load(f)
+  with open(paths['json']) as f:
+    teacher = [r['test_auc'] for r in json.load(f) if r['method'] == 'teacher']
+  dim = int(config.embedding.dim)
+  entries = data.num_features * dim
+  started = os.path.getmtime(os.path.join(workdir, 'config.json'))
+  return {
+      'command': 'python -m pep_jax.main --config=configs/compare.py --workdir=runs/compare',
+      'machine': {'platform': platform.platform(), 'processor': platform.processor(),
+                  'cpus': os.cpu_count(), 'python': platform.python_version(),
+                  'jax': jax.__version__},
+      'wall_seconds': os.path.getmtime(paths['json']) - started,
+      'data': {'fields': int(data.num_fields), 'features': int(data.num_features),
+               'rows': len(data.train) + len(data.valid) + len(data.test)},
+      'dim': dim, 'table_entries': entries, 'seeds': [int(s) for s in config.seeds],
+      'teacher_test_auc': teacher[0] if teacher else None,
+      'comparison': comparison, 'significance': significance,
+      'coverage': report.band_coverage(comparison, config.compare.bands, entries,
+                                       methods_lib.floors(config, data.field_dims)),
+  }
+
+
 # ----------------------------------------------------------------------------- rendering
 
 
@@ -127,6 +167,57 @@ def _label(row: dict, entries: int) -> str:
   return f'{row["method"]} {row["setting"]}'
 
 
+def _interval(pair) -> str:
+  return '' if pair is None else f'[{pair[0]:+.4f}, {pair[1]:+.4f}]'
+
+
+def render_compare(results: dict) -> str:
+  """The comparison over seeds: every model's mean test AUC with its interval, the paired
+  difference to uniform d=<dim>, the bands a method cannot reach and the headline
+  comparisons, each said separable or not."""
+  sys.path.insert(0, ROOT)
+  from pep_jax import methods as methods_lib
+  from pep_jax import report
+  labels = methods_lib.labels()
+  entries, dim, machine = results['table_entries'], results['dim'], results['machine']
+  seeds = results['seeds']
+  minutes, seconds = divmod(round(results['wall_seconds']), 60)
+  lines = [f'{len(seeds)} seeds ({", ".join(str(s) for s in seeds)}), every search included; '
+           f'{results["data"]["features"]:,} features in {results["data"]["fields"]} fields, '
+           f'{results["data"]["rows"]:,} rows, FM, base width {dim}. Test AUC: mean over the '
+           'seeds and its 95% interval (Student t); `vs UE`: the paired difference to uniform '
+           f'd={dim} in the same seed, mean and interval. The whole command took {minutes} min '
+           f'{seconds:02d} s on {machine["cpus"]} CPU cores ({machine["processor"] or "x86-64"}, '
+           f'JAX {machine["jax"]}, no accelerator), with other jobs on the machine.', '',
+           '| method | setting | params (of table) | bytes | test AUC | 95% interval | vs UE '
+           f'd={dim} | 95% interval | width rho | noise |',
+           '|---|---|---:|---:|---:|---|---:|---|---:|---:|']
+  for r in results['comparison']:
+    rho, noise = r.get('width_spearman_mean'), r.get('noise_share_mean')
+    delta = r['delta_auc_vs_ue_mean']
+    if r['method'] == 'ue' and r['setting'] == f'd={dim}':
+      delta = None  # the reference itself
+    lines.append(
+        f'| {labels.get(r["method"], r["method"])} | {r["setting"]} | '
+        f'{round(r["params"]):,} ({100 * r["params"] / entries:.1f}%) | {round(r["bytes"]):,} | '
+        f'{r["test_auc_mean"]:.4f} | {_interval(r["test_auc_ci95"]).replace("+", "")} | '
+        f'{"" if delta is None else f"{delta:+.4f}"} | '
+        f'{"" if delta is None else _interval(r["delta_auc_vs_ue_ci95"])} | '
+        f'{"" if rho is None else f"{rho:.2f}"} | {"" if noise is None else f"{noise:.2f}"} |')
+  if results['teacher_test_auc'] is not None:
+    lines.append(f'| teacher (ceiling) | | | | {results["teacher_test_auc"]:.4f} | | | | | |')
+  missing = report.coverage_lines(results['coverage'])
+  if missing:
+    lines += ['', 'Budget bands a method has no model in, and why:', ''] + missing
+  tests = results['significance']
+  lines += ['', 'Headline comparisons (the best model of each band by validation AUC): the '
+            'difference in test AUC with a 95% interval over resamples of the test rows '
+            f'(paired bootstrap, {tests["resamples"]:,} resamples) and over the seeds; '
+            '"separable" only where neither interval holds zero.', '']
+  lines += report.significance_lines(tests)
+  return '\n'.join(lines) + '\n'
+
+
 def render_table(results: str) -> str:
   """A table a script wrote as markdown, without the title line it starts with."""
   lines = [line for line in results.rstrip('\n').split('\n') if not line.startswith('# ')]
@@ -150,6 +241,7 @@ def render_rows_vs_dense(results: dict) -> str:
 # name -> (results file in docs/results/, renderer of its contents; .json files are parsed)
 RENDERERS = {
     'demo': ('demo.json', render_demo),
+    'compare': ('compare.json', render_compare),
     'rows_vs_dense': ('rows_vs_dense_demo.json', render_rows_vs_dense),
     'reachability_ml100k': ('reachability_ml100k.md', render_table),
     'reachability_standin': ('reachability_standin.md', render_table),
@@ -177,6 +269,8 @@ def render(readme: str, results_dir: str = RESULTS) -> str:
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--demo', help='a finished demo work directory to record first')
+  parser.add_argument('--compare', help='a finished configs/compare.py work directory to record '
+                      'first')
   parser.add_argument('--check', action='store_true',
                       help='exit 1 when the README differs from its results files')
   args = parser.parse_args()
@@ -184,6 +278,9 @@ def main():
     results = record_demo(args.demo)
     with open(os.path.join(RESULTS, 'demo.json'), 'w') as f:
       json.dump(results, f, indent=1)
+  if args.compare:
+    with open(os.path.join(RESULTS, 'compare.json'), 'w') as f:
+      json.dump(record_compare(args.compare), f, indent=1)
   for page in PAGES:
     path = os.path.join(ROOT, page)
     with open(path) as f:

@@ -191,7 +191,8 @@ def summarise(config, workdir: str, data: CTRDataset, per_seed: dict[int, list[d
   title = f'{config.data.name} / {config.model.name} / d={config.embedding.dim}'
   if several or one_of_several:
     title += f' / seed{"s" if several else ""} {", ".join(str(s) for s in per_seed)}'
-  coverage = report.band_coverage(comparison, config.compare.bands, table_entries)
+  coverage = report.band_coverage(comparison, config.compare.bands, table_entries,
+                                  methods_lib.floors(config, data.field_dims))
   print(report.write_summary(rows, comparison, tests, workdir, title, data, coverage))
   paths = wd.summary_paths(workdir)
   print(f'per-field sizes and the plot: {paths["md"]}, {paths["plot"]}')

@@ -256,7 +256,8 @@ def significance(pairs: list[tuple[dict, dict, str]], labels: np.ndarray,
 # ------------------------------------------------------------------------------ bands
 
 
-def band_coverage(comparison: list[dict], bands, table_entries: int) -> list[dict]:
+def band_coverage(comparison: list[dict], bands, table_entries: int,
+                  floors: dict[str, tuple[float, str]]) -> list[dict]:
   """Which models of each method lie in each budget band, and why a method has none there.
 
   Args:
@@ -264,29 +265,31 @@ def band_coverage(comparison: list[dict], bands, table_entries: int) -> list[dic
     bands: upper edges, decreasing (``compare.bands``: 0.3, 0.1, 0.03): the bands are
       ``(next edge, edge]`` of the uniform table at the base width, the last ``(0, edge]``.
     table_entries: entries of that uniform table.
+    floors: ``{series: (least share of that table, why)}``
+      (:func:`pep_jax.methods.floors`).
 
   Returns:
     One row per (method, band), methods in ``comparison``'s order: ``method``, ``band``
     (``[lower, upper]``), ``settings`` (its models there, by mean stored parameters), and
-    ``why`` for an empty band: the method's :attr:`~pep_jax.methods.base.Method.floor` when its
-    smallest model lies above the band, else that no setting in the band is configured.
+    ``why`` for an empty band: the method's floor when the whole band lies below it, else
+    the reason it gives for a band above its floor (PEP: budgets not reached), else that no
+    setting in the band is configured.
   """
   edges = [float(b) for b in bands]
-  floors = methods_lib.floors()
   methods = list(dict.fromkeys(r['method'] for r in comparison))
   out = []
   for method in methods:
     rows = [r for r in comparison if r['method'] == method]
-    smallest = min(r['params'] for r in rows) / table_entries
+    least, reason = floors.get(method, (0.0, ''))
     for i, upper in enumerate(edges):
       lower = edges[i + 1] if i + 1 < len(edges) else 0.0
       inside = [r['setting'] for r in rows
                 if lower * table_entries + 0.5 < r['params'] <= upper * table_entries + 0.5]
       why = None
-      if not inside:
-        floor = floors.get(method, '')
-        why = (floor if floor and smallest > upper else 'no setting in this band is configured')
-        why = f'smallest model {100 * smallest:.1f}% of the table: {why}'
+      if not inside and upper < least:
+        why = f'it cannot store less than {100 * least:.1f}% of the table here: {reason}'
+      elif not inside:
+        why = reason if reason and not least else 'no setting in this band is configured'
       out.append({'method': method, 'band': [lower, upper], 'settings': inside, 'why': why})
   return out
 
@@ -295,7 +298,7 @@ def coverage_lines(coverage: list[dict]) -> list[str]:
   """``summary.md``'s line for each budget band a method has no model in."""
   labels = methods_lib.labels()
   return [f'- {labels.get(c["method"], c["method"])}: no model in {_band_name(c["band"])} of the '
-          f'uniform table; {c["why"]}.' for c in coverage if c['why']]
+          f'uniform table: {c["why"]}.' for c in coverage if c['why']]
 
 
 # ------------------------------------------------------------------------------ writing

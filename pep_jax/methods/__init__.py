@@ -50,9 +50,11 @@ def labels() -> dict[str, str]:
   return {series: label for m in METHODS.values() for series, label in m.labels.items()}
 
 
-def floors() -> dict[str, str]:
-  """``{series: why its method cannot go below some size}`` (:attr:`.base.Method.floor`)."""
-  return {series: m.floor for m in METHODS.values() for series in m.labels}
+def floors(config, field_dims) -> dict[str, tuple[float, str]]:
+  """``{series: (least share of the uniform table, why)}`` of every method with a floor
+  (:attr:`.base.Method.floor`) on fields of ``field_dims``."""
+  return {series: m.floor(config, field_dims) for m in METHODS.values() if m.floor
+          for series in m.labels}
 
 
 def resumable_keys() -> tuple[str, ...]:

@@ -11,7 +11,7 @@ has the checklist).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -134,9 +134,10 @@ class Method(NamedTuple):
     rows_mode: whether it trains with ``optimizer.updates='rows'``.
     resumable_keys: its config keys that may change in a work directory without changing a
       result (more candidates, another ablation).
-    floor: why the method cannot store less than some share of the table, in one line (the
-      summary gives it for a budget band where the method has no model); '' for a method that
-      reaches any budget it is given.
+    floor: ``(config, field_dims) -> (share, why)``: the least share of the uniform table at
+      the base width any model of the method can store on these fields, and why, in one
+      clause (the summary gives it for a budget band where the method has no model); None for
+      a method that reaches any budget it is given.
   """
 
   name: str
@@ -152,7 +153,7 @@ class Method(NamedTuple):
   search_stage: Callable[[Context], tuple[Stage, Callable | None]] | None = None
   rows_mode: bool = False
   resumable_keys: tuple[str, ...] = ()
-  floor: str = ''
+  floor: Callable[[Any, Sequence[int]], tuple[float, str]] | None = None
 
 
 def no_search(ctx: Context) -> None:

@@ -298,5 +298,8 @@ METHOD = Method(
     name=NAME, labels={NAME: 'DartsEmb'}, check=check, search=search, candidates=candidates,
     build=build, initial=initial, size=size, compact=compact,
     layouts={'fieldwidth': compact_lib.FIELDWIDTH}, search_stage=_search_stage,
-    floor=('every field keeps a width of at least 1 (1/D of the table), and the size '
-           'is what the search picks, not a budget'))
+    floor=lambda config, field_dims: (
+        (sum(field_dims) + len(field_dims) * int(config.embedding.dim))
+        / (sum(field_dims) * int(config.embedding.dim)),
+        'every field keeps a width of at least 1 and its projection, and the size is what the '
+        'search picks, not a budget'))

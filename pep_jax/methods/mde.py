@@ -243,9 +243,19 @@ def compact(ctx: Context, cand: Candidate, stage: Stage, state, constants,
   return Compact('mde', compact_lib.encode_mde(params, consts['block'], consts['local']))
 
 
+def _floor(config, field_dims) -> tuple[float, str]:
+  """The narrowest of ``mde.dims`` cut into the most of ``mde.blocks`` blocks, every block
+  but the most popular at width 1 (and its projection), over the uniform table at
+  ``embedding.dim``."""
+  rows, blocks = sum(field_dims), max(config.mde.blocks)
+  dim = min(int(d) for d in config.mde.dims)
+  first = -(-rows // blocks)
+  return ((first * dim + rows - first + (blocks - 1) * dim) / (rows * int(config.embedding.dim)),
+          'every feature keeps at least one entry, the most popular block the whole width')
+
+
 METHOD = Method(
     name=NAME, labels={NAME: 'MDE'}, check=check, search=no_search, candidates=candidates,
     build=build, initial=initial, size=size, compact=compact,
     layouts={'mde': compact_lib.MDE},
-    floor=('every feature keeps at least one entry and the most popular block the whole '
-           'width: more than 1/D of the table'))
+    floor=_floor)

@@ -300,5 +300,8 @@ METHOD = Method(
     name=NAME, labels={NAME: 'MGQE'}, check=check, search=no_search, candidates=candidates,
     build=build, initial=initial, size=size, compact=compact,
     layouts={'codes': compact_lib.CODES},
-    floor=('S codes per feature, each counted as a parameter: at least 1/D of the table '
-           'at S=1 (in bytes, a few bits per code, it goes far lower)'))
+    floor=lambda config, field_dims: (
+        (sum(field_dims) + min(config.mgqe.centroids) * min(config.mgqe.dims))
+        / (sum(field_dims) * int(config.embedding.dim)),
+        'every feature stores at least one code, counted as a parameter, beside the centroids '
+        '(in bytes, a few bits per code, it goes far lower)'))

@@ -240,5 +240,5 @@ METHOD = Method(
     search=search, candidates=candidates, build=build, initial=initial, size=size,
     compact=compact, layouts=SPARSE_LAYOUTS, search_stage=search_stage, rows_mode=True,
     resumable_keys=('retrain.init',),
-    floor=('a ticket is cut where the pruned count reaches a budget; a budget not reached '
-           'within prune.max_epochs has none'))
+    floor=lambda config, field_dims: (0.0, 'no budget in this band was given, or the pruning '
+                                      'did not reach it within prune.max_epochs'))

@@ -298,5 +298,7 @@ def compact(ctx: Context, cand: Candidate, stage: Stage, state, constants,
 METHOD = Method(
     name=NAME, labels={NAME: 'QR'}, check=check, search=no_search, candidates=candidates,
     build=build, initial=initial, size=size, compact=compact, layouts=LAYOUTS,
-    floor=('a field of V features stores at least ceil(V/m) + m rows for any bucket '
-           'count m (about 2 sqrt(V) at best)'))
+    floor=lambda config, field_dims: (
+        int(params_by_buckets(field_dims, 1).min()) / sum(field_dims),
+        'a field of V features stores at least ceil(V/m) + m rows for any bucket count m, '
+        'about 2 sqrt(V) at best'))

@@ -59,4 +59,5 @@ METHOD = Method(
     name=NAME, labels={NAME: 'UE'}, check=check, search=no_search, candidates=candidates,
     build=build, initial=initial, size=size, compact=compact,
     layouts={'dense': compact_lib.DENSE}, rows_mode=True, resumable_keys=('ue.dims',),
-    floor='one entry per feature at d=1: 1/embedding.dim of the table')
+    floor=lambda config, field_dims: (1 / int(config.embedding.dim),
+                                      'one entry per feature at d=1'))
