@@ -11,6 +11,8 @@ base width), restores the best checkpoints of ``retrain/ue_d<dim>`` and every
 test rows. Writes ``interactions.png`` (one heat map per model, the diagonal left blank) and
 ``interactions.md`` / ``.csv``: the mean off-diagonal interaction of each model and, on
 synthetic data, the share of it carried by pairs that involve a noise field.
+``--results=docs/results/interactions.json`` also records the table, the data's size and the
+machine there, for ``docs/analyses.md`` (``experiments/readme_results.py``).
 """
 
 import os
@@ -30,6 +32,8 @@ flags.DEFINE_string('workdir', None, 'Folder of the figure and table (and of the
 flags.DEFINE_string('run_dir', None, 'A finished work directory of --config to read instead '
                     'of running the experiment in --workdir/run.')
 flags.DEFINE_integer('rows', 20_000, 'Test rows the interactions are averaged over.')
+flags.DEFINE_string('results', None, 'A JSON file to record the table in, with the data and '
+                    'the machine (docs/results/interactions.json).')
 flags.mark_flag_as_required('workdir')
 FLAGS = flags.FLAGS
 
@@ -46,19 +50,20 @@ def main(argv):
   os.makedirs(FLAGS.workdir, exist_ok=True)
   data = load_dataset(config.data)
   ids = data.test.ids[:FLAGS.rows]
-  runs = [(f'uniform d={dim}', ue.candidate(dim).run)]
-  runs += [(f'PEP {t["nonzeros"]:,} non-zeros', pep.run_name('rewind', t['budget']))
+  runs = [(f'uniform d={dim}', ue.candidate(dim).run, None)]
+  runs += [(f'PEP {t["nonzeros"]:,} non-zeros', pep.run_name('rewind', t['budget']), t['budget'])
            for t in find_tickets(run_dir)]
   matrices, rows = [], []
   noise = None
   if data.info.get('intrinsic_dims'):
     noise = np.asarray(data.info['intrinsic_dims']) == 0
   off = ~np.eye(data.num_fields, dtype=bool)
-  for label, run in runs:
+  for label, run, budget in runs:
     table = analysis.best_effective_table(config, data, run_dir, run)
     matrix = analysis.interaction_matrix(table, ids, data.field_dims)
     matrices.append((label, matrix))
-    row = {'model': label, 'run': run, 'nonzeros': int(np.count_nonzero(table)),
+    row = {'model': label, 'run': run, 'budget': budget,
+           'nonzeros': int(np.count_nonzero(table)),
            'mean_interaction': float(matrix[off].mean())}
     if noise is not None:
       with_noise = (noise[:, None] | noise[None, :]) & off
@@ -88,6 +93,13 @@ def main(argv):
   print(analysis.write_tables(rows, columns, FLAGS.workdir, 'interactions',
                               f'Field interactions ({config.data.name}, {config.model.name})',
                               notes))
+  if FLAGS.results:
+    analysis.write_results(FLAGS.results, {
+        'data': analysis.describe_data(data), 'model': config.model.name, 'dim': dim,
+        'entries': int(sum(data.field_dims)) * dim, 'averaged_over_rows': int(len(ids)),
+        'noise_pair_fraction': None if noise is None else float(
+            (noise[:, None] | noise[None, :])[off].mean()),
+        'rows': rows})
 
 
 if __name__ == '__main__':
