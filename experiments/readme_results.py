@@ -147,6 +147,219 @@ def render_rows_vs_dense(results: dict) -> str:
           f'{machine["jax"]}, with other work on the machine (speeds are of that run only).\n')
 
 
+# ------------------------------------------------------------ export and serving (bench_export)
+
+
+def _rate(rows_per_second: float) -> str:
+  return f'{rows_per_second / 1e6:.2f}M'
+
+
+def _span(values, fmt: str, unit: str = '') -> str:
+  """``'a to b'`` over ``values``, or the one value when they round alike."""
+  lo, hi = format(min(values), fmt) + unit, format(max(values), fmt) + unit
+  return lo if lo == hi else f'{lo} to {hi}'
+
+
+def _count(n: int) -> str:
+  return ('zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine')[n] \
+      if n < 10 else f'{n:,}'
+
+
+def _export_rows(results: dict, part: str) -> list[dict]:
+  return [r for r in results['rows'] if r['part'] == part]
+
+
+def _budget_percent(run: str, dense_table_bytes: int) -> str:
+  """``'10%'`` for ``pep_b53454`` of a 534,544-entry table."""
+  return _percent(int(run.split('_b')[-1]), dense_table_bytes // 4)
+
+
+def _smallest_ticket(results: dict) -> str:
+  return min({r['run'] for r in _export_rows(results, 'forms') if r['run'].startswith('pep_b')},
+             key=lambda run: int(run.split('_b')[-1]))
+
+
+def _form(results: dict, run: str, layout: str, form: str) -> dict:
+  return next(r for r in _export_rows(results, 'forms')
+              if (r['run'], r['layout'], r['form']) == (run, layout, form))
+
+
+def _demo_shape(results: dict) -> tuple[int, int]:
+  """Features and base width of the demo, from its widest uniform model's dense table."""
+  ue = max((r for r in _export_rows(results, 'forms') if r['run'].startswith('ue_d')),
+           key=lambda r: int(r['run'].split('_d')[-1]))
+  dim = int(ue['run'].split('_d')[-1])
+  return ue['dense_table_bytes'] // (4 * dim), dim
+
+
+def _machine_line(results: dict) -> str:
+  machine = results['machine']
+  return (f'{machine["cpu_count"]}-core {machine["processor"].replace("_", "-")} '
+          f'{machine["device_platform"].upper()}')
+
+
+def render_export_forms(results: dict) -> str:
+  """docs/serving.md: every run of the demo in each layout and form."""
+  machine = results['machine']
+  device = 'no accelerator' if machine['device_platform'] == 'cpu' else machine['device_kind']
+  lines = [f'`python experiments/bench_export.py --workdir=runs/demo '
+           f'--json=docs/results/bench_export.json`',
+           '(printed table: [results/bench_export.txt](results/bench_export.txt)), on a '
+           f'{_machine_line(results)}',
+           f'shared with other engineers\' jobs, {device}, JAX {machine["jax"]}. Every finished '
+           'run of the demo',
+           f'(FM, `D = {_demo_shape(results)[1]}`, 50,000 test rows), exported in each form and '
+           'layout; rows/s of the lookup alone',
+           '(derived arrays computed once) and of the whole scorer (lookup and FM), in batches of '
+           f'{results["batch_size"]:,},',
+           f'best of {results["repeats"]}, the forms of a layout timed in turn so that load from '
+           'other jobs falls on all of',
+           'them; `/float` is over the same layout\'s float32 form. The machine was shared: rows/s '
+           'vary',
+           'between runs, ratios less.', '',
+           '| run | layout | form | bytes (of dense) | test AUC | AUC drop | max \\|Δp\\| '
+           '| lookup rows/s (/float) | scorer rows/s (/float) |',
+           '|---|---|---|---:|---:|---:|---:|---:|---:|']
+  for r in _export_rows(results, 'forms'):
+    lines.append(f'| {r["run"]} | `{r["layout"]}` | {r["form"]} | {r["bytes"]:,} '
+                 f'({r["fraction_of_dense"]:.2%}) | {r["test_auc"]:.5f} | {r["auc_drop"]:+.5f} '
+                 f'| {r["max_prob_diff"]:.1e} | {_rate(r["lookup_rows_per_second"])} '
+                 f'({r["lookup_over_float"]:.2f}) | {_rate(r["scorer_rows_per_second"])} '
+                 f'({r["scorer_over_float"]:.2f}) |')
+  return '\n'.join(lines) + '\n'
+
+
+def render_export_criteo(results: dict) -> str:
+  """docs/serving.md: the Criteo-sized table's forms."""
+  rows = _export_rows(results, 'criteo')
+  first = rows[0]
+  batches = (f'{results["criteo_batches"]} batches' if 'criteo_batches' in results
+             else 'batches')
+  lines = [f'A Criteo-sized table ({first["rows"]:,} features in 39 fields, `D = {first["dim"]}`, '
+           f'synthetic: a random table',
+           f'with {results["density"]:.0%} of its entries kept, {first["nonzeros"]:,} non-zeros; '
+           f'random ids, {batches} of {results["batch_size"]:,} rows),',
+           'lookup only:', '',
+           '| layout | form | bytes (of dense) | lookup rows/s (/float) | derive once '
+           '| lookup of a batch | rows/s deriving on every call (/once) |',
+           '|---|---|---:|---:|---:|---:|---:|']
+  for r in rows:
+    cells = ['-', '-', '-']
+    if 'derive_seconds' in r:
+      every = r['lookup_rows_per_second_deriving_every_call']
+      cells = [f'{1e3 * r["derive_seconds"]:.2f} ms', f'{1e3 * r["batch_seconds"]:.2f} ms',
+               f'{_rate(every)} ({every / r["lookup_rows_per_second"]:.2f})']
+    lines.append(f'| `{r["layout"]}` | {r["form"]} | {r["bytes"]:,} ({r["fraction_of_dense"]:.2%}) '
+                 f'| {_rate(r["lookup_rows_per_second"])} ({r["lookup_over_float"]:.2f}) | '
+                 + ' | '.join(cells) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+# The targets the quantised forms were built to: int8 bytes over the dense float32 table, test
+# AUC drop of int8, int8 bitmask lookup rows/s over the float form's.
+INT8_BYTES_TARGET = 0.06
+INT8_AUC_TARGET = 0.0005
+INT8_LOOKUP_TARGET = 0.7
+
+
+def _met(ok: bool) -> str:
+  return '**met**' if ok else '**not met**'
+
+
+def render_export_targets(results: dict) -> str:
+  """docs/serving.md: the targets of the 10% ticket, the quantised dense forms, and why
+  ``bitmask`` is the default layout."""
+  ticket = _smallest_ticket(results)
+  tickets = sorted({r['run'] for r in _export_rows(results, 'forms') if r['run'] == ticket
+                    or r['run'].startswith('pep_b')})
+  float_, int8, int4 = (_form(results, ticket, 'bitmask', f) for f in ('none', 'int8', 'int4'))
+  share = _budget_percent(ticket, float_['dense_table_bytes'])
+  num_rows, _ = _demo_shape(results)
+  stored_offsets = float_['bytes'] + 4 * num_rows
+  criteo = {(r['layout'], r['form']): r for r in _export_rows(results, 'criteo')}
+  int8_ratios = [_form(results, t, 'bitmask', 'int8')['lookup_over_float'] for t in tickets]
+  criteo_int8 = criteo['bitmask', 'int8']['lookup_over_float']
+  lines = [f'**Targets** (the demo\'s {share} ticket, `bitmask`):', '',
+           f'* int8 embedding at most {INT8_BYTES_TARGET:.0%} of the dense float32 table: '
+           f'{_met(int8["fraction_of_dense"] <= INT8_BYTES_TARGET)}, {int8["bytes"]:,} bytes, '
+           f'{int8["fraction_of_dense"]:.2%}. The',
+           f'  float form is {float_["bytes"]:,} bytes ({float_["fraction_of_dense"]:.2%}); with '
+           f'its offsets stored, as before, it was {stored_offsets:,}',
+           f'  ({stored_offsets / float_["dense_table_bytes"]:.2%}, the bytes in '
+           '`runs/demo/summary.md` of this demo run).',
+           f'* test AUC within {INT8_AUC_TARGET} of the float model: '
+           f'{_met(abs(int8["auc_drop"]) <= INT8_AUC_TARGET)}, {int8["test_auc"]:.5f} against '
+           f'{float_["test_auc"]:.5f} (int8).',
+           f'* int4, reported: {int4["bytes"]:,} bytes ({int4["fraction_of_dense"]:.2%}), test '
+           f'AUC {int4["test_auc"]:.5f}, a drop of {int4["auc_drop"]:.5f}.',
+           f'* lookup rows/s of the int8 `bitmask` form at least {INT8_LOOKUP_TARGET}x the float '
+           f'form\'s: {_met(min(int8_ratios + [criteo_int8]) >= INT8_LOOKUP_TARGET)}, '
+           f'{int8["lookup_over_float"]:.2f}x on',
+           f'  the demo\'s {share} ticket ({_span(int8_ratios, ".2f", "x")} over the '
+           f'{_count(len(tickets))} tickets) and {criteo_int8:.2f}x on the '
+           'Criteo-sized',
+           '  table.', '']
+  dense = [r for r in _export_rows(results, 'forms') if r['layout'] == 'dense']
+  quantised = [r for r in dense if r['form'] != 'none']
+  floats = [r['lookup_rows_per_second'] for r in dense if r['form'] == 'none']
+  lines += [
+      'Not a target, and slower: the quantised `dense` forms on the demo '
+      f'({_span([r["lookup_over_float"] for r in quantised], ".2f", "x")} of the',
+      f'float lookup, {_span([r["scorer_over_float"] for r in quantised], ".2f", "x")} of the '
+      f'scorer). A float dense row is one contiguous gather, at '
+      f'{min(floats) / 1e6:.0f}M',
+      f'to {max(floats) / 1e6:.0f}M rows/s here; dequantising adds a pass over every looked-up '
+      'entry, which that speed makes',
+      'visible. On the Criteo-sized table, where the table no longer fits the caches, int8 ran at',
+      f'{criteo["dense", "int8"]["lookup_over_float"]:.2f}x and int4 at '
+      f'{criteo["dense", "int4"]["lookup_over_float"]:.2f}x of the float rows.', '']
+  over_csr = [_form(results, t, 'bitmask', 'none')['lookup_rows_per_second']
+              / _form(results, t, 'csr', 'none')['lookup_rows_per_second'] for t in tickets]
+  smaller = all(_form(results, t, 'bitmask', f)['bytes'] < _form(results, t, 'csr', f)['bytes']
+                for t in tickets for f in ('none', 'int8', 'int4'))
+  csr_float, csr_int8 = (_form(results, ticket, 'csr', f) for f in ('none', 'int8'))
+  lines += [
+      '**Why `bitmask` is the default.** Its lookup ran at '
+      f'{_span(over_csr, ".1f", "x")} the rows/s of `csr` in',
+      'float32 on every demo ticket: it gathers one mask and one offset per looked-up feature and',
+      'reads each value at a computed position, while `csr` must also gather the column of every',
+      'value and scatter the values into their dimensions. With the offsets derived it is also '
+      'the',
+      f'smaller {"at every budget" if smaller else "here"} ({float_["bytes"]:,} against '
+      f'{csr_float["bytes"]:,} bytes at {share}), and more so quantised, where',
+      f'`csr` still spends a column byte per value ({int8["bytes"]:,} against '
+      f'{csr_int8["bytes"]:,} in int8).']
+  return '\n'.join(lines) + '\n'
+
+
+def render_export_schemes(results: dict) -> str:
+  """docs/serving.md: bytes and AUC drop of each quantisation scheme and scale group."""
+  rows = _export_rows(results, 'study')
+  runs = list(dict.fromkeys(r['run'] for r in rows))
+  schemes = {name: scheme for name, scheme in results['schemes'].items() if scheme}
+  dense_bytes = {r['run']: r['bytes'] / r['fraction_of_dense'] for r in rows}
+
+  def title(run: str) -> str:
+    if run.startswith('pep_b'):
+      return f'{run} ({_budget_percent(run, round(dense_bytes[run]))} ticket)'
+    return run
+
+  header = ' | '.join(f'{title(run)}: bytes of dense | AUC drop' for run in runs)
+  lines = [f'| bits | scheme | entries per scale | {header} |',
+           '|---:|---|---:|' + '---:|---:|' * len(runs)]
+  cells = {}
+  for r in rows:
+    cells.setdefault((r['bits'], r['symmetric'], r['group']), []).append(
+        f'{r["fraction_of_dense"]:.2%} | {r["auc_drop"]:+.5f}')
+  for (bits, symmetric, group), values in cells.items():
+    scheme = 'symmetric' if symmetric else 'affine'
+    for name, s in schemes.items():
+      if (s['bits'], s['symmetric'], s['group']) == (bits, symmetric, group):
+        scheme += f' **(`{name}`)**'
+    lines.append(f'| {bits} | {scheme} | {group or "array"} | ' + ' | '.join(values) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
 # name -> (results file in docs/results/, renderer of its contents; .json files are parsed)
 RENDERERS = {
     'demo': ('demo.json', render_demo),
@@ -155,8 +368,12 @@ RENDERERS = {
     'reachability_standin': ('reachability_standin.md', render_table),
     'reachability_standin_long': ('reachability_standin_long.md', render_table),
     'granularity': ('granularity.md', render_table),
+    'export_forms': ('bench_export.json', render_export_forms),
+    'export_criteo': ('bench_export.json', render_export_criteo),
+    'export_targets': ('bench_export.json', render_export_targets),
+    'export_schemes': ('bench_export.json', render_export_schemes),
 }
-PAGES = ('README.md', 'docs/performance.md', 'docs/analyses.md')
+PAGES = ('README.md', 'docs/performance.md', 'docs/analyses.md', 'docs/serving.md')
 
 
 def render(readme: str, results_dir: str = RESULTS) -> str:

@@ -104,7 +104,8 @@ def main(argv):
   correlations = {'size_vs_frequency': float(spearman(final, counts))}
   notes = [f'Sizes at step {int(steps[-1])} ({int(final.sum()):,} non-zeros of '
            f'{final.size * dim:,}).',
-           f'- Spearman, feature size vs feature frequency: {correlations["size_vs_frequency"]:.3f}']
+           '- Spearman, feature size vs feature frequency: '
+           f'{correlations["size_vs_frequency"]:.3f}']
   if intrinsic:
     planted = np.asarray(intrinsic)
     correlations['size_vs_field_intrinsic'] = float(spearman(final, planted[fields]))
