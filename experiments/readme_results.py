@@ -28,6 +28,7 @@ import os
 import platform
 import re
 import sys
+import textwrap
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, 'docs', 'results')
@@ -360,6 +361,32 @@ def render_export_schemes(results: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def _fill(text: str) -> str:
+  """``text`` wrapped at 100 columns, never inside a word or a flag."""
+  return textwrap.fill(text, 100, break_on_hyphens=False, break_long_words=False)
+
+
+def render_export_readme(results: dict) -> str:
+  """README.md: the smallest demo ticket exported, float32, int8 and int4."""
+  ticket = _smallest_ticket(results)
+  float_, int8, int4 = (_form(results, ticket, 'bitmask', f) for f in ('none', 'int8', 'int4'))
+  _, dim = _demo_shape(results)
+  machine = results['machine']
+  device = 'no accelerator' if machine['device_platform'] == 'cpu' else machine['device_kind']
+  return _fill(
+      f'The demo\'s {_budget_percent(ticket, float_["dense_table_bytes"])} ticket '
+      f'({float_["nonzeros"]:,} non-zeros) exported as above: its embedding takes '
+      f'{float_["bytes"]:,} bytes against {float_["dense_table_bytes"]:,} for the dense d={dim} '
+      f'table ({float_["fraction_of_dense"]:.1%}; a bit mask per feature and the values, each '
+      f'row\'s offset derived when the artifact is loaded), and {int8["bytes"]:,} bytes '
+      f'({int8["fraction_of_dense"]:.1%}) with `--quantize=int8`, at a test AUC of '
+      f'{int8["test_auc"]:.5f} against the float model\'s {float_["test_auc"]:.5f} (50,000 test '
+      f'rows); int4 takes {int4["bytes"]:,} bytes ({int4["fraction_of_dense"]:.1%}) and '
+      f'{"loses" if int4["auc_drop"] >= 0 else "gains"} {abs(int4["auc_drop"]):.5f} AUC. The '
+      f'whole int8 artifact is {int8["artifact_bytes"]:,} bytes on disk. Measured on a '
+      f'{_machine_line(results)} shared with other jobs, {device}.') + '\n'
+
+
 # name -> (results file in docs/results/, renderer of its contents; .json files are parsed)
 RENDERERS = {
     'demo': ('demo.json', render_demo),
@@ -372,6 +399,7 @@ RENDERERS = {
     'export_criteo': ('bench_export.json', render_export_criteo),
     'export_targets': ('bench_export.json', render_export_targets),
     'export_schemes': ('bench_export.json', render_export_schemes),
+    'export_readme': ('bench_export.json', render_export_readme),
 }
 PAGES = ('README.md', 'docs/performance.md', 'docs/analyses.md', 'docs/serving.md')
 
