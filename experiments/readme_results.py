@@ -361,9 +361,132 @@ def render_export_schemes(results: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def _fill(text: str) -> str:
-  """``text`` wrapped at 100 columns, never inside a word or a flag."""
-  return textwrap.fill(text, 100, break_on_hyphens=False, break_long_words=False)
+def render_export_scheme_choice(results: dict) -> str:
+  """docs/serving.md: why ``int8`` and ``int4`` use the schemes they do, from the study."""
+  rows = _export_rows(results, 'study')
+  ticket, uniform = (next(r['run'] for r in rows if r['run'].startswith(p))
+                     for p in ('pep_b', 'ue_d'))
+  int8, int4 = (results['schemes'][name] for name in ('int8', 'int4'))
+
+  def at(run, bits, symmetric, group):
+    return next(r for r in rows if (r['run'], r['bits'], r['symmetric'], r['group'])
+                == (run, bits, symmetric, group))
+
+  def of(run, bits):
+    return [r for r in rows if r['run'] == run and r['bits'] == bits]
+
+  eight = [r['auc_drop'] for r in rows if r['bits'] == 8]
+  both_ways = ', up and down alike' if min(eight) < 0 < max(eight) else ''
+  finest = min(r['group'] for r in rows if r['group'])
+  points = {run: 100 * (at(run, 8, int8['symmetric'], int8['group'])['fraction_of_dense']
+                        - min(r['fraction_of_dense'] for r in of(run, 8)))
+            for run in (ticket, uniform)}
+  whole = [r['auc_drop'] for r in rows if r['bits'] == 4 and not r['group']]
+  chosen = {run: at(run, 4, int4['symmetric'], int4['group']) for run in (ticket, uniform)}
+  other = not int4['symmetric']
+  same_group = {run: at(run, 4, other, int4['group']) for run in (ticket, uniform)}
+  finest_other = at(ticket, 4, other, finest)
+  smallest = {run: min(r['auc_drop'] for r in of(run, 4)) for run in (ticket, uniform)}
+  ties = [r for r in of(uniform, 4) if r is not chosen[uniform]
+          and f'{r["auc_drop"]:.5f}' == f'{chosen[uniform]["auc_drop"]:.5f}']
+  scheme = lambda symmetric: 'symmetric' if symmetric else 'affine'
+  if chosen[ticket]['auc_drop'] <= smallest[ticket]:
+    on_ticket = 'the smallest drop on the ticket'
+  else:
+    on_ticket = f'not the smallest drop on the ticket (that is {smallest[ticket]:.5f})'
+  if chosen[uniform]['auc_drop'] <= smallest[uniform]:
+    on_uniform = 'on the uniform model no more than any other'
+  else:
+    on_uniform = f'on the uniform model more than the smallest ({smallest[uniform]:.5f})'
+  tie = (f', the same as {scheme(ties[0]["symmetric"])} at {ties[0]["group"] or "array"}'
+         if ties else '')
+  extra = {run: 100 * (chosen[run]['fraction_of_dense'] - same_group[run]['fraction_of_dense'])
+           for run in (ticket, uniform)}
+  float_ = _form(results, ticket, 'bitmask', 'none')
+  num_rows, _ = _demo_shape(results)
+  share = _budget_percent(ticket, float_['dense_table_bytes'])
+  return _fill(
+      f'At 8 bits every grouping moved the test AUC by at most {max(map(abs, eight)):.5f} either '
+      f'way{both_ways}: the group only costs bytes, from '
+      f'{at(ticket, 8, True, finest)["fraction_of_dense"]:.2%} (ticket) and '
+      f'{at(uniform, 8, True, finest)["fraction_of_dense"]:.2%} (uniform) of the dense table at '
+      f'{finest} entries per scale (for the uniform {uniform.split("_")[-1].replace("d", "d=")} '
+      'table, one scale per row) down to '
+      f'{at(ticket, 8, True, 0)["fraction_of_dense"]:.2%} and '
+      f'{at(uniform, 8, True, 0)["fraction_of_dense"]:.2%} with one scale per array. `int8` is '
+      f'**{scheme(int8["symmetric"])} with a scale per {int8["group"]} entries**: '
+      f'{points[ticket]:.2f} and {points[uniform]:.2f} points above the smallest, and a large '
+      f'entry coarsens only the {int8["group"] - 1} entries around it, not the whole table. At 4 '
+      f'bits the drop tends to grow with the group (a whole-array scale loses '
+      f'{_span(whole, ".4f")}), and `int4` is **{scheme(int4["symmetric"])} with a scale'
+      f'{" and offset" if not int4["symmetric"] else ""} per {int4["group"]} entries**: '
+      f'{on_ticket} ({chosen[ticket]["auc_drop"]:.5f}, against '
+      f'{same_group[ticket]["auc_drop"]:.5f} {scheme(other)} at {int4["group"]} and '
+      f'{finest_other["auc_drop"]:.5f} {scheme(other)} at {finest}) and {on_uniform} '
+      f'({chosen[uniform]["auc_drop"]:.5f}{tie}), for {extra[ticket]:.2f} points more bytes than '
+      f'{scheme(other)} at {int4["group"]} on the ticket and {extra[uniform]:.2f} on the uniform '
+      'model. One scale per row (per feature) would cost 4 bytes per feature, more than the '
+      f'{share} ticket\'s whole int8 values (one byte per value, '
+      f'{float_["nonzeros"] / num_rows:.1f} values per feature), and a scale per field is no '
+      'grouping of the stored order a lookup can find without a per-row index; blocks of stored '
+      'entries need neither.') + '\n'
+
+
+def render_export_derive(results: dict) -> str:
+  """docs/serving.md: what deriving the bitmask's offsets on every call would cost."""
+  rows = [r for r in _export_rows(results, 'criteo') if 'derive_seconds' in r]
+  derive = [1e3 * r['derive_seconds'] for r in rows]
+  batch = [1e3 * r['batch_seconds'] for r in rows]
+  every = [r['lookup_rows_per_second_deriving_every_call'] / r['lookup_rows_per_second']
+           for r in rows]
+  longer = 'longer' if min(derive) > max(batch) else 'not always longer'
+  return _fill(
+      'Measured on the Criteo-sized table (below): deriving the bitmask\'s offsets takes '
+      f'{_span(derive, ".1f")} ms, {longer} than looking up a whole batch of '
+      f'{results["batch_size"]:,} rows ({_span(batch, ".1f")} ms), and a lookup that derives on '
+      f'every call ran at {_span(every, ".2f", "x")} the rows/s of one that derived once; a server '
+      f'answering small batches would pay the whole {max(derive):.0f} ms on each request.') + '\n'
+
+
+def render_export_check(results: dict) -> str:
+  """docs/serving.md: the check's figures on the demo's smallest ticket and uniform models."""
+  ticket = _smallest_ticket(results)
+  float_, int8, int4 = (_form(results, ticket, 'bitmask', f) for f in ('none', 'int8', 'int4'))
+  share = _budget_percent(ticket, float_['dense_table_bytes'])
+  uniform = sorted((r for r in _export_rows(results, 'forms') if r['layout'] == 'dense'),
+                   key=lambda r: -int(r['run'].split('_d')[-1]))
+  refused = {f: [r for r in uniform if r['form'] == f and not r['passes_default_check']]
+             for f in ('int8', 'int4')}
+  drops = ', '.join(f'{r["auc_drop"]:.5f} at {r["run"].split("_")[-1].replace("d", "d=")}'
+                    for r in refused['int4'])
+  if refused['int4'] and not refused['int8']:
+    uniform_line = (f'the uniform models\' int4 forms (drops {drops}) are refused at the default '
+                    'tolerance, their int8 forms are not.')
+  else:
+    uniform_line = (f'of the uniform models, {len(refused["int4"])} int4 and '
+                    f'{len(refused["int8"])} int8 forms are refused at the default tolerance.')
+  test_rows = '50,000 test rows'
+  first = _fill(
+      '* float32 form: the artifact is written only when both compact versions agree with the '
+      'trained model within `1e-6` relative. On the demo\'s '
+      f'{share} ticket the largest absolute difference of a probability is '
+      f'{float_["max_prob_diff"]:.1e} ({test_rows}).', '  ')
+  second = _fill(
+      '* quantised form: the artifact is written only when the StableHLO scorer agrees with the '
+      'compact model within `1e-6` relative and the test AUC moves by at most `--max_auc_drop` '
+      '(0.001) either way. Otherwise the export stops with one line (`InputError`) naming the '
+      'form, both AUCs and the tolerance, and writes nothing. On the demo\'s '
+      f'{share} ticket the test AUC is {float_["test_auc"]:.5f} in float32, '
+      f'{int8["test_auc"]:.5f} in int8 and {int4["test_auc"]:.5f} in int4 (a drop of '
+      f'{int4["auc_drop"]:.5f}, though single probabilities move by up to '
+      f'{int4["max_prob_diff"]:.2f}); ' + uniform_line, '  ')
+  return first + '\n' + second + '\n'
+
+
+def _fill(text: str, indent: str = '') -> str:
+  """``text`` wrapped at 100 columns, never inside a word or a flag; later lines indented."""
+  return textwrap.fill(text, 100, subsequent_indent=indent, break_on_hyphens=False,
+                       break_long_words=False)
 
 
 def render_export_readme(results: dict) -> str:
@@ -400,6 +523,9 @@ RENDERERS = {
     'export_targets': ('bench_export.json', render_export_targets),
     'export_schemes': ('bench_export.json', render_export_schemes),
     'export_readme': ('bench_export.json', render_export_readme),
+    'export_scheme_choice': ('bench_export.json', render_export_scheme_choice),
+    'export_derive': ('bench_export.json', render_export_derive),
+    'export_check': ('bench_export.json', render_export_check),
 }
 PAGES = ('README.md', 'docs/performance.md', 'docs/analyses.md', 'docs/serving.md')
 
