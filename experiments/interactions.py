@@ -10,7 +10,8 @@ base width), restores the best checkpoints of ``retrain/ue_d<dim>`` and every
 ``retrain/pep_b<budget>``, and computes ``M[i, j] = mean_r |<e_i(r), e_j(r)>|`` over ``--rows``
 test rows. Writes ``interactions.png`` (one heat map per model, the diagonal left blank) and
 ``interactions.md`` / ``.csv``: the mean off-diagonal interaction of each model and, on
-synthetic data, the share of it carried by pairs that involve a noise field.
+synthetic data, the share of it carried by pairs that involve a noise field and the correlation
+of its pairs of informative fields with the uniform model's.
 ``--results=docs/results/interactions.json`` also records the table, the data's size and the
 machine there, for ``docs/analyses.md`` (``experiments/readme_results.py``).
 """
@@ -70,6 +71,11 @@ def main(argv):
       row['noise_pair_share'] = float(matrix[with_noise].sum() / matrix[off].sum())
     rows.append(row)
     np.save(os.path.join(FLAGS.workdir, f'interactions_{run}.npy'), matrix)
+  if noise is not None:  # how closely each model keeps the first model's informative pattern
+    informative = (~noise[:, None] & ~noise[None, :]) & off
+    reference = matrices[0][1][informative]
+    for row, (_, matrix) in zip(rows, matrices):
+      row['informative_correlation'] = float(np.corrcoef(reference, matrix[informative])[0, 1])
 
   plt = analysis.pyplot()
   fig, axes = plt.subplots(1, len(matrices), figsize=(3.6 * len(matrices), 3.4), squeeze=False)
@@ -84,12 +90,13 @@ def main(argv):
   fig.savefig(os.path.join(FLAGS.workdir, 'interactions.png'), dpi=100)
   plt.close(fig)
   columns = ['model', 'run', 'nonzeros', 'mean_interaction'] + (
-      ['noise_pair_share'] if noise is not None else [])
+      ['noise_pair_share', 'informative_correlation'] if noise is not None else [])
   notes = ''
   if noise is not None:
     share = (noise[:, None] | noise[None, :])[off].mean()
     notes = (f'noise_pair_share: the part of the off-diagonal total carried by field pairs that '
-             f'involve a noise field ({share:.2f} of the pairs).')
+             f'involve a noise field ({share:.2f} of the pairs). informative_correlation: '
+             f'Pearson\'s correlation of the pairs of informative fields with {runs[0][0]}\'s.')
   print(analysis.write_tables(rows, columns, FLAGS.workdir, 'interactions',
                               f'Field interactions ({config.data.name}, {config.model.name})',
                               notes))

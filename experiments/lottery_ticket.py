@@ -92,6 +92,9 @@ def main(argv):
     analysis.write_results(FLAGS.results, {
         'data': analysis.describe_data(data), 'model': config.model.name, 'dim': dim,
         's_init': float(config.embedding.s_init), 'entries': int(sum(data.field_dims)) * dim,
+        'batch_size': int(config.train.batch_size),
+        'prune_max_epochs': int(config.prune.max_epochs),
+        'retrain_max_epochs': int(config.train.max_epochs),
         'teacher_test_auc': data.info.get('teacher_test_auc'), 'rows': rows})
 
 

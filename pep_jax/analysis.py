@@ -316,7 +316,7 @@ def describe_data(data: CTRDataset) -> dict:
   return {'name': data.name, 'fields': int(data.num_fields),
           'features': int(sum(data.field_dims)),
           'rows': len(data.train) + len(data.valid) + len(data.test),
-          'test_rows': len(data.test),
+          'train_rows': len(data.train), 'test_rows': len(data.test),
           'noise_fields': None if intrinsic is None else [f for f, k in enumerate(intrinsic)
                                                           if k == 0]}
 
