@@ -510,6 +510,226 @@ def render_export_readme(results: dict) -> str:
       f'{_machine_line(results)} shared with other jobs, {device}.') + '\n'
 
 
+# ------------------------------------------- the paper's analyses (lottery tickets, sizes, pairs)
+
+# One seed: AUC differences below this are not told apart from seed-to-seed noise.
+SEED_NOISE = 0.005
+
+
+def _measured_on(results: dict) -> str:
+  machine = results['machine']
+  device = 'no accelerator' if machine['device'] == 'cpu' else machine['device']
+  return (f'{machine["cpus"]} CPU cores ({machine["processor"] or "x86-64"}), {device}, JAX '
+          f'{machine["jax"]}, shared with other jobs (load average '
+          f'{machine["load_average_1min"]:.1f} when the results were written)')
+
+
+def _fields(fields: list[int]) -> str:
+  if fields == list(range(fields[0], fields[-1] + 1)):
+    return f'{fields[0]} to {fields[-1]}'
+  return ', '.join(map(str, fields))
+
+
+def render_analyses_setting(results: dict) -> str:
+  """docs/analyses.md: the synthetic default the analyses run on (lottery_ticket.json)."""
+  data = results['data']
+  budgets = ' and '.join(_percent(r['budget'], results['entries']) for r in results['rows'])
+  return _fill(
+      f'The default synthetic setting (`synthetic_analysis_config`) is the demo\'s: '
+      f'{data["fields"]} fields, {data["features"]:,} features, {data["rows"] // 1000:,}k rows, '
+      f'{results["model"].upper()}, d={results["dim"]}, `s_init={results["s_init"]:g}`. It '
+      f'departs from the demo in three ways: budgets of {budgets} of the table, retraining '
+      f'capped at {results["retrain_max_epochs"]} epochs with patience 2, and one uniform '
+      f'baseline, at d={results["dim"]}.') + '\n'
+
+
+def _signed_list(values: list[tuple[str, float]]) -> str:
+  return ' and '.join(f'{v:+.4f} AUC at {name}' for name, v in values)
+
+
+def render_lottery_ticket(results: dict) -> str:
+  """docs/analyses.md: rewind, random re-initialisation, no retraining and the unpruned model."""
+  rows, entries = results['rows'], results['entries']
+  unpruned = rows[0]['unpruned_nonzeros']
+  keys = ('rewind', 'random', 'no_retraining', 'unpruned')
+  lines = ['| budget | ticket step | non-zeros | rewind | random | no retraining | unpruned '
+           f'({unpruned:,}) |', '|---:|---:|---:|---:|---:|---:|---:|']
+  for r in rows:
+    best = max(keys, key=lambda k: r[k])
+    cells = [f'**{r[k]:.4f}**' if k == best else f'{r[k]:.4f}' for k in keys]
+    lines.append(f'| {_percent(r["budget"], entries)} | {r["ticket_step"]:,} | '
+                 f'{r["nonzeros"]:,} | ' + ' | '.join(cells) + ' |')
+  lines += ['', _fill(f'(Test AUC on the synthetic default, one seed. The teacher\'s ceiling is '
+                     f'{results["teacher_test_auc"]:.4f}. Measured on {_measured_on(results)}.)'),
+            '']
+  named = lambda key: [(_percent(r['budget'], entries), r['rewind'] - r[key]) for r in rows]
+  over_random = named('random')
+  signs = {v > 0 for _, v in over_random}
+  if signs == {True}:
+    verdict = 'Rewound tickets score above the same masks retrained from a random table'
+  elif signs == {False}:
+    verdict = 'Rewound tickets score below the same masks retrained from a random table'
+  else:
+    verdict = 'Rewinding against random re-initialisation goes both ways'
+  small = all(abs(v) < SEED_NOISE for _, v in over_random)
+  random_vs_unpruned = max(abs(r['random'] - r['unpruned']) for r in rows)
+  lowest = min(r['nonzeros'] for r in rows) / entries
+  highest = max(r['nonzeros'] for r in rows) / entries
+  bullet = f'- {verdict} (rewind minus random): {_signed_list(over_random)}.'
+  if signs == {True}:
+    bullet += ' That is the direction of the paper\'s ablation.'
+  if small:
+    bullet += (' With one seed, differences of a few thousandths are not separable: this run '
+               'does not tell rewinding from random re-initialisation.')
+  if random_vs_unpruned < SEED_NOISE:
+    bullet += (f' Random re-initialisation still matches the unpruned model (within '
+               f'{random_vs_unpruned:.4f}) with {lowest:.0%} to {highest:.0%} of its parameters.')
+  lines.append(_fill(bullet, '  '))
+  by_step = sorted(rows, key=lambda r: r['ticket_step'])
+  lost = [(r, r['rewind'] - r['no_retraining']) for r in by_step]
+  parts = [f'{d:.4f} AUC at {_percent(r["budget"], entries)} (cut at step {r["ticket_step"]:,})'
+           for r, d in lost]
+  if len(lost) > 1 and lost[0][1] > lost[-1][1] + SEED_NOISE:
+    lead = 'Retraining matters when the ticket is cut early. '
+  else:
+    lead = ''
+  bullet = (f'- {lead}Scoring the pruning model as it is at the ticket\'s step, without '
+            f'retraining, loses ' + ' and '.join(parts) + ' against the rewound ticket.')
+  close = [f'{_percent(r["budget"], entries)}' for r, d in lost if abs(d) < SEED_NOISE]
+  if close:
+    bullet += (f' At {" and ".join(close)} the difference is below what one seed separates: a '
+               'ticket cut late needs little retraining.')
+  lines.append(_fill(bullet, '  '))
+  return '\n'.join(lines) + '\n'
+
+
+def render_sizes_vs_frequency(results: dict) -> str:
+  """docs/analyses.md: learned sizes against frequency and the planted dimensions."""
+  groups, steps, dim = results['groups'], results['steps'], results['dim']
+  entries = results['data']['features'] * dim
+  final = [g['sparsity'][-1] for g in groups]
+  rarest = groups[0]
+  times = {1: 'once', 2: 'twice'}.get(rarest['max_count'], f'{rarest["max_count"]:,} times')
+  seen = (f'features seen at most {times}' if rarest['min_count'] == 0 else
+          f'features seen {rarest["min_count"]:,} to {rarest["max_count"]:,} times')
+  ordered = all(a >= b for a, b in zip(final, final[1:]))
+  first = ('- The rarest features go first. ' if ordered else '- ') + (
+      f'Group 1 ({seen}) is {rarest["sparsity"][1]:.1%} zero by step {steps[1]:,} and '
+      f'{rarest["sparsity"][2]:.1%} by step {steps[2]:,}. At the '
+      f'{_percent(results["budgets"][-1], entries)} ticket (step {steps[-1]:,}) the groups are '
+      + ', '.join(f'{s:.1%}' for s in final[:-1]) + f' and {final[-1]:.1%} sparse, from the '
+      'rarest group to the most frequent.')
+  c = results['correlations']
+  lines = [_fill(first, '  '), '- Spearman\'s rank correlation at that step:',
+           f'  - {c["size_vs_frequency"]:.3f} between a feature\'s size and its frequency;',
+           f'  - {c["size_vs_field_intrinsic"]:.3f} between a feature\'s size and its field\'s '
+           'planted intrinsic dimension;',
+           f'  - {c["field_size_vs_intrinsic"]:.3f} between a field\'s mean size and its '
+           'intrinsic dimension.']
+  noise = [r for r in results['rows'] if r['intrinsic_dim'] == 0]
+  small, large = (min(noise, key=lambda r: r['vocabulary']),
+                  max(noise, key=lambda r: r['vocabulary']))
+  text = ('- So on this data frequency decides the size more than the planted truth does. '
+          if c['size_vs_frequency'] > c['size_vs_field_intrinsic'] else '- ')
+  if small['mean_size'] > dim / 2:
+    text += (f'Noise fields with few values keep large embeddings: a noise field of '
+             f'{small["vocabulary"]:,} values averages {small["mean_size"]:.1f} of {dim}. An FM '
+             'can use such a near-constant embedding as an extra linear term. ')
+  if large['mean_size'] == min(r['mean_size'] for r in noise):
+    text += (f'The largest noise vocabularies end smallest: {large["vocabulary"]:,} values '
+             f'average {large["mean_size"]:.2f} entries.')
+  lines.append(_fill(text.rstrip(), '  '))
+  lines += ['', _fill(f'Measured on {_measured_on(results)}.')]
+  return '\n'.join(lines) + '\n'
+
+
+def render_interactions(results: dict) -> str:
+  """docs/analyses.md: field interactions of the uniform model and the tickets."""
+  rows, entries = results['rows'], results['entries']
+  lines = ['| model | non-zeros | mean off-diagonal interaction | share carried by pairs with a '
+           'noise field | correlation of the informative pairs with the uniform model\'s |',
+           '|---|---:|---:|---:|---:|']
+  for r in rows:
+    name = (f'PEP, {_percent(r["budget"], entries)} ticket' if r['budget']
+            else r['model'])
+    lines.append(f'| {name} | {r["nonzeros"]:,} | {r["mean_interaction"]:.4f} | '
+                 f'{r["noise_pair_share"]:.3f} | {r["informative_correlation"]:.3f} |')
+  noise = results['data']['noise_fields']
+  informative = [f for f in range(results['data']['fields']) if f not in noise]
+  uniform, tickets = rows[0], sorted(rows[1:], key=lambda r: -r['budget'])
+  shares = [uniform['noise_pair_share']] + [r['noise_pair_share'] for r in tickets]
+  text = (f'Fields {_fields(noise)} are the noise fields, and '
+          f'{results["noise_pair_fraction"]:.0%} of the field pairs involve one of them. ')
+  if uniform['noise_pair_share'] < results['noise_pair_fraction']:
+    text += ('The uniform model already gives those pairs small interactions: they carry '
+             f'{uniform["noise_pair_share"]:.3f} of the total. ')
+  if all(a > b for a, b in zip(shares, shares[1:])):
+    text += ('The PEP tickets shrink them further: the share of the total carried by noise '
+             f'pairs drops from {shares[0]:.3f} to {shares[-1]:.3f} at '
+             f'{_percent(tickets[-1]["budget"], entries)}. ')
+  else:
+    text += ('The tickets do not shrink that share steadily: ' + ', '.join(
+        f'{s:.3f}' for s in shares) + ' from the uniform model to the smallest ticket. ')
+  kept = min(r['informative_correlation'] for r in tickets) >= 0.9
+  text += (f'The informative block (fields {_fields(informative)}) '
+           f'{"keeps" if kept else "does not keep"} its pattern: its pairs correlate with the '
+           'uniform model\'s at '
+           + ' and '.join(f'{r["informative_correlation"]:.3f}' for r in tickets) + '.')
+  lines += ['', _fill(text), '',
+            _fill(f'Averaged over {results["averaged_over_rows"]:,} test rows; measured on '
+                  f'{_measured_on(results)}.')]
+  return '\n'.join(lines) + '\n'
+
+
+def render_readme_lottery_ticket(results: dict) -> str:
+  """README.md: the lottery-ticket analysis in two sentences."""
+  rows, entries = results['rows'], results['entries']
+  over = [r['rewind'] - r['random'] for r in rows]
+  verdict = ('scores above' if min(over) > 0 else 'scores below' if max(over) < 0
+             else 'scores about as')
+  noise = '; one seed, so not separable' if max(map(abs, over)) < SEED_NOISE else ''
+  early = min(rows, key=lambda r: r['ticket_step'])
+  return _fill(
+      f'`lottery_ticket.py`: at {" and ".join(_percent(r["budget"], entries) for r in rows)} of '
+      f'the table, the rewound ticket {verdict} the same mask retrained from a random table ('
+      + ' and '.join(f'{d:+.4f}' for d in over) + f' AUC{noise}). Scoring the pruned model '
+      f'without retraining costs {early["rewind"] - early["no_retraining"]:.4f} AUC when the '
+      f'ticket is cut early, at step {early["ticket_step"]:,}.') + '\n'
+
+
+def render_readme_sizes_vs_frequency(results: dict) -> str:
+  """README.md: the sizes-against-frequency analysis in three sentences."""
+  groups, c = results['groups'], results['correlations']
+  entries = results['data']['features'] * results['dim']
+  final = [g['sparsity'][-1] for g in groups]
+  ordered = all(a >= b for a, b in zip(final, final[1:]))
+  return _fill(
+      f'`sizes_vs_frequency.py` (the paper\'s Figure 6): '
+      f'{"rare features are pruned first. " if ordered else ""}At the '
+      f'{_percent(results["budgets"][-1], entries)} ticket the rarest fifth of the features is '
+      f'{final[0]:.0%} zero and the most frequent fifth {final[-1]:.0%}. A feature\'s size has a '
+      f'rank correlation of {c["size_vs_frequency"]:.2f} with its frequency, and '
+      f'{c["size_vs_field_intrinsic"]:.2f} with its field\'s planted intrinsic dimension.') + '\n'
+
+
+def render_readme_interactions(results: dict) -> str:
+  """README.md: the field-interaction analysis in two sentences."""
+  rows, entries = results['rows'], results['entries']
+  noise = results['data']['noise_fields']
+  informative = [f for f in range(results['data']['fields']) if f not in noise]
+  uniform, smallest = rows[0], min(rows[1:], key=lambda r: r['budget'])
+  kept = min(r['informative_correlation'] for r in rows[1:]) >= 0.9
+  falls = smallest['noise_pair_share'] < uniform['noise_pair_share']
+  return _fill(
+      '`interactions.py` (the paper\'s Figure 5): mean `|<e_i, e_j>|` per pair of fields. The '
+      f'tickets {"keep" if kept else "change"} the informative block (fields '
+      f'{_fields(informative)}) and {"shrink" if falls else "do not shrink"} the pairs that '
+      f'involve the noise fields {_fields(noise)}: their share of the total '
+      f'{"falls" if falls else "goes"} from {uniform["noise_pair_share"]:.3f} (uniform) to '
+      f'{smallest["noise_pair_share"]:.3f} ({_percent(smallest["budget"], entries)} ticket).') \
+      + '\n'
+
+
 # name -> (results file in docs/results/, renderer of its contents; .json files are parsed)
 RENDERERS = {
     'demo': ('demo.json', render_demo),
@@ -526,6 +746,13 @@ RENDERERS = {
     'export_scheme_choice': ('bench_export.json', render_export_scheme_choice),
     'export_derive': ('bench_export.json', render_export_derive),
     'export_check': ('bench_export.json', render_export_check),
+    'analyses_setting': ('lottery_ticket.json', render_analyses_setting),
+    'lottery_ticket': ('lottery_ticket.json', render_lottery_ticket),
+    'sizes_vs_frequency': ('sizes_vs_frequency.json', render_sizes_vs_frequency),
+    'interactions': ('interactions.json', render_interactions),
+    'readme_lottery_ticket': ('lottery_ticket.json', render_readme_lottery_ticket),
+    'readme_sizes_vs_frequency': ('sizes_vs_frequency.json', render_readme_sizes_vs_frequency),
+    'readme_interactions': ('interactions.json', render_readme_interactions),
 }
 PAGES = ('README.md', 'docs/performance.md', 'docs/analyses.md', 'docs/serving.md')
 
