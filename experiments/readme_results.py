@@ -730,6 +730,55 @@ def render_readme_interactions(results: dict) -> str:
       + '\n'
 
 
+def render_pep_ticket_steps(results: dict) -> str:
+  """docs/pep.md: when the demo's pruning cuts its tickets (lottery_ticket.json prunes as
+  configs/demo.py does)."""
+  rows, entries = results['rows'], results['entries']
+  steps_per_epoch = -(-results['data']['train_rows'] // results['batch_size'])
+  cap = results['prune_max_epochs'] * steps_per_epoch
+  cuts = ' and '.join(f'the {_percent(r["budget"], entries)} ticket at step {r["ticket_step"]:,}'
+                      for r in rows)
+  above = [r for r in rows if r['rewind'] > r['unpruned']]
+  retrained = ' and '.join(f'{r["rewind"]:.4f}' for r in rows)
+  return _fill(
+      f'With `s_init={results["s_init"]:g}`, the demo\'s pruning cuts {cuts}, of at most {cap:,} '
+      f'pruning steps ({results["prune_max_epochs"]} epochs of {steps_per_epoch:,}). Rewound '
+      f'and retrained (at most {results["retrain_max_epochs"]} epochs), they score {retrained} '
+      f'test AUC, against {rows[0]["unpruned"]:.4f} for the uniform d={results["dim"]} model '
+      f'({"both above it" if len(above) == len(rows) else "not all above it"}; one seed). From '
+      '`docs/results/lottery_ticket.json`: `experiments/lottery_ticket.py` prunes its synthetic '
+      'default exactly as `configs/demo.py` does (same data, seed, batches and thresholds), with '
+      'two of the demo\'s four budgets.') + '\n'
+
+
+def render_pep_masks(results: dict) -> str:
+  """docs/pep.md: what the demo's smallest ticket keeps of noise and informative fields
+  (sizes_vs_frequency.json stops where the demo's pruning cuts it)."""
+  rows, dim = results['rows'], results['dim']
+  entries = results['data']['features'] * dim
+  noise = [r for r in rows if r['intrinsic_dim'] == 0]
+  signal = [r for r in rows if r['intrinsic_dim']]
+  kept = lambda fields: (sum(r['vocabulary'] * r['mean_size'] for r in fields)
+                         / sum(r['vocabulary'] * dim for r in fields))
+  pairs = [(n, i) for n in noise for i in signal if n['vocabulary'] == i['vocabulary']]
+  n, i = min(pairs, key=lambda p: p[0]['vocabulary'])
+  share = _percent(results['budgets'][-1], entries)
+  largest_noise = max(r['vocabulary'] for r in noise) > max(r['vocabulary'] for r in signal)
+  return _fill(
+      f'What the masks follow (the demo\'s pruning to its {share} ticket, `s_init=-8`, mean size '
+      'of a field\'s features, from `docs/results/sizes_vs_frequency.json`): at equal vocabulary '
+      f'size, noise fields are pruned about as much as informative ones. The {n["vocabulary"]}-'
+      f'value noise field keeps {n["mean_size"]:.1f} of {dim} dimensions in the {share} ticket, '
+      f'against {i["mean_size"]:.1f} for the {i["vocabulary"]}-value informative field. The '
+      'pure-noise field\'s features all converge to one shared vector, which an FM can use as an '
+      'extra linear term on the other fields. Pruning is driven by frequency first. Noise fields '
+      f'lose {"far more" if kept(noise) < kept(signal) / 2 else "more"} in total '
+      f'({kept(noise):.0%} of their entries kept in the {share} ticket, against '
+      f'{kept(signal):.0%} for informative fields)'
+      + (' because the largest vocabularies are noise, as id-like fields are in real logs.'
+         if largest_noise else '.')) + '\n'
+
+
 # name -> (results file in docs/results/, renderer of its contents; .json files are parsed)
 RENDERERS = {
     'demo': ('demo.json', render_demo),
@@ -753,8 +802,10 @@ RENDERERS = {
     'readme_lottery_ticket': ('lottery_ticket.json', render_readme_lottery_ticket),
     'readme_sizes_vs_frequency': ('sizes_vs_frequency.json', render_readme_sizes_vs_frequency),
     'readme_interactions': ('interactions.json', render_readme_interactions),
+    'pep_ticket_steps': ('lottery_ticket.json', render_pep_ticket_steps),
+    'pep_masks': ('sizes_vs_frequency.json', render_pep_masks),
 }
-PAGES = ('README.md', 'docs/performance.md', 'docs/analyses.md', 'docs/serving.md')
+PAGES = ('README.md', 'docs/performance.md', 'docs/analyses.md', 'docs/serving.md', 'docs/pep.md')
 
 
 def render(readme: str, results_dir: str = RESULTS) -> str:
