@@ -761,15 +761,18 @@ def render_pep_masks(results: dict) -> str:
   kept = lambda fields: (sum(r['vocabulary'] * r['mean_size'] for r in fields)
                          / sum(r['vocabulary'] * dim for r in fields))
   pairs = [(n, i) for n in noise for i in signal if n['vocabulary'] == i['vocabulary']]
-  n, i = min(pairs, key=lambda p: p[0]['vocabulary'])
   share = _percent(results['budgets'][-1], entries)
   largest_noise = max(r['vocabulary'] for r in noise) > max(r['vocabulary'] for r in signal)
+  equal = ''
+  if pairs:
+    n, i = min(pairs, key=lambda p: p[0]['vocabulary'])
+    equal = ('at equal vocabulary size, noise fields are pruned about as much as informative '
+             f'ones. The {n["vocabulary"]}-value noise field keeps {n["mean_size"]:.1f} of {dim} '
+             f'dimensions in the {share} ticket, against {i["mean_size"]:.1f} for the '
+             f'{i["vocabulary"]}-value informative field. ')
   return _fill(
       f'What the masks follow (the demo\'s pruning to its {share} ticket, `s_init=-8`, mean size '
-      'of a field\'s features, from `docs/results/sizes_vs_frequency.json`): at equal vocabulary '
-      f'size, noise fields are pruned about as much as informative ones. The {n["vocabulary"]}-'
-      f'value noise field keeps {n["mean_size"]:.1f} of {dim} dimensions in the {share} ticket, '
-      f'against {i["mean_size"]:.1f} for the {i["vocabulary"]}-value informative field. The '
+      f'of a field\'s features, from `docs/results/sizes_vs_frequency.json`): {equal}The '
       'pure-noise field\'s features all converge to one shared vector, which an FM can use as an '
       'extra linear term on the other fields. Pruning is driven by frequency first. Noise fields '
       f'lose {"far more" if kept(noise) < kept(signal) / 2 else "more"} in total '
