@@ -149,6 +149,19 @@ def render_rows_vs_dense(results: dict) -> str:
 
 
 # ------------------------------------------------------------ export and serving (bench_export)
+#
+# The blocks below are written from results files that their scripts write, each with one
+# command (the machine they ran on is in the file):
+#
+#   python experiments/bench_export.py --workdir=runs/demo --json=docs/results/bench_export.json
+#   python experiments/lottery_ticket.py --workdir=runs/lottery_ticket \
+#       --results=docs/results/lottery_ticket.json
+#   python experiments/interactions.py --workdir=runs/interactions \
+#       --run_dir=runs/lottery_ticket/run --results=docs/results/interactions.json
+#   python experiments/sizes_vs_frequency.py --workdir=runs/sizes_vs_frequency \
+#       --results=docs/results/sizes_vs_frequency.json
+#
+# then ``python experiments/readme_results.py`` rewrites the pages.
 
 
 def _rate(rows_per_second: float) -> str:
