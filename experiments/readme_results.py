@@ -402,7 +402,10 @@ def render_export_scheme_choice(results: dict) -> str:
   smallest = {run: min(r['auc_drop'] for r in of(run, 4)) for run in (ticket, uniform)}
   ties = [r for r in of(uniform, 4) if r is not chosen[uniform]
           and f'{r["auc_drop"]:.5f}' == f'{chosen[uniform]["auc_drop"]:.5f}']
-  scheme = lambda symmetric: 'symmetric' if symmetric else 'affine'
+
+  def scheme(symmetric: bool) -> str:
+    return 'symmetric' if symmetric else 'affine'
+
   if chosen[ticket]['auc_drop'] <= smallest[ticket]:
     on_ticket = 'the smallest drop on the ticket'
   else:
@@ -575,8 +578,7 @@ def render_lottery_ticket(results: dict) -> str:
   lines += ['', _fill(f'(Test AUC on the synthetic default, one seed. The teacher\'s ceiling is '
                      f'{results["teacher_test_auc"]:.4f}. Measured on {_measured_on(results)}.)'),
             '']
-  named = lambda key: [(_percent(r['budget'], entries), r['rewind'] - r[key]) for r in rows]
-  over_random = named('random')
+  over_random = [(_percent(r['budget'], entries), r['rewind'] - r['random']) for r in rows]
   signs = {v > 0 for _, v in over_random}
   if signs == {True}:
     verdict = 'Rewound tickets score above the same masks retrained from a random table'
@@ -771,8 +773,11 @@ def render_pep_masks(results: dict) -> str:
   entries = results['data']['features'] * dim
   noise = [r for r in rows if r['intrinsic_dim'] == 0]
   signal = [r for r in rows if r['intrinsic_dim']]
-  kept = lambda fields: (sum(r['vocabulary'] * r['mean_size'] for r in fields)
-                         / sum(r['vocabulary'] * dim for r in fields))
+
+  def kept(fields: list[dict]) -> float:
+    return (sum(r['vocabulary'] * r['mean_size'] for r in fields)
+            / sum(r['vocabulary'] * dim for r in fields))
+
   pairs = [(n, i) for n in noise for i in signal if n['vocabulary'] == i['vocabulary']]
   share = _percent(results['budgets'][-1], entries)
   largest_noise = max(r['vocabulary'] for r in noise) > max(r['vocabulary'] for r in signal)
