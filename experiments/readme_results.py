@@ -298,9 +298,9 @@ def render_export_targets(results: dict) -> str:
            f'{_met(int8["fraction_of_dense"] <= INT8_BYTES_TARGET)}, {int8["bytes"]:,} bytes, '
            f'{int8["fraction_of_dense"]:.2%}. The',
            f'  float form is {float_["bytes"]:,} bytes ({float_["fraction_of_dense"]:.2%}); with '
-           f'its offsets stored, as before, it was {stored_offsets:,}',
-           f'  ({stored_offsets / float_["dense_table_bytes"]:.2%}, the bytes in '
-           '`runs/demo/summary.md` of this demo run).',
+           'its offsets stored (4 bytes per feature),',
+           f'  as earlier formats did, it would be {stored_offsets:,} '
+           f'({stored_offsets / float_["dense_table_bytes"]:.2%}).',
            f'* test AUC within {INT8_AUC_TARGET} of the float model: '
            f'{_met(abs(int8["auc_drop"]) <= INT8_AUC_TARGET)}, {int8["test_auc"]:.5f} against '
            f'{float_["test_auc"]:.5f} (int8).',
