@@ -696,6 +696,86 @@ def render_interactions(results: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def _granularity_rows(results: str) -> tuple[list[dict], float]:
+  """experiments/granularity.py's markdown table as rows, and the uniform model's test AUC."""
+  lines = [line for line in results.split('\n') if line.startswith('| ')]
+  header = [c.strip() for c in lines[0].strip('|').split('|')]
+  rows = []
+  for line in lines[1:]:
+    cells = [c.strip() for c in line.strip('|').split('|')]
+    rows.append({k: None if v == '-' else v if k == 'granularity' else float(v)
+                 for k, v in zip(header, cells)})
+  uniform = float(re.search(r'Uniform model at d=\d+: test AUC (\d+\.\d+)', results).group(1))
+  return rows, uniform
+
+
+PER_FEATURE = ('feature', 'feature_dimension')
+
+
+def _granularity_facts(results: str) -> dict:
+  rows, uniform = _granularity_rows(results)
+  budgets = sorted({r['budget'] for r in rows}, reverse=True)
+  final = {r['granularity']: r['final_nonzeros'] for r in rows}
+  shared = {g: n for g, n in final.items() if g not in PER_FEATURE}
+  large = [r for r in rows if r['budget'] == budgets[0] and r['test_auc'] is not None]
+  small = [r for r in rows if r['budget'] == budgets[-1]]
+  return {'rows': rows, 'uniform': uniform, 'budgets': budgets, 'final': final, 'shared': shared,
+          'large': large, 'reached_small': [r for r in small if r['ticket_step'] is not None],
+          'per_feature_lowest': sorted(final, key=final.get)[:2] == sorted(
+              PER_FEATURE, key=final.get)}
+
+
+def render_granularity_notes(results: str) -> str:
+  """docs/analyses.md: what the granularities' table shows."""
+  f = _granularity_facts(results)
+  large, budgets, shared = f['large'], f['budgets'], f['shared']
+  bullets = []
+  if f['per_feature_lowest']:
+    bullets.append('- Only per-feature thresholds (`feature`, `feature_dimension`) keep pruning '
+                   'quickly after the first thousand steps. Each feature has its own thresholds, '
+                   'so rare rows can be pruned without touching frequent ones.')
+  slowest = max(large, key=lambda r: r['ticket_step'])
+  bullets.append(
+      f'- Shared thresholds ({", ".join(f"`{g}`" for g in shared)}) flatten out between '
+      f'{min(shared.values()):,.0f} and {max(shared.values()):,.0f} non-zeros, above the smaller '
+      f'budget ({budgets[-1]:,.0f}). `{slowest["granularity"]}` reaches the larger budget only at '
+      f'step {slowest["ticket_step"]:,.0f}.')
+  aucs = [r['test_auc'] for r in large]
+  text = (f'- At the larger budget the {_count(len(large))} tickets lie within '
+          f'{max(aucs) - min(aucs):.4f} AUC of one another, and '
+          + ('all score above the uniform model. ' if min(aucs) > f['uniform'] else
+             f'{sum(a > f["uniform"] for a in aucs)} score above the uniform model. '))
+  reached = f['reached_small']
+  best = max((r for r in f['rows'] if r['test_auc'] is not None), key=lambda r: r['test_auc'])
+  if len(reached) == 1:
+    (only,) = reached
+    name = ('The paper\'s default, `feature_dimension`,' if only['granularity'] ==
+            'feature_dimension' else f'`{only["granularity"]}`')
+    text += f'{name} is the only one that reaches the smaller budget within the cap'
+    text += ', and its ticket there is the best ticket here. ' if best is only else '. '
+  else:
+    text += f'{_count(len(reached)).capitalize()} of them reach the smaller budget within the cap. '
+  short = [(g, f['final'][g] - budgets[-1]) for g in PER_FEATURE
+           if g not in {r['granularity'] for r in reached}]
+  text += ' '.join(f'`{g}` stopped {n:,.0f} entries short of that budget.' for g, n in short)
+  bullets.append(text.rstrip())
+  return '\n'.join(_fill(b, '  ') for b in bullets) + '\n'
+
+
+def render_readme_granularity(results: str) -> str:
+  """README.md: the granularities in three sentences."""
+  f = _granularity_facts(results)
+  aucs = [r['test_auc'] for r in f['large']]
+  return _fill(
+      '`granularity.py`: '
+      + ('only per-feature thresholds (`feature`, `feature_dimension`) keep pruning quickly after '
+         'the first thousand steps. ' if f['per_feature_lowest'] else '')
+      + f'Shared thresholds level off between {min(f["shared"].values()):,.0f} and '
+      f'{max(f["shared"].values()):,.0f} non-zeros. At the larger budget all '
+      f'{_count(len(aucs))} retrained tickets lie within {max(aucs) - min(aucs):.4f} AUC of one '
+      'another.') + '\n'
+
+
 def render_readme_lottery_ticket(results: dict) -> str:
   """README.md: the lottery-ticket analysis in two sentences."""
   rows, entries = results['rows'], results['entries']
@@ -825,6 +905,8 @@ RENDERERS = {
     'readme_interactions': ('interactions.json', render_readme_interactions),
     'pep_ticket_steps': ('lottery_ticket.json', render_pep_ticket_steps),
     'pep_masks': ('sizes_vs_frequency.json', render_pep_masks),
+    'granularity_notes': ('granularity.md', render_granularity_notes),
+    'readme_granularity': ('granularity.md', render_readme_granularity),
 }
 PAGES = ('README.md', 'docs/performance.md', 'docs/analyses.md', 'docs/serving.md', 'docs/pep.md')
 
