@@ -216,8 +216,8 @@ def render_export_forms(results: dict) -> str:
   """docs/serving.md: every run of the demo in each layout and form."""
   machine = results['machine']
   device = 'no accelerator' if machine['device_platform'] == 'cpu' else machine['device_kind']
-  lines = [f'`python experiments/bench_export.py --workdir=runs/demo '
-           f'--json=docs/results/bench_export.json`',
+  lines = ['`python experiments/bench_export.py --workdir=runs/demo '
+           '--json=docs/results/bench_export.json`',
            '(printed table: [results/bench_export.txt](results/bench_export.txt)), on a '
            f'{_machine_line(results)}',
            f'shared with other engineers\' jobs, {device}, JAX {machine["jax"]}. Every finished '
