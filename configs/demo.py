@@ -2,7 +2,7 @@
 
     python -m pep_jax.main --config=configs/demo.py --workdir=runs/demo
 
-The data (20 Criteo-like fields, 33,410 features, 500k rows; nothing to download) has a
+The data (20 Criteo-like fields, 33,409 features, 500k rows; nothing to download) has a
 planted FM teacher: 8 fields are pure noise (among them the three largest vocabularies) and the
 others have intrinsic dimensions 1-8. The summary compares the retrained tickets (50%, 30%, 20%
 and 10% of the d=16 table) with uniform embeddings at d=16 and d=4, and shows the teacher's

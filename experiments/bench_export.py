@@ -343,8 +343,8 @@ def main():
   with open(args.json, 'w') as f:
     json.dump({'machine': machine(), 'workdir': os.path.abspath(args.workdir),
                'batch_size': args.batch_size, 'repeats': args.repeats,
-               'density': args.density, 'schemes': {k: v and v._asdict()
-                                                    for k, v in quant.SCHEMES.items()},
+               'density': args.density, 'criteo_batches': args.criteo_batches,
+               'schemes': {k: v and v._asdict() for k, v in quant.SCHEMES.items()},
                'rows': rows}, f, indent=1)
   print(f'wrote {args.json}')
 

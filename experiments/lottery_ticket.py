@@ -14,7 +14,8 @@ each budget of ``prune.budgets`` it compares, on the test split:
 
 Writes ``lottery_ticket.png`` (test AUC against non-zeros) and ``lottery_ticket.md`` / ``.csv``
 into ``--workdir``, whose sub-folder ``run/`` holds the experiment and is reused when the
-command is started again.
+command is started again. ``--results=docs/results/lottery_ticket.json`` also records the table,
+the data's size and the machine there, for ``docs/analyses.md`` (``experiments/readme_results.py``).
 """
 
 import json
@@ -30,6 +31,8 @@ from pep_jax.workdir import find_tickets
 config_flags.DEFINE_config_file('config', None, 'Experiment config (default: synthetic data).',
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Folder of the runs, figure and table.')
+flags.DEFINE_string('results', None, 'A JSON file to record the table in, with the data and '
+                    'the machine (docs/results/lottery_ticket.json).')
 flags.mark_flag_as_required('workdir')
 FLAGS = flags.FLAGS
 
@@ -85,6 +88,14 @@ def main(argv):
              'unpruned', 'unpruned_nonzeros']
   print(analysis.write_tables(rows, columns, FLAGS.workdir, 'lottery_ticket',
                               f'Test AUC at each budget ({config.data.name}, {config.model.name})'))
+  if FLAGS.results:
+    analysis.write_results(FLAGS.results, {
+        'data': analysis.describe_data(data), 'model': config.model.name, 'dim': dim,
+        's_init': float(config.embedding.s_init), 'entries': int(sum(data.field_dims)) * dim,
+        'batch_size': int(config.train.batch_size),
+        'prune_max_epochs': int(config.prune.max_epochs),
+        'retrain_max_epochs': int(config.train.max_epochs),
+        'teacher_test_auc': data.info.get('teacher_test_auc'), 'rows': rows})
 
 
 if __name__ == '__main__':

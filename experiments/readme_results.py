@@ -30,6 +30,7 @@ import os
 import platform
 import re
 import sys
+import textwrap
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, 'docs', 'results')
@@ -238,6 +239,738 @@ def render_rows_vs_dense(results: dict) -> str:
           f'{machine["jax"]}, with other work on the machine (speeds are of that run only).\n')
 
 
+# ------------------------------------------------------------ export and serving (bench_export)
+#
+# The blocks below are written from results files that their scripts write, each with one
+# command (the machine they ran on is in the file):
+#
+#   python experiments/bench_export.py --workdir=runs/demo --json=docs/results/bench_export.json
+#   python experiments/lottery_ticket.py --workdir=runs/lottery_ticket \
+#       --results=docs/results/lottery_ticket.json
+#   python experiments/interactions.py --workdir=runs/interactions \
+#       --run_dir=runs/lottery_ticket/run --results=docs/results/interactions.json
+#   python experiments/sizes_vs_frequency.py --workdir=runs/sizes_vs_frequency \
+#       --results=docs/results/sizes_vs_frequency.json
+#
+# then ``python experiments/readme_results.py`` rewrites the pages.
+
+
+def _rate(rows_per_second: float) -> str:
+  return f'{rows_per_second / 1e6:.2f}M'
+
+
+def _span(values, fmt: str, unit: str = '') -> str:
+  """``'a to b'`` over ``values``, or the one value when they round alike."""
+  lo, hi = format(min(values), fmt) + unit, format(max(values), fmt) + unit
+  return lo if lo == hi else f'{lo} to {hi}'
+
+
+def _count(n: int) -> str:
+  return ('zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine')[n] \
+      if n < 10 else f'{n:,}'
+
+
+def _export_rows(results: dict, part: str) -> list[dict]:
+  return [r for r in results['rows'] if r['part'] == part]
+
+
+def _budget_percent(run: str, dense_table_bytes: int) -> str:
+  """``'10%'`` for ``pep_b53454`` of a 534,544-entry table."""
+  return _percent(int(run.split('_b')[-1]), dense_table_bytes // 4)
+
+
+def _smallest_ticket(results: dict) -> str:
+  return min({r['run'] for r in _export_rows(results, 'forms') if r['run'].startswith('pep_b')},
+             key=lambda run: int(run.split('_b')[-1]))
+
+
+def _form(results: dict, run: str, layout: str, form: str) -> dict:
+  return next(r for r in _export_rows(results, 'forms')
+              if (r['run'], r['layout'], r['form']) == (run, layout, form))
+
+
+def _demo_shape(results: dict) -> tuple[int, int]:
+  """Features and base width of the demo, from its widest uniform model's dense table."""
+  ue = max((r for r in _export_rows(results, 'forms') if r['run'].startswith('ue_d')),
+           key=lambda r: int(r['run'].split('_d')[-1]))
+  dim = int(ue['run'].split('_d')[-1])
+  return ue['dense_table_bytes'] // (4 * dim), dim
+
+
+def _machine_line(results: dict) -> str:
+  machine = results['machine']
+  return (f'{machine["cpu_count"]}-core {machine["processor"].replace("_", "-")} '
+          f'{machine["device_platform"].upper()}')
+
+
+def render_export_forms(results: dict) -> str:
+  """docs/serving.md: every run of the demo in each layout and form."""
+  machine = results['machine']
+  device = 'no accelerator' if machine['device_platform'] == 'cpu' else machine['device_kind']
+  lines = ['`python experiments/bench_export.py --workdir=runs/demo '
+           '--json=docs/results/bench_export.json`',
+           '(printed table: [results/bench_export.txt](results/bench_export.txt)), on a '
+           f'{_machine_line(results)}',
+           f'shared with other engineers\' jobs, {device}, JAX {machine["jax"]}. Every finished '
+           'run of the demo',
+           f'(FM, `D = {_demo_shape(results)[1]}`, 50,000 test rows), exported in each form and '
+           'layout; rows/s of the lookup alone',
+           '(derived arrays computed once) and of the whole scorer (lookup and FM), in batches of '
+           f'{results["batch_size"]:,},',
+           f'best of {results["repeats"]}, the forms of a layout timed in turn so that load from '
+           'other jobs falls on all of',
+           'them; `/float` is over the same layout\'s float32 form. The machine was shared: rows/s '
+           'vary',
+           'between runs, ratios less.', '',
+           '| run | layout | form | bytes (of dense) | test AUC | AUC drop | max \\|Δp\\| '
+           '| lookup rows/s (/float) | scorer rows/s (/float) |',
+           '|---|---|---|---:|---:|---:|---:|---:|---:|']
+  for r in _export_rows(results, 'forms'):
+    lines.append(f'| {r["run"]} | `{r["layout"]}` | {r["form"]} | {r["bytes"]:,} '
+                 f'({r["fraction_of_dense"]:.2%}) | {r["test_auc"]:.5f} | {r["auc_drop"]:+.5f} '
+                 f'| {r["max_prob_diff"]:.1e} | {_rate(r["lookup_rows_per_second"])} '
+                 f'({r["lookup_over_float"]:.2f}) | {_rate(r["scorer_rows_per_second"])} '
+                 f'({r["scorer_over_float"]:.2f}) |')
+  return '\n'.join(lines) + '\n'
+
+
+def render_export_criteo(results: dict) -> str:
+  """docs/serving.md: the Criteo-sized table's forms."""
+  rows = _export_rows(results, 'criteo')
+  first = rows[0]
+  batches = (f'{results["criteo_batches"]} batches' if 'criteo_batches' in results
+             else 'batches')
+  lines = [f'A Criteo-sized table ({first["rows"]:,} features in 39 fields, `D = {first["dim"]}`, '
+           f'synthetic: a random table',
+           f'with {results["density"]:.0%} of its entries kept, {first["nonzeros"]:,} non-zeros; '
+           f'random ids, {batches} of {results["batch_size"]:,} rows),',
+           'lookup only:', '',
+           '| layout | form | bytes (of dense) | lookup rows/s (/float) | derive once '
+           '| lookup of a batch | rows/s deriving on every call (/once) |',
+           '|---|---|---:|---:|---:|---:|---:|']
+  for r in rows:
+    cells = ['-', '-', '-']
+    if 'derive_seconds' in r:
+      every = r['lookup_rows_per_second_deriving_every_call']
+      cells = [f'{1e3 * r["derive_seconds"]:.2f} ms', f'{1e3 * r["batch_seconds"]:.2f} ms',
+               f'{_rate(every)} ({every / r["lookup_rows_per_second"]:.2f})']
+    lines.append(f'| `{r["layout"]}` | {r["form"]} | {r["bytes"]:,} ({r["fraction_of_dense"]:.2%}) '
+                 f'| {_rate(r["lookup_rows_per_second"])} ({r["lookup_over_float"]:.2f}) | '
+                 + ' | '.join(cells) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+# The targets the quantised forms were built to: int8 bytes over the dense float32 table, test
+# AUC drop of int8, int8 bitmask lookup rows/s over the float form's.
+INT8_BYTES_TARGET = 0.06
+INT8_AUC_TARGET = 0.0005
+INT8_LOOKUP_TARGET = 0.7
+
+
+def _met(ok: bool) -> str:
+  return '**met**' if ok else '**not met**'
+
+
+def render_export_targets(results: dict) -> str:
+  """docs/serving.md: the targets of the 10% ticket, the quantised dense forms, and why
+  ``bitmask`` is the default layout."""
+  ticket = _smallest_ticket(results)
+  tickets = sorted({r['run'] for r in _export_rows(results, 'forms') if r['run'] == ticket
+                    or r['run'].startswith('pep_b')})
+  float_, int8, int4 = (_form(results, ticket, 'bitmask', f) for f in ('none', 'int8', 'int4'))
+  share = _budget_percent(ticket, float_['dense_table_bytes'])
+  num_rows, _ = _demo_shape(results)
+  stored_offsets = float_['bytes'] + 4 * num_rows
+  criteo = {(r['layout'], r['form']): r for r in _export_rows(results, 'criteo')}
+  int8_ratios = [_form(results, t, 'bitmask', 'int8')['lookup_over_float'] for t in tickets]
+  criteo_int8 = criteo['bitmask', 'int8']['lookup_over_float']
+  lines = [f'**Targets** (the demo\'s {share} ticket, `bitmask`):', '',
+           f'* int8 embedding at most {INT8_BYTES_TARGET:.0%} of the dense float32 table: '
+           f'{_met(int8["fraction_of_dense"] <= INT8_BYTES_TARGET)}, {int8["bytes"]:,} bytes, '
+           f'{int8["fraction_of_dense"]:.2%}. The',
+           f'  float form is {float_["bytes"]:,} bytes ({float_["fraction_of_dense"]:.2%}); with '
+           'its offsets stored (4 bytes per feature),',
+           f'  as earlier formats did, it would be {stored_offsets:,} '
+           f'({stored_offsets / float_["dense_table_bytes"]:.2%}).',
+           f'* test AUC within {INT8_AUC_TARGET} of the float model: '
+           f'{_met(abs(int8["auc_drop"]) <= INT8_AUC_TARGET)}, {int8["test_auc"]:.5f} against '
+           f'{float_["test_auc"]:.5f} (int8).',
+           f'* int4, reported: {int4["bytes"]:,} bytes ({int4["fraction_of_dense"]:.2%}), test '
+           f'AUC {int4["test_auc"]:.5f}, a drop of {int4["auc_drop"]:.5f}.',
+           f'* lookup rows/s of the int8 `bitmask` form at least {INT8_LOOKUP_TARGET}x the float '
+           f'form\'s: {_met(min(int8_ratios + [criteo_int8]) >= INT8_LOOKUP_TARGET)}, '
+           f'{int8["lookup_over_float"]:.2f}x on',
+           f'  the demo\'s {share} ticket ({_span(int8_ratios, ".2f", "x")} over the '
+           f'{_count(len(tickets))} tickets) and {criteo_int8:.2f}x on the '
+           'Criteo-sized',
+           '  table.', '']
+  dense = [r for r in _export_rows(results, 'forms') if r['layout'] == 'dense']
+  quantised = [r for r in dense if r['form'] != 'none']
+  floats = [r['lookup_rows_per_second'] for r in dense if r['form'] == 'none']
+  lines += [
+      'Not a target, and slower: the quantised `dense` forms on the demo '
+      f'({_span([r["lookup_over_float"] for r in quantised], ".2f", "x")} of the',
+      f'float lookup, {_span([r["scorer_over_float"] for r in quantised], ".2f", "x")} of the '
+      f'scorer). A float dense row is one contiguous gather, at '
+      f'{min(floats) / 1e6:.0f}M',
+      f'to {max(floats) / 1e6:.0f}M rows/s here; dequantising adds a pass over every looked-up '
+      'entry, which that speed makes',
+      'visible. On the Criteo-sized table, where the table no longer fits the caches, int8 ran at',
+      f'{criteo["dense", "int8"]["lookup_over_float"]:.2f}x and int4 at '
+      f'{criteo["dense", "int4"]["lookup_over_float"]:.2f}x of the float rows.', '']
+  over_csr = [_form(results, t, 'bitmask', 'none')['lookup_rows_per_second']
+              / _form(results, t, 'csr', 'none')['lookup_rows_per_second'] for t in tickets]
+  smaller = all(_form(results, t, 'bitmask', f)['bytes'] < _form(results, t, 'csr', f)['bytes']
+                for t in tickets for f in ('none', 'int8', 'int4'))
+  csr_float, csr_int8 = (_form(results, ticket, 'csr', f) for f in ('none', 'int8'))
+  lines += [
+      '**Why `bitmask` is the default.** Its lookup ran at '
+      f'{_span(over_csr, ".1f", "x")} the rows/s of `csr` in',
+      'float32 on every demo ticket: it gathers one mask and one offset per looked-up feature and',
+      'reads each value at a computed position, while `csr` must also gather the column of every',
+      'value and scatter the values into their dimensions. With the offsets derived it is also '
+      'the',
+      f'smaller {"at every budget" if smaller else "here"} ({float_["bytes"]:,} against '
+      f'{csr_float["bytes"]:,} bytes at {share}), and more so quantised, where',
+      f'`csr` still spends a column byte per value ({int8["bytes"]:,} against '
+      f'{csr_int8["bytes"]:,} in int8).']
+  return '\n'.join(lines) + '\n'
+
+
+def render_export_schemes(results: dict) -> str:
+  """docs/serving.md: bytes and AUC drop of each quantisation scheme and scale group."""
+  rows = _export_rows(results, 'study')
+  runs = list(dict.fromkeys(r['run'] for r in rows))
+  schemes = {name: scheme for name, scheme in results['schemes'].items() if scheme}
+  dense_bytes = {r['run']: r['bytes'] / r['fraction_of_dense'] for r in rows}
+
+  def title(run: str) -> str:
+    if run.startswith('pep_b'):
+      return f'{run} ({_budget_percent(run, round(dense_bytes[run]))} ticket)'
+    return run
+
+  header = ' | '.join(f'{title(run)}: bytes of dense | AUC drop' for run in runs)
+  lines = [f'| bits | scheme | entries per scale | {header} |',
+           '|---:|---|---:|' + '---:|---:|' * len(runs)]
+  cells = {}
+  for r in rows:
+    cells.setdefault((r['bits'], r['symmetric'], r['group']), []).append(
+        f'{r["fraction_of_dense"]:.2%} | {r["auc_drop"]:+.5f}')
+  for (bits, symmetric, group), values in cells.items():
+    scheme = 'symmetric' if symmetric else 'affine'
+    for name, s in schemes.items():
+      if (s['bits'], s['symmetric'], s['group']) == (bits, symmetric, group):
+        scheme += f' **(`{name}`)**'
+    lines.append(f'| {bits} | {scheme} | {group or "array"} | ' + ' | '.join(values) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+def render_export_scheme_choice(results: dict) -> str:
+  """docs/serving.md: why ``int8`` and ``int4`` use the schemes they do, from the study."""
+  rows = _export_rows(results, 'study')
+  ticket, uniform = (next(r['run'] for r in rows if r['run'].startswith(p))
+                     for p in ('pep_b', 'ue_d'))
+  int8, int4 = (results['schemes'][name] for name in ('int8', 'int4'))
+
+  def at(run, bits, symmetric, group):
+    return next(r for r in rows if (r['run'], r['bits'], r['symmetric'], r['group'])
+                == (run, bits, symmetric, group))
+
+  def of(run, bits):
+    return [r for r in rows if r['run'] == run and r['bits'] == bits]
+
+  eight = [r['auc_drop'] for r in rows if r['bits'] == 8]
+  both_ways = ', up and down alike' if min(eight) < 0 < max(eight) else ''
+  finest = min(r['group'] for r in rows if r['group'])
+  points = {run: 100 * (at(run, 8, int8['symmetric'], int8['group'])['fraction_of_dense']
+                        - min(r['fraction_of_dense'] for r in of(run, 8)))
+            for run in (ticket, uniform)}
+  whole = [r['auc_drop'] for r in rows if r['bits'] == 4 and not r['group']]
+  chosen = {run: at(run, 4, int4['symmetric'], int4['group']) for run in (ticket, uniform)}
+  other = not int4['symmetric']
+  same_group = {run: at(run, 4, other, int4['group']) for run in (ticket, uniform)}
+  finest_other = at(ticket, 4, other, finest)
+  smallest = {run: min(r['auc_drop'] for r in of(run, 4)) for run in (ticket, uniform)}
+  ties = [r for r in of(uniform, 4) if r is not chosen[uniform]
+          and f'{r["auc_drop"]:.5f}' == f'{chosen[uniform]["auc_drop"]:.5f}']
+
+  def scheme(symmetric: bool) -> str:
+    return 'symmetric' if symmetric else 'affine'
+
+  if chosen[ticket]['auc_drop'] <= smallest[ticket]:
+    on_ticket = 'the smallest drop on the ticket'
+  else:
+    on_ticket = f'not the smallest drop on the ticket (that is {smallest[ticket]:.5f})'
+  if chosen[uniform]['auc_drop'] <= smallest[uniform]:
+    on_uniform = 'on the uniform model no more than any other'
+  else:
+    on_uniform = f'on the uniform model more than the smallest ({smallest[uniform]:.5f})'
+  tie = (f', the same as {scheme(ties[0]["symmetric"])} at {ties[0]["group"] or "array"}'
+         if ties else '')
+  extra = {run: 100 * (chosen[run]['fraction_of_dense'] - same_group[run]['fraction_of_dense'])
+           for run in (ticket, uniform)}
+  float_ = _form(results, ticket, 'bitmask', 'none')
+  num_rows, _ = _demo_shape(results)
+  share = _budget_percent(ticket, float_['dense_table_bytes'])
+  return _fill(
+      f'At 8 bits every grouping moved the test AUC by at most {max(map(abs, eight)):.5f} either '
+      f'way{both_ways}: the group only costs bytes, from '
+      f'{at(ticket, 8, True, finest)["fraction_of_dense"]:.2%} (ticket) and '
+      f'{at(uniform, 8, True, finest)["fraction_of_dense"]:.2%} (uniform) of the dense table at '
+      f'{finest} entries per scale (for the uniform {uniform.split("_")[-1].replace("d", "d=")} '
+      'table, one scale per row) down to '
+      f'{at(ticket, 8, True, 0)["fraction_of_dense"]:.2%} and '
+      f'{at(uniform, 8, True, 0)["fraction_of_dense"]:.2%} with one scale per array. `int8` is '
+      f'**{scheme(int8["symmetric"])} with a scale per {int8["group"]} entries**: '
+      f'{points[ticket]:.2f} and {points[uniform]:.2f} points above the smallest, and a large '
+      f'entry coarsens only the {int8["group"] - 1} entries around it, not the whole table. At 4 '
+      f'bits the drop tends to grow with the group (a whole-array scale loses '
+      f'{_span(whole, ".4f")}), and `int4` is **{scheme(int4["symmetric"])} with a scale'
+      f'{" and offset" if not int4["symmetric"] else ""} per {int4["group"]} entries**: '
+      f'{on_ticket} ({chosen[ticket]["auc_drop"]:.5f}, against '
+      f'{same_group[ticket]["auc_drop"]:.5f} {scheme(other)} at {int4["group"]} and '
+      f'{finest_other["auc_drop"]:.5f} {scheme(other)} at {finest}) and {on_uniform} '
+      f'({chosen[uniform]["auc_drop"]:.5f}{tie}), for {extra[ticket]:.2f} points more bytes than '
+      f'{scheme(other)} at {int4["group"]} on the ticket and {extra[uniform]:.2f} on the uniform '
+      'model. One scale per row (per feature) would cost 4 bytes per feature, more than the '
+      f'{share} ticket\'s whole int8 values (one byte per value, '
+      f'{float_["nonzeros"] / num_rows:.1f} values per feature), and a scale per field is no '
+      'grouping of the stored order a lookup can find without a per-row index; blocks of stored '
+      'entries need neither.') + '\n'
+
+
+def render_export_derive(results: dict) -> str:
+  """docs/serving.md: what deriving the bitmask's offsets on every call would cost."""
+  rows = [r for r in _export_rows(results, 'criteo') if 'derive_seconds' in r]
+  derive = [1e3 * r['derive_seconds'] for r in rows]
+  batch = [1e3 * r['batch_seconds'] for r in rows]
+  every = [r['lookup_rows_per_second_deriving_every_call'] / r['lookup_rows_per_second']
+           for r in rows]
+  longer = 'longer' if min(derive) > max(batch) else 'not always longer'
+  return _fill(
+      'Measured on the Criteo-sized table (below): deriving the bitmask\'s offsets takes '
+      f'{_span(derive, ".1f")} ms, {longer} than looking up a whole batch of '
+      f'{results["batch_size"]:,} rows ({_span(batch, ".1f")} ms), and a lookup that derives on '
+      f'every call ran at {_span(every, ".2f", "x")} the rows/s of one that derived once; a server '
+      f'answering small batches would pay the whole {max(derive):.0f} ms on each request.') + '\n'
+
+
+def render_export_check(results: dict) -> str:
+  """docs/serving.md: the check's figures on the demo's smallest ticket and uniform models."""
+  ticket = _smallest_ticket(results)
+  float_, int8, int4 = (_form(results, ticket, 'bitmask', f) for f in ('none', 'int8', 'int4'))
+  share = _budget_percent(ticket, float_['dense_table_bytes'])
+  uniform = sorted((r for r in _export_rows(results, 'forms') if r['layout'] == 'dense'),
+                   key=lambda r: -int(r['run'].split('_d')[-1]))
+  refused = {f: [r for r in uniform if r['form'] == f and not r['passes_default_check']]
+             for f in ('int8', 'int4')}
+  drops = ', '.join(f'{r["auc_drop"]:.5f} at {r["run"].split("_")[-1].replace("d", "d=")}'
+                    for r in refused['int4'])
+  if refused['int4'] and not refused['int8']:
+    uniform_line = (f'the uniform models\' int4 forms (drops {drops}) are refused at the default '
+                    'tolerance, their int8 forms are not.')
+  else:
+    uniform_line = (f'of the uniform models, {len(refused["int4"])} int4 and '
+                    f'{len(refused["int8"])} int8 forms are refused at the default tolerance.')
+  test_rows = '50,000 test rows'
+  first = _fill(
+      '* float32 form: the artifact is written only when both compact versions agree with the '
+      'trained model within `1e-6` relative. On the demo\'s '
+      f'{share} ticket the largest absolute difference of a probability is '
+      f'{float_["max_prob_diff"]:.1e} ({test_rows}).', '  ')
+  second = _fill(
+      '* quantised form: the artifact is written only when the StableHLO scorer agrees with the '
+      'compact model within `1e-6` relative and the test AUC moves by at most `--max_auc_drop` '
+      '(0.001) either way. Otherwise the export stops with one line (`InputError`) naming the '
+      'form, both AUCs and the tolerance, and writes nothing. On the demo\'s '
+      f'{share} ticket the test AUC is {float_["test_auc"]:.5f} in float32, '
+      f'{int8["test_auc"]:.5f} in int8 and {int4["test_auc"]:.5f} in int4 (a drop of '
+      f'{int4["auc_drop"]:.5f}, though single probabilities move by up to '
+      f'{int4["max_prob_diff"]:.2f}); ' + uniform_line, '  ')
+  return first + '\n' + second + '\n'
+
+
+def _fill(text: str, indent: str = '') -> str:
+  """``text`` wrapped at 100 columns, never inside a word or a flag; later lines indented."""
+  return textwrap.fill(text, 100, subsequent_indent=indent, break_on_hyphens=False,
+                       break_long_words=False)
+
+
+def render_export_readme(results: dict) -> str:
+  """README.md: the smallest demo ticket exported, float32, int8 and int4."""
+  ticket = _smallest_ticket(results)
+  float_, int8, int4 = (_form(results, ticket, 'bitmask', f) for f in ('none', 'int8', 'int4'))
+  _, dim = _demo_shape(results)
+  machine = results['machine']
+  device = 'no accelerator' if machine['device_platform'] == 'cpu' else machine['device_kind']
+  return _fill(
+      f'The demo\'s {_budget_percent(ticket, float_["dense_table_bytes"])} ticket '
+      f'({float_["nonzeros"]:,} non-zeros) exported as above: its embedding takes '
+      f'{float_["bytes"]:,} bytes against {float_["dense_table_bytes"]:,} for the dense d={dim} '
+      f'table ({float_["fraction_of_dense"]:.1%}; a bit mask per feature and the values, each '
+      f'row\'s offset derived when the artifact is loaded), and {int8["bytes"]:,} bytes '
+      f'({int8["fraction_of_dense"]:.1%}) with `--quantize=int8`, at a test AUC of '
+      f'{int8["test_auc"]:.5f} against the float model\'s {float_["test_auc"]:.5f} (50,000 test '
+      f'rows); int4 takes {int4["bytes"]:,} bytes ({int4["fraction_of_dense"]:.1%}) and '
+      f'{"loses" if int4["auc_drop"] >= 0 else "gains"} {abs(int4["auc_drop"]):.5f} AUC. The '
+      f'whole int8 artifact is {int8["artifact_bytes"]:,} bytes on disk. Measured on a '
+      f'{_machine_line(results)} shared with other jobs, {device}.') + '\n'
+
+
+# ------------------------------------------- the paper's analyses (lottery tickets, sizes, pairs)
+
+# One seed: AUC differences below this are not told apart from seed-to-seed noise.
+SEED_NOISE = 0.005
+
+
+def _measured_on(results: dict) -> str:
+  machine = results['machine']
+  device = 'no accelerator' if machine['device'] == 'cpu' else machine['device']
+  return (f'{machine["cpus"]} CPU cores ({machine["processor"] or "x86-64"}), {device}, JAX '
+          f'{machine["jax"]}, shared with other jobs (load average '
+          f'{machine["load_average_1min"]:.1f} when the results were written)')
+
+
+def _fields(fields: list[int]) -> str:
+  if fields == list(range(fields[0], fields[-1] + 1)):
+    return f'{fields[0]} to {fields[-1]}'
+  return ', '.join(map(str, fields))
+
+
+def render_analyses_setting(results: dict) -> str:
+  """docs/analyses.md: the synthetic default the analyses run on (lottery_ticket.json)."""
+  data = results['data']
+  budgets = ' and '.join(_percent(r['budget'], results['entries']) for r in results['rows'])
+  return _fill(
+      f'The default synthetic setting (`synthetic_analysis_config`) is the demo\'s: '
+      f'{data["fields"]} fields, {data["features"]:,} features, {data["rows"] // 1000:,}k rows, '
+      f'{results["model"].upper()}, d={results["dim"]}, `s_init={results["s_init"]:g}`. It '
+      f'departs from the demo in three ways: budgets of {budgets} of the table, retraining '
+      f'capped at {results["retrain_max_epochs"]} epochs with patience 2, and one uniform '
+      f'baseline, at d={results["dim"]}.') + '\n'
+
+
+def _signed_list(values: list[tuple[str, float]]) -> str:
+  return ' and '.join(f'{v:+.4f} AUC at {name}' for name, v in values)
+
+
+def render_lottery_ticket(results: dict) -> str:
+  """docs/analyses.md: rewind, random re-initialisation, no retraining and the unpruned model."""
+  rows, entries = results['rows'], results['entries']
+  unpruned = rows[0]['unpruned_nonzeros']
+  keys = ('rewind', 'random', 'no_retraining', 'unpruned')
+  lines = ['| budget | ticket step | non-zeros | rewind | random | no retraining | unpruned '
+           f'({unpruned:,}) |', '|---:|---:|---:|---:|---:|---:|---:|']
+  for r in rows:
+    best = max(keys, key=lambda k: r[k])
+    cells = [f'**{r[k]:.4f}**' if k == best else f'{r[k]:.4f}' for k in keys]
+    lines.append(f'| {_percent(r["budget"], entries)} | {r["ticket_step"]:,} | '
+                 f'{r["nonzeros"]:,} | ' + ' | '.join(cells) + ' |')
+  lines += ['', _fill(f'(Test AUC on the synthetic default, one seed. The teacher\'s ceiling is '
+                     f'{results["teacher_test_auc"]:.4f}. Measured on {_measured_on(results)}.)'),
+            '']
+  over_random = [(_percent(r['budget'], entries), r['rewind'] - r['random']) for r in rows]
+  signs = {v > 0 for _, v in over_random}
+  if signs == {True}:
+    verdict = 'Rewound tickets score above the same masks retrained from a random table'
+  elif signs == {False}:
+    verdict = 'Rewound tickets score below the same masks retrained from a random table'
+  else:
+    verdict = 'Rewinding against random re-initialisation goes both ways'
+  small = all(abs(v) < SEED_NOISE for _, v in over_random)
+  random_vs_unpruned = max(abs(r['random'] - r['unpruned']) for r in rows)
+  lowest = min(r['nonzeros'] for r in rows) / entries
+  highest = max(r['nonzeros'] for r in rows) / entries
+  bullet = f'- {verdict} (rewind minus random): {_signed_list(over_random)}.'
+  if signs == {True}:
+    bullet += ' That is the direction of the paper\'s ablation.'
+  if small:
+    bullet += (' With one seed, differences of a few thousandths are not separable: this run '
+               'does not tell rewinding from random re-initialisation.')
+  if random_vs_unpruned < SEED_NOISE:
+    bullet += (f' Random re-initialisation still matches the unpruned model (within '
+               f'{random_vs_unpruned:.4f}) with {lowest:.0%} to {highest:.0%} of its parameters.')
+  lines.append(_fill(bullet, '  '))
+  by_step = sorted(rows, key=lambda r: r['ticket_step'])
+  lost = [(r, r['rewind'] - r['no_retraining']) for r in by_step]
+  parts = [f'{d:.4f} AUC at {_percent(r["budget"], entries)} (cut at step {r["ticket_step"]:,})'
+           for r, d in lost]
+  if len(lost) > 1 and lost[0][1] > lost[-1][1] + SEED_NOISE:
+    lead = 'Retraining matters when the ticket is cut early. '
+  else:
+    lead = ''
+  bullet = (f'- {lead}Scoring the pruning model as it is at the ticket\'s step, without '
+            f'retraining, loses ' + ' and '.join(parts) + ' against the rewound ticket.')
+  close = [f'{_percent(r["budget"], entries)}' for r, d in lost if abs(d) < SEED_NOISE]
+  if close:
+    bullet += (f' At {" and ".join(close)} the difference is below what one seed separates: a '
+               'ticket cut late needs little retraining.')
+  lines.append(_fill(bullet, '  '))
+  return '\n'.join(lines) + '\n'
+
+
+def render_sizes_vs_frequency(results: dict) -> str:
+  """docs/analyses.md: learned sizes against frequency and the planted dimensions."""
+  groups, steps, dim = results['groups'], results['steps'], results['dim']
+  entries = results['data']['features'] * dim
+  final = [g['sparsity'][-1] for g in groups]
+  rarest = groups[0]
+  times = {1: 'once', 2: 'twice'}.get(rarest['max_count'], f'{rarest["max_count"]:,} times')
+  seen = (f'features seen at most {times}' if rarest['min_count'] == 0 else
+          f'features seen {rarest["min_count"]:,} to {rarest["max_count"]:,} times')
+  ordered = all(a >= b for a, b in zip(final, final[1:]))
+  first = ('- The rarest features go first. ' if ordered else '- ') + (
+      f'Group 1 ({seen}) is {rarest["sparsity"][1]:.1%} zero by step {steps[1]:,} and '
+      f'{rarest["sparsity"][2]:.1%} by step {steps[2]:,}. At the '
+      f'{_percent(results["budgets"][-1], entries)} ticket (step {steps[-1]:,}) the groups are '
+      + ', '.join(f'{s:.1%}' for s in final[:-1]) + f' and {final[-1]:.1%} sparse, from the '
+      'rarest group to the most frequent.')
+  c = results['correlations']
+  lines = [_fill(first, '  '), '- Spearman\'s rank correlation at that step:',
+           f'  - {c["size_vs_frequency"]:.3f} between a feature\'s size and its frequency;',
+           f'  - {c["size_vs_field_intrinsic"]:.3f} between a feature\'s size and its field\'s '
+           'planted intrinsic dimension;',
+           f'  - {c["field_size_vs_intrinsic"]:.3f} between a field\'s mean size and its '
+           'intrinsic dimension.']
+  noise = [r for r in results['rows'] if r['intrinsic_dim'] == 0]
+  small, large = (min(noise, key=lambda r: r['vocabulary']),
+                  max(noise, key=lambda r: r['vocabulary']))
+  text = ('- So on this data frequency decides the size more than the planted truth does. '
+          if c['size_vs_frequency'] > c['size_vs_field_intrinsic'] else '- ')
+  if small['mean_size'] > dim / 2:
+    text += (f'Noise fields with few values keep large embeddings: a noise field of '
+             f'{small["vocabulary"]:,} values averages {small["mean_size"]:.1f} of {dim}. An FM '
+             'can use such a near-constant embedding as an extra linear term. ')
+  if large['mean_size'] == min(r['mean_size'] for r in noise):
+    text += (f'The largest noise vocabularies end smallest: {large["vocabulary"]:,} values '
+             f'average {large["mean_size"]:.2f} entries.')
+  lines.append(_fill(text.rstrip(), '  '))
+  lines += ['', _fill(f'Measured on {_measured_on(results)}.')]
+  return '\n'.join(lines) + '\n'
+
+
+def render_interactions(results: dict) -> str:
+  """docs/analyses.md: field interactions of the uniform model and the tickets."""
+  rows, entries = results['rows'], results['entries']
+  lines = ['| model | non-zeros | mean off-diagonal interaction | share carried by pairs with a '
+           'noise field | correlation of the informative pairs with the uniform model\'s |',
+           '|---|---:|---:|---:|---:|']
+  for r in rows:
+    name = (f'PEP, {_percent(r["budget"], entries)} ticket' if r['budget']
+            else r['model'])
+    lines.append(f'| {name} | {r["nonzeros"]:,} | {r["mean_interaction"]:.4f} | '
+                 f'{r["noise_pair_share"]:.3f} | {r["informative_correlation"]:.3f} |')
+  noise = results['data']['noise_fields']
+  informative = [f for f in range(results['data']['fields']) if f not in noise]
+  uniform, tickets = rows[0], sorted(rows[1:], key=lambda r: -r['budget'])
+  shares = [uniform['noise_pair_share']] + [r['noise_pair_share'] for r in tickets]
+  text = (f'Fields {_fields(noise)} are the noise fields, and '
+          f'{results["noise_pair_fraction"]:.0%} of the field pairs involve one of them. ')
+  if uniform['noise_pair_share'] < results['noise_pair_fraction']:
+    text += ('The uniform model already gives those pairs small interactions: they carry '
+             f'{uniform["noise_pair_share"]:.3f} of the total. ')
+  if all(a > b for a, b in zip(shares, shares[1:])):
+    text += ('The PEP tickets shrink them further: the share of the total carried by noise '
+             f'pairs drops from {shares[0]:.3f} to {shares[-1]:.3f} at '
+             f'{_percent(tickets[-1]["budget"], entries)}. ')
+  else:
+    text += ('The tickets do not shrink that share steadily: ' + ', '.join(
+        f'{s:.3f}' for s in shares) + ' from the uniform model to the smallest ticket. ')
+  kept = min(r['informative_correlation'] for r in tickets) >= 0.9
+  text += (f'The informative block (fields {_fields(informative)}) '
+           f'{"keeps" if kept else "does not keep"} its pattern: its pairs correlate with the '
+           'uniform model\'s at '
+           + ' and '.join(f'{r["informative_correlation"]:.3f}' for r in tickets) + '.')
+  lines += ['', _fill(text), '',
+            _fill(f'Averaged over {results["averaged_over_rows"]:,} test rows; measured on '
+                  f'{_measured_on(results)}.')]
+  return '\n'.join(lines) + '\n'
+
+
+def _granularity_rows(results: str) -> tuple[list[dict], float]:
+  """experiments/granularity.py's markdown table as rows, and the uniform model's test AUC."""
+  lines = [line for line in results.split('\n') if line.startswith('| ')]
+  header = [c.strip() for c in lines[0].strip('|').split('|')]
+  rows = []
+  for line in lines[1:]:
+    cells = [c.strip() for c in line.strip('|').split('|')]
+    rows.append({k: None if v == '-' else v if k == 'granularity' else float(v)
+                 for k, v in zip(header, cells)})
+  uniform = float(re.search(r'Uniform model at d=\d+: test AUC (\d+\.\d+)', results).group(1))
+  return rows, uniform
+
+
+PER_FEATURE = ('feature', 'feature_dimension')
+
+
+def _granularity_facts(results: str) -> dict:
+  rows, uniform = _granularity_rows(results)
+  budgets = sorted({r['budget'] for r in rows}, reverse=True)
+  final = {r['granularity']: r['final_nonzeros'] for r in rows}
+  shared = {g: n for g, n in final.items() if g not in PER_FEATURE}
+  large = [r for r in rows if r['budget'] == budgets[0] and r['test_auc'] is not None]
+  small = [r for r in rows if r['budget'] == budgets[-1]]
+  return {'rows': rows, 'uniform': uniform, 'budgets': budgets, 'final': final, 'shared': shared,
+          'large': large, 'reached_small': [r for r in small if r['ticket_step'] is not None],
+          'per_feature_lowest': sorted(final, key=final.get)[:2] == sorted(
+              PER_FEATURE, key=final.get)}
+
+
+def render_granularity_notes(results: str) -> str:
+  """docs/analyses.md: what the granularities' table shows."""
+  f = _granularity_facts(results)
+  large, budgets, shared = f['large'], f['budgets'], f['shared']
+  bullets = []
+  if f['per_feature_lowest']:
+    bullets.append('- Only per-feature thresholds (`feature`, `feature_dimension`) keep pruning '
+                   'quickly after the first thousand steps. Each feature has its own thresholds, '
+                   'so rare rows can be pruned without touching frequent ones.')
+  slowest = max(large, key=lambda r: r['ticket_step'])
+  bullets.append(
+      f'- Shared thresholds ({", ".join(f"`{g}`" for g in shared)}) flatten out between '
+      f'{min(shared.values()):,.0f} and {max(shared.values()):,.0f} non-zeros, above the smaller '
+      f'budget ({budgets[-1]:,.0f}). `{slowest["granularity"]}` reaches the larger budget only at '
+      f'step {slowest["ticket_step"]:,.0f}.')
+  aucs = [r['test_auc'] for r in large]
+  text = (f'- At the larger budget the {_count(len(large))} tickets lie within '
+          f'{max(aucs) - min(aucs):.4f} AUC of one another, and '
+          + ('all score above the uniform model. ' if min(aucs) > f['uniform'] else
+             f'{sum(a > f["uniform"] for a in aucs)} score above the uniform model. '))
+  reached = f['reached_small']
+  best = max((r for r in f['rows'] if r['test_auc'] is not None), key=lambda r: r['test_auc'])
+  if len(reached) == 1:
+    (only,) = reached
+    name = ('The paper\'s default, `feature_dimension`,' if only['granularity'] ==
+            'feature_dimension' else f'`{only["granularity"]}`')
+    text += f'{name} is the only one that reaches the smaller budget within the cap'
+    text += ', and its ticket there is the best ticket here. ' if best is only else '. '
+  else:
+    text += f'{_count(len(reached)).capitalize()} of them reach the smaller budget within the cap. '
+  short = [(g, f['final'][g] - budgets[-1]) for g in PER_FEATURE
+           if g not in {r['granularity'] for r in reached}]
+  text += ' '.join(f'`{g}` stopped {n:,.0f} entries short of that budget.' for g, n in short)
+  bullets.append(text.rstrip())
+  return '\n'.join(_fill(b, '  ') for b in bullets) + '\n'
+
+
+def render_readme_granularity(results: str) -> str:
+  """README.md: the granularities in three sentences."""
+  f = _granularity_facts(results)
+  aucs = [r['test_auc'] for r in f['large']]
+  return _fill(
+      '`granularity.py`: '
+      + ('only per-feature thresholds (`feature`, `feature_dimension`) keep pruning quickly after '
+         'the first thousand steps. ' if f['per_feature_lowest'] else '')
+      + f'Shared thresholds level off between {min(f["shared"].values()):,.0f} and '
+      f'{max(f["shared"].values()):,.0f} non-zeros. At the larger budget all '
+      f'{_count(len(aucs))} retrained tickets lie within {max(aucs) - min(aucs):.4f} AUC of one '
+      'another.') + '\n'
+
+
+def render_readme_lottery_ticket(results: dict) -> str:
+  """README.md: the lottery-ticket analysis in two sentences."""
+  rows, entries = results['rows'], results['entries']
+  over = [r['rewind'] - r['random'] for r in rows]
+  verdict = ('scores above' if min(over) > 0 else 'scores below' if max(over) < 0
+             else 'scores about as')
+  noise = '; one seed, so not separable' if max(map(abs, over)) < SEED_NOISE else ''
+  early = min(rows, key=lambda r: r['ticket_step'])
+  return _fill(
+      f'`lottery_ticket.py`: at {" and ".join(_percent(r["budget"], entries) for r in rows)} of '
+      f'the table, the rewound ticket {verdict} the same mask retrained from a random table ('
+      + ' and '.join(f'{d:+.4f}' for d in over) + f' AUC{noise}). Scoring the pruned model '
+      f'without retraining costs {early["rewind"] - early["no_retraining"]:.4f} AUC when the '
+      f'ticket is cut early, at step {early["ticket_step"]:,}.') + '\n'
+
+
+def render_readme_sizes_vs_frequency(results: dict) -> str:
+  """README.md: the sizes-against-frequency analysis in three sentences."""
+  groups, c = results['groups'], results['correlations']
+  entries = results['data']['features'] * results['dim']
+  final = [g['sparsity'][-1] for g in groups]
+  ordered = all(a >= b for a, b in zip(final, final[1:]))
+  return _fill(
+      f'`sizes_vs_frequency.py` (the paper\'s Figure 6): '
+      f'{"rare features are pruned first. " if ordered else ""}At the '
+      f'{_percent(results["budgets"][-1], entries)} ticket the rarest fifth of the features is '
+      f'{final[0]:.0%} zero and the most frequent fifth {final[-1]:.0%}. A feature\'s size has a '
+      f'rank correlation of {c["size_vs_frequency"]:.2f} with its frequency, and '
+      f'{c["size_vs_field_intrinsic"]:.2f} with its field\'s planted intrinsic dimension.') + '\n'
+
+
+def render_readme_interactions(results: dict) -> str:
+  """README.md: the field-interaction analysis in two sentences."""
+  rows, entries = results['rows'], results['entries']
+  noise = results['data']['noise_fields']
+  informative = [f for f in range(results['data']['fields']) if f not in noise]
+  uniform, smallest = rows[0], min(rows[1:], key=lambda r: r['budget'])
+  kept = min(r['informative_correlation'] for r in rows[1:]) >= 0.9
+  falls = smallest['noise_pair_share'] < uniform['noise_pair_share']
+  return _fill(
+      '`interactions.py` (the paper\'s Figure 5): mean `|<e_i, e_j>|` per pair of fields. The '
+      f'tickets {"keep" if kept else "change"} the informative block (fields '
+      f'{_fields(informative)}) and {"shrink" if falls else "do not shrink"} the pairs that '
+      f'involve the noise fields {_fields(noise)}: their share of the total '
+      f'{"falls" if falls else "goes"} from {uniform["noise_pair_share"]:.3f} (uniform) to '
+      f'{smallest["noise_pair_share"]:.3f} ({_percent(smallest["budget"], entries)} ticket).') \
+      + '\n'
+
+
+def render_pep_ticket_steps(results: dict) -> str:
+  """docs/pep.md: when the demo's pruning cuts its tickets (lottery_ticket.json prunes as
+  configs/demo.py does)."""
+  rows, entries = results['rows'], results['entries']
+  steps_per_epoch = -(-results['data']['train_rows'] // results['batch_size'])
+  cap = results['prune_max_epochs'] * steps_per_epoch
+  cuts = ' and '.join(f'the {_percent(r["budget"], entries)} ticket at step {r["ticket_step"]:,}'
+                      for r in rows)
+  above = [r for r in rows if r['rewind'] > r['unpruned']]
+  retrained = ' and '.join(f'{r["rewind"]:.4f}' for r in rows)
+  return _fill(
+      f'With `s_init={results["s_init"]:g}`, the demo\'s pruning cuts {cuts}, of at most {cap:,} '
+      f'pruning steps ({results["prune_max_epochs"]} epochs of {steps_per_epoch:,}). Rewound '
+      f'and retrained (at most {results["retrain_max_epochs"]} epochs), they score {retrained} '
+      f'test AUC, against {rows[0]["unpruned"]:.4f} for the uniform d={results["dim"]} model '
+      f'({"both above it" if len(above) == len(rows) else "not all above it"}; one seed). From '
+      '`docs/results/lottery_ticket.json`: `experiments/lottery_ticket.py` prunes its synthetic '
+      'default exactly as `configs/demo.py` does (same data, seed, batches and thresholds), with '
+      'two of the demo\'s four budgets.') + '\n'
+
+
+def render_pep_masks(results: dict) -> str:
+  """docs/pep.md: what the demo's smallest ticket keeps of noise and informative fields
+  (sizes_vs_frequency.json stops where the demo's pruning cuts it)."""
+  rows, dim = results['rows'], results['dim']
+  entries = results['data']['features'] * dim
+  noise = [r for r in rows if r['intrinsic_dim'] == 0]
+  signal = [r for r in rows if r['intrinsic_dim']]
+
+  def kept(fields: list[dict]) -> float:
+    return (sum(r['vocabulary'] * r['mean_size'] for r in fields)
+            / sum(r['vocabulary'] * dim for r in fields))
+
+  pairs = [(n, i) for n in noise for i in signal if n['vocabulary'] == i['vocabulary']]
+  share = _percent(results['budgets'][-1], entries)
+  largest_noise = max(r['vocabulary'] for r in noise) > max(r['vocabulary'] for r in signal)
+  equal = ''
+  if pairs:
+    n, i = min(pairs, key=lambda p: p[0]['vocabulary'])
+    equal = ('at equal vocabulary size, noise fields are pruned about as much as informative '
+             f'ones. The {n["vocabulary"]}-value noise field keeps {n["mean_size"]:.1f} of {dim} '
+             f'dimensions in the {share} ticket, against {i["mean_size"]:.1f} for the '
+             f'{i["vocabulary"]}-value informative field. ')
+  return _fill(
+      f'What the masks follow (the demo\'s pruning to its {share} ticket, `s_init=-8`, mean size '
+      f'of a field\'s features, from `docs/results/sizes_vs_frequency.json`): {equal}The '
+      'pure-noise field\'s features all converge to one shared vector, which an FM can use as an '
+      'extra linear term on the other fields. Pruning is driven by frequency first. Noise fields '
+      f'lose {"far more" if kept(noise) < kept(signal) / 2 else "more"} in total '
+      f'({kept(noise):.0%} of their entries kept in the {share} ticket, against '
+      f'{kept(signal):.0%} for informative fields)'
+      + (' because the largest vocabularies are noise, as id-like fields are in real logs.'
+         if largest_noise else '.')) + '\n'
+
+
 # name -> (results file in docs/results/, renderer of its contents; .json files are parsed)
 RENDERERS = {
     'demo': ('demo.json', render_demo),
@@ -247,8 +980,27 @@ RENDERERS = {
     'reachability_standin': ('reachability_standin.md', render_table),
     'reachability_standin_long': ('reachability_standin_long.md', render_table),
     'granularity': ('granularity.md', render_table),
+    'export_forms': ('bench_export.json', render_export_forms),
+    'export_criteo': ('bench_export.json', render_export_criteo),
+    'export_targets': ('bench_export.json', render_export_targets),
+    'export_schemes': ('bench_export.json', render_export_schemes),
+    'export_readme': ('bench_export.json', render_export_readme),
+    'export_scheme_choice': ('bench_export.json', render_export_scheme_choice),
+    'export_derive': ('bench_export.json', render_export_derive),
+    'export_check': ('bench_export.json', render_export_check),
+    'analyses_setting': ('lottery_ticket.json', render_analyses_setting),
+    'lottery_ticket': ('lottery_ticket.json', render_lottery_ticket),
+    'sizes_vs_frequency': ('sizes_vs_frequency.json', render_sizes_vs_frequency),
+    'interactions': ('interactions.json', render_interactions),
+    'readme_lottery_ticket': ('lottery_ticket.json', render_readme_lottery_ticket),
+    'readme_sizes_vs_frequency': ('sizes_vs_frequency.json', render_readme_sizes_vs_frequency),
+    'readme_interactions': ('interactions.json', render_readme_interactions),
+    'pep_ticket_steps': ('lottery_ticket.json', render_pep_ticket_steps),
+    'pep_masks': ('sizes_vs_frequency.json', render_pep_masks),
+    'granularity_notes': ('granularity.md', render_granularity_notes),
+    'readme_granularity': ('granularity.md', render_readme_granularity),
 }
-PAGES = ('README.md', 'docs/performance.md', 'docs/analyses.md')
+PAGES = ('README.md', 'docs/performance.md', 'docs/analyses.md', 'docs/serving.md', 'docs/pep.md')
 
 
 def render(readme: str, results_dir: str = RESULTS) -> str:

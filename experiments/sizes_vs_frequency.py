@@ -16,6 +16,9 @@ of every feature's size every ``--every_steps`` steps, and writes into ``--workd
   and mean final size; the notes give Spearman's rank correlations.
 
 The snapshots are kept in ``snapshots.npz`` and reused when the command is started again.
+``--results=docs/results/sizes_vs_frequency.json`` also records the groups' sparsity at every
+snapshot, the correlations, the table, the data's size and the machine there, for
+``docs/analyses.md`` (``experiments/readme_results.py``).
 """
 
 import os
@@ -33,6 +36,8 @@ config_flags.DEFINE_config_file('config', None, 'Experiment config (default: syn
 flags.DEFINE_string('workdir', None, 'Folder of the snapshots, figures and table.')
 flags.DEFINE_integer('every_steps', 250, 'Steps between two snapshots of the sizes.')
 flags.DEFINE_integer('groups', 5, 'Feature-frequency groups.')
+flags.DEFINE_string('results', None, 'A JSON file to record the figures in, with the data and '
+                    'the machine (docs/results/sizes_vs_frequency.json).')
 flags.mark_flag_as_required('workdir')
 FLAGS = flags.FLAGS
 
@@ -96,20 +101,35 @@ def main(argv):
                  'intrinsic_dim': intrinsic[f] if intrinsic else None,
                  'mean_count': float(counts[fields == f].mean()),
                  'mean_size': float(field_sizes[f])})
+  correlations = {'size_vs_frequency': float(spearman(final, counts))}
   notes = [f'Sizes at step {int(steps[-1])} ({int(final.sum()):,} non-zeros of '
            f'{final.size * dim:,}).',
-           f'- Spearman, feature size vs feature frequency: {spearman(final, counts):.3f}']
+           '- Spearman, feature size vs feature frequency: '
+           f'{correlations["size_vs_frequency"]:.3f}']
   if intrinsic:
     planted = np.asarray(intrinsic)
+    correlations['size_vs_field_intrinsic'] = float(spearman(final, planted[fields]))
+    correlations['field_size_vs_intrinsic'] = float(spearman(field_sizes, planted))
     notes += [f'- Spearman, feature size vs its field\'s intrinsic dimension: '
-              f'{spearman(final, planted[fields]):.3f}',
+              f'{correlations["size_vs_field_intrinsic"]:.3f}',
               f'- Spearman, field mean size vs intrinsic dimension: '
-              f'{spearman(field_sizes, planted):.3f}']
+              f'{correlations["field_size_vs_intrinsic"]:.3f}']
   columns = ['field', 'vocabulary', 'intrinsic_dim', 'mean_count', 'mean_size']
   print(analysis.write_tables(rows, columns, FLAGS.workdir, 'sizes_vs_frequency',
                               f'Learned sizes ({config.data.name}, {config.model.name})',
                               '\n'.join(notes)))
   print('\n'.join(notes))
+  if FLAGS.results:
+    analysis.write_results(FLAGS.results, {
+        'data': analysis.describe_data(data), 'model': config.model.name, 'dim': dim,
+        'budgets': analysis.resolve_budgets(config.prune.budgets, final.size * dim,
+                                            'prune.budgets'),
+        'steps': [int(s) for s in steps], 'final_nonzeros': int(final.sum()),
+        'groups': [{'min_count': int(counts[groups == g].min()),
+                    'max_count': int(counts[groups == g].max()),
+                    'sparsity': [float(s) for s in sparsity[:, g]]}
+                   for g in range(FLAGS.groups)],
+        'correlations': correlations, 'rows': rows})
 
 
 if __name__ == '__main__':

@@ -20,6 +20,7 @@ import csv
 import json
 import os
 import platform
+import sys
 import time
 
 import jax
@@ -307,6 +308,26 @@ def machine() -> dict:
           'cpus': os.cpu_count(), 'device': jax.devices()[0].device_kind,
           'devices': jax.device_count(), 'jax': jax.__version__,
           'load_average_1min': os.getloadavg()[0]}
+
+
+def describe_data(data: CTRDataset) -> dict:
+  """The size of a dataset, as the pages that quote a result state it."""
+  intrinsic = data.info.get('intrinsic_dims')
+  return {'name': data.name, 'fields': int(data.num_fields),
+          'features': int(sum(data.field_dims)),
+          'rows': len(data.train) + len(data.valid) + len(data.test),
+          'train_rows': len(data.train), 'test_rows': len(data.test),
+          'noise_fields': None if intrinsic is None else [f for f, k in enumerate(intrinsic)
+                                                          if k == 0]}
+
+
+def write_results(path: str, results: dict) -> None:
+  """Writes ``results`` as JSON, with the command line that made them and the machine.
+
+  The pages of ``docs/`` quote such a file through ``experiments/readme_results.py``.
+  """
+  command = ' '.join(['python', os.path.relpath(sys.argv[0])] + sys.argv[1:])
+  write_json(os.path.abspath(path), {'command': command, 'machine': machine(), **results})
 
 
 def _cell(value) -> str:

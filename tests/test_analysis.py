@@ -172,7 +172,7 @@ def script(name, *args):
 def test_interactions_script_reads_a_finished_run(tiny_run, tmp_path):
   _, data, workdir, result = tiny_run
   script('interactions', '--config=configs/demo.py:tiny', f'--workdir={tmp_path}',
-         f'--run_dir={workdir}', '--rows=500')
+         f'--run_dir={workdir}', '--rows=500', f'--results={tmp_path}/results.json')
   assert (tmp_path / 'interactions.png').exists()
   lines = (tmp_path / 'interactions.csv').read_text().splitlines()
   assert lines[0].startswith('model,run,nonzeros')
@@ -181,6 +181,13 @@ def test_interactions_script_reads_a_finished_run(tiny_run, tmp_path):
       analysis.best_effective_table(tiny_run[0], data, workdir, 'ue_d8'), data.test.ids[:500],
       data.field_dims)
   np.testing.assert_allclose(np.load(tmp_path / 'interactions_ue_d8.npy'), expected)
+  with open(tmp_path / 'results.json') as f:
+    results = json.load(f)
+  uniform = results['rows'][0]
+  off = ~np.eye(data.num_fields, dtype=bool)
+  assert uniform['mean_interaction'] == pytest.approx(expected[off].mean(), rel=1e-6)
+  assert uniform['informative_correlation'] == pytest.approx(1.0)
+  assert results['averaged_over_rows'] == 500
 
 
 def test_runtime_script_times_every_method_of_every_model(tmp_path):

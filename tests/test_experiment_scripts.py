@@ -8,6 +8,7 @@ difference against the two numbers it subtracts. ``interactions`` and ``runtime`
 """
 
 import csv
+import importlib.util
 import json
 import os
 import subprocess
@@ -23,6 +24,15 @@ from pep_jax.data import load_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = '--config=configs/demo.py:tiny'
+
+
+def page_renderers():
+  """``experiments/readme_results.py``, which writes the pages' figures from results files."""
+  spec = importlib.util.spec_from_file_location(
+      'readme_results', os.path.join(ROOT, 'experiments', 'readme_results.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def script(name: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -101,7 +111,7 @@ def test_reachability_table_against_its_runs(tmp_path):
 
 
 def test_lottery_ticket_table_holds_each_arm(tmp_path):
-  script('lottery_ticket', TINY, f'--workdir={tmp_path}')
+  script('lottery_ticket', TINY, f'--workdir={tmp_path}', f'--results={tmp_path}/results.json')
   (row,) = read_csv(tmp_path / 'lottery_ticket.csv')
   run = str(tmp_path / 'run')
   budget = int(row['budget'])
@@ -119,10 +129,20 @@ def test_lottery_ticket_table_holds_each_arm(tmp_path):
   config = demo.get_config('tiny')
   data = load_dataset(config.data)
   assert int(row['unpruned_nonzeros']) == data.num_features * config.embedding.dim
+  with open(tmp_path / 'results.json') as f:
+    results = json.load(f)
+  (recorded,) = results['rows']
+  assert recorded['ticket_step'] == int(row['ticket_step'])
+  assert recorded['rewind'] == pytest.approx(number(row['rewind']), abs=1e-12)
+  assert results['data']['features'] == data.num_features
+  pages = page_renderers()
+  assert f'{recorded["ticket_step"]:,}' in pages.render_lottery_ticket(results)
+  assert f'{recorded["ticket_step"]:,}' in pages.render_pep_ticket_steps(results)
 
 
 def test_sizes_vs_frequency_table_is_the_last_snapshot(tmp_path):
-  script('sizes_vs_frequency', TINY, f'--workdir={tmp_path}', '--every_steps=50')
+  script('sizes_vs_frequency', TINY, f'--workdir={tmp_path}', '--every_steps=50',
+         f'--results={tmp_path}/results.json')
   rows = read_csv(tmp_path / 'sizes_vs_frequency.csv')
   config = demo.get_config('tiny')
   data = load_dataset(config.data)
@@ -137,6 +157,14 @@ def test_sizes_vs_frequency_table_is_the_last_snapshot(tmp_path):
     assert int(row['intrinsic_dim']) == data.info['intrinsic_dims'][f]
     assert number(row['mean_size']) == pytest.approx(sizes[lo:hi].mean(), rel=1e-9)
     assert number(row['mean_count']) == pytest.approx(counts[lo:hi].mean(), rel=1e-9)
+  with open(tmp_path / 'results.json') as f:
+    results = json.load(f)
+  assert results['steps'] == [int(s) for s in snapshots['steps']]
+  assert results['final_nonzeros'] == int(sizes.sum())
+  assert [r['mean_size'] for r in results['rows']] == [number(r['mean_size']) for r in rows]
+  pages = page_renderers()
+  assert f'{results["steps"][-1]:,}' in pages.render_sizes_vs_frequency(results)
+  assert 'What the masks follow' in pages.render_pep_masks(results)
 
 
 def test_rows_versus_dense_compares_the_two_work_directories(tmp_path):

@@ -9,8 +9,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope='module')
-def generator():
+def _load():
   spec = importlib.util.spec_from_file_location(
       'readme_results', os.path.join(ROOT, 'experiments', 'readme_results.py'))
   module = importlib.util.module_from_spec(spec)
@@ -18,9 +17,13 @@ def generator():
   return module
 
 
-@pytest.mark.parametrize('page', ['README.md', 'docs/performance.md', 'docs/analyses.md'])
+@pytest.fixture(scope='module')
+def generator():
+  return _load()
+
+
+@pytest.mark.parametrize('page', _load().PAGES)
 def test_every_results_block_is_written_from_its_results_file(generator, page):
-  assert page in generator.PAGES
   with open(os.path.join(ROOT, page)) as f:
     text = f.read()
   assert generator.BLOCK.findall(text), f'{page} has no results block'
@@ -38,3 +41,27 @@ def test_a_figure_changed_by_hand_is_caught(generator):
   edited = readme.replace(figure, f'{ue["test_auc"] + 0.01:.4f}', 1)
   assert generator.render(edited) != edited
   assert generator.render(edited) == readme
+
+
+def test_every_page_with_a_results_block_is_checked(generator):
+  pages = [os.path.relpath(os.path.join(d, f), ROOT)
+           for d, _, files in os.walk(os.path.join(ROOT, 'docs')) for f in files
+           if f.endswith('.md') and 'results' not in os.path.relpath(d, ROOT).split(os.sep)]
+  for page in ['README.md'] + pages:
+    with open(os.path.join(ROOT, page)) as f:
+      if generator.BLOCK.search(f.read()):
+        assert page in generator.PAGES, f'{page} has results blocks but is not in PAGES'
+
+
+def test_an_export_figure_changed_by_hand_is_caught(generator):
+  with open(os.path.join(ROOT, 'docs', 'serving.md')) as f:
+    page = f.read()
+  with open(os.path.join(ROOT, 'docs', 'results', 'bench_export.json')) as f:
+    bench = json.load(f)
+  row = next(r for r in bench['rows'] if r['part'] == 'forms' and r['form'] == 'int8'
+             and r['layout'] == 'bitmask')
+  figure = f'{row["bytes"]:,}'
+  assert figure in page
+  edited = page.replace(figure, f'{row["bytes"] + 1:,}', 1)
+  assert generator.render(edited) != edited
+  assert generator.render(edited) == page
