@@ -128,7 +128,8 @@ def check_config(config, root: str, resumable_keys: tuple[str, ...]) -> None:
   if saved is None:
     made = sorted(n for n in os.listdir(root) if not n.startswith('.')) if os.path.isdir(
         root) else []
-    made = [n for n in made if n not in (METRICS, 'tensorboard')]
+    # Another process of a multi-process run may be writing config.json at this moment.
+    made = [n for n in made if n not in (METRICS, 'tensorboard') and not n.startswith(CONFIG)]
     if made:
       raise ConfigError(f'{path} is missing, but {root} holds {", ".join(made[:5])}: nothing '
                         'says which config made them. Use a new --workdir, or restore '
