@@ -101,7 +101,9 @@ def log(logs, name: str, index: int) -> str:
 def run_two(workdir, logs) -> None:
   codes = wait_all(start_two(workdir, logs), RUN_TIMEOUT)
   name = os.path.basename(workdir)
-  assert codes == [0, 0], log(logs, name, 0)[-3000:] + log(logs, name, 1)[-3000:]
+  assert codes == [0, 0], (f'exit statuses {codes} (None: still running after {RUN_TIMEOUT} s, '
+                           'then killed)\n' + log(logs, name, 0)[-3000:] +
+                           log(logs, name, 1)[-3000:])
 
 
 def finished_checkpoint(folder: str) -> bool:
