@@ -95,7 +95,7 @@ def install(argv: list[str]) -> None:
 
 
 LIST_DEVICES = '''
-import json, platform, jax
+import json, jax
 d = jax.devices()
 print(json.dumps({"platform": d[0].platform, "kind": d[0].device_kind, "count": len(d),
                   "local_count": jax.local_device_count(), "backend": jax.default_backend()}))
@@ -112,7 +112,7 @@ def devices() -> dict:
   return {**found, 'pass': found['count'] >= 1}
 
 
-def test_environment(backend: str) -> tuple[dict, list[str]]:
+def tests_environment(backend: str) -> tuple[dict, list[str]]:
   """The tests' environment on ``backend``: XLA's deterministic ops on a GPU."""
   env = dict(os.environ, JAX_PLATFORMS=backend,
              PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get('PYTHONPATH')) if p))
@@ -138,7 +138,7 @@ def junit_results(path: str) -> list[dict]:
 
 def run_tests(backend: str, k: str, timeout: float) -> dict:
   """``pytest -m accelerator`` (narrowed by ``-k k``) on ``backend``."""
-  env, flags = test_environment(backend)
+  env, flags = tests_environment(backend)
   with tempfile.TemporaryDirectory(prefix='device_check_') as tmp:
     report = os.path.join(tmp, 'junit.xml')
     command = [sys.executable, '-m', 'pytest', '-q', '-m', 'accelerator', '-p', 'no:cacheprovider',
@@ -149,7 +149,8 @@ def run_tests(backend: str, k: str, timeout: float) -> dict:
                             timeout=timeout)
       returncode, output = proc.returncode, proc.stdout + proc.stderr
     except subprocess.TimeoutExpired as e:
-      returncode, output = None, f'timed out after {timeout:.0f} s: {e.stdout or ""}'
+      partial = e.stdout.decode() if isinstance(e.stdout, bytes) else e.stdout or ''
+      returncode, output = None, f'timed out after {timeout:.0f} s: {partial}'
     seconds = time.perf_counter() - start
     results = junit_results(report) if os.path.exists(report) else []
   resume = [r['outcome'] for r in results if RESUME_TEST in r['test']]
@@ -184,19 +185,32 @@ def run_speed(args: argparse.Namespace, kind: str) -> dict:
   print(f'# {bench.shapes[0]}: {data.num_features:,} features x d={shape.dim}, batch '
         f'{bench.batch_size}, {bench.steps} timed steps per row', flush=True)
   bench_speed.print_header()
-  rows = []
+  rows, errors = [], []
   start = time.perf_counter()
   for case in todo:
-    for row in bench_speed.run_case(case, data, bench):
+    try:  # a case that fails (out of memory, say) is reported; the others still run
+      case_rows = bench_speed.run_case(case, data, bench)
+    except Exception as e:  # noqa: BLE001
+      errors.append({**case.key(), 'error': f'{type(e).__name__}: {e}'[:2000]})
+      print(f'{case.label} {case.mode}: {errors[-1]["error"][:200]}', flush=True)
+      continue
+    for row in case_rows:
       row.setdefault('bytes_per_step', None)  # the traffic model covers the dense mode only
       row['peak_bandwidth'] = peak
       row['bandwidth_fraction'] = (row['gb_per_second'] * 1e9 / peak
                                    if peak and 'gb_per_second' in row else None)
       rows.append(row)
+  for row in rows:
+    if row['bytes_per_step'] is not None:
+      share = row['bandwidth_fraction']
+      print(f'{row["mode"]} K={row["per_dispatch"]}: {row["bytes_per_step"] / 1e9:.3f} GB per '
+            f'step, {row["gb_per_second"]:.1f} GB/s, ' +
+            (f'{share:.1%} of {peak / 1e12:.2f} TB/s' if share is not None else
+             'peak bandwidth unknown'))
   ran = all(math.isfinite(r['samples_per_second']) and r['samples_per_second'] > 0 for r in rows)
-  return {'pass': ran and bool(rows), 'seconds': time.perf_counter() - start,
+  return {'pass': ran and bool(rows) and not errors, 'seconds': time.perf_counter() - start,
           'shape': bench.shapes[0], 'features': data.num_features, 'dim': shape.dim,
-          'batch_size': bench.batch_size, 'steps': bench.steps, 'rows': rows}
+          'batch_size': bench.batch_size, 'steps': bench.steps, 'rows': rows, 'errors': errors}
 
 
 def aim(speed: dict, kind: str) -> dict:
@@ -223,6 +237,8 @@ def summary_line(name: str, part: dict) -> str:
             f'{part["skipped"]} skipped; resume {exact}' +
             (f' ({" ".join(part["xla_flags"])})' if part['xla_flags'] else ''))
   if name == 'speed':
+    if not part['rows']:
+      return f'no row ran: {part["errors"][0]["error"][:80]}'
     best = max(part['rows'], key=lambda r: r['samples_per_second'])
     share = best['bandwidth_fraction']
     return (f'best {best["samples_per_second"]:,.0f} samples/s ({best["mode"]}, '
@@ -232,7 +248,8 @@ def summary_line(name: str, part: dict) -> str:
     best = part['best_samples_per_second']
     return (f'>= {part["target_samples_per_second"]:,.0f} samples/s on '
             f'{"/".join(part["device_kinds"])}: ' +
-            ('not applicable' if part['pass'] is None else f'{best:,.0f}'))
+            ('not applicable' if part['pass'] is None else
+             f'{best:,.0f}' if best is not None else 'no speed row'))
   return ''
 
 

@@ -310,7 +310,7 @@ def test_device_check_on_the_cpu_writes_every_part(tmp_path):
   assert [(r['test'], r['outcome']) for r in tests['results']] == [
       ('tests.test_threshold::test_subgradient_at_the_kink_is_zero', 'passed')]
   speed = parts['speed']
-  assert speed['pass'] and speed['shape'] == 'small'
+  assert speed['pass'] and speed['shape'] == 'small' and speed['errors'] == []
   assert [(r['mode'], r['per_dispatch']) for r in speed['rows']] == [
       ('dense', 1), ('dense', 2), ('rows', 1), ('rows', 2)]
   for row in speed['rows']:
