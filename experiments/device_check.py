@@ -1,4 +1,4 @@
-"""One command for a machine lent with a GPU or TPU: its devices, the accelerator tests, FM + PEP speed.
+"""One command for a machine lent with a GPU or TPU: devices, accelerator tests, FM + PEP speed.
 
     python experiments/device_check.py --out=docs/results/            # ~5 minutes on a GPU
     python experiments/device_check.py --out=docs/results/ --install  # first the accelerator JAX

@@ -123,19 +123,22 @@ def runs(tmp_path_factory):
   run_two(two, logs)
 
   procs = start_two(killed, logs)
-  deadline = time.monotonic() + RUN_TIMEOUT
-  while not finished_checkpoint(wd.prune_checkpoints(str(killed))):
-    assert all(p.poll() is None for p in procs) and time.monotonic() < deadline, \
-        'the two-process run ended or stalled before its first checkpoint'
-    time.sleep(0.1)
-  procs[1].send_signal(signal.SIGKILL)
-  killed_at = time.monotonic()
-  codes = wait_all(procs, 120)
-  survivor_seconds = time.monotonic() - killed_at
-  interrupted = os.path.exists(wd.summary_paths(str(killed))['json'])
+  try:
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while not finished_checkpoint(wd.prune_checkpoints(str(killed))):
+      assert all(p.poll() is None for p in procs) and time.monotonic() < deadline, \
+          'the two-process run ended or stalled before its first checkpoint'
+      time.sleep(0.1)
+    procs[1].send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    codes = wait_all(procs, 120)
+    survivor_seconds = time.monotonic() - killed_at
+  finally:
+    wait_all(procs, 0)  # none is left running, whatever failed above
+  finished_before_kill = os.path.exists(wd.summary_paths(str(killed))['json'])
   run_two(killed, logs)
   return {'one': one, 'two': two, 'killed': killed, 'logs': logs, 'codes': codes,
-          'survivor_seconds': survivor_seconds, 'finished_before_kill': interrupted}
+          'survivor_seconds': survivor_seconds, 'finished_before_kill': finished_before_kill}
 
 
 def summary(workdir) -> list[dict]:
