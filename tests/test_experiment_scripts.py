@@ -304,6 +304,7 @@ def test_device_check_on_the_cpu_writes_every_part(tmp_path):
   assert report['jax'] == jax.__version__ and report['python'] == sys.version.split()[0]
   parts = report['parts']
   assert list(parts) == ['devices', 'tests', 'speed', 'aim'] and report['passed']
+  assert report['notes'] == []
   assert parts['devices']['platform'] == 'cpu' and parts['devices']['pass']
   tests = parts['tests']
   assert tests['pass'] and tests['xla_flags'] == [] and tests['resume_bit_exact'] is None
