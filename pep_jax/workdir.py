@@ -13,6 +13,7 @@ state; none spells a folder's name or parses one. A work directory holds one con
                               candidate), latest/<step>/, best/<epoch>/, test_probs.npy (its
                               best state's test-set probabilities), result.json (written
                               last: the run is finished), .lock while it trains
+                              (.lock.<process> in a multi-process run)
     init/0/                   PEP: the initial state V0
     prune/                    PEP: checkpoints/<step>/ of the pruning, result.json when finished
     tickets/b<budget>/        PEP: a ticket's mask and ticket.json; state/<step>/ the pruning
@@ -127,7 +128,8 @@ def check_config(config, root: str, resumable_keys: tuple[str, ...]) -> None:
   if saved is None:
     made = sorted(n for n in os.listdir(root) if not n.startswith('.')) if os.path.isdir(
         root) else []
-    made = [n for n in made if n not in (METRICS, 'tensorboard')]
+    # Another process of a multi-process run may be writing config.json at this moment.
+    made = [n for n in made if n not in (METRICS, 'tensorboard') and not n.startswith(CONFIG)]
     if made:
       raise ConfigError(f'{path} is missing, but {root} holds {", ".join(made[:5])}: nothing '
                         'says which config made them. Use a new --workdir, or restore '
@@ -218,14 +220,24 @@ def set_aside_results(root: str) -> None:
     os.replace(path, path + '.previous')
 
 
+def lock_path(root: str, run: str) -> str:
+  """The run's lock file: ``.lock``, or ``.lock.<process index>`` in a multi-process run.
+
+  The processes of a multi-process run train each run together, so each takes a lock of its
+  own: on one shared lock the second would wait for the first, which waits for the second in
+  the step's collectives.
+  """
+  suffix = f'.{jax.process_index()}' if jax.process_count() > 1 else ''
+  return os.path.join(run_dir(root, run), '.lock' + suffix)
+
+
 @contextlib.contextmanager
 def run_lock(root: str, run: str):
   """Holds the run's lock file while it trains: runs may train in parallel processes (two
   methods may ask for the same run, e.g. SSEDS for the uniform model it scores), never one run
   twice at once."""
-  folder = run_dir(root, run)
-  os.makedirs(folder, exist_ok=True)
-  with open(os.path.join(folder, '.lock'), 'w') as f:
+  os.makedirs(run_dir(root, run), exist_ok=True)
+  with open(lock_path(root, run), 'w') as f:
     fcntl.flock(f, fcntl.LOCK_EX)
     try:
       yield

@@ -14,7 +14,7 @@ import pytest
 from configs import demo
 from pep_jax.data import load_dataset, pipeline
 from pep_jax import experiment
-from recorded import assert_like_recorded
+from recorded import assert_like_recorded, assert_tickets_like_recorded, tickets_of
 from pep_jax.train.checkpoint import CheckpointError
 from pep_jax.train.fit import NonFiniteLossError
 from pep_jax.train.setup import build_stage
@@ -56,6 +56,15 @@ def test_outputs_of_a_full_run(finished_run):
     assert row['nonzeros'] <= row['ticket_nonzeros'] <= row['budget']
   ue = [r for r in summary if r['method'] == 'ue'][0]
   assert ue['nonzeros'] == 368 * 8 and ue['sparsity'] == 0.0
+
+
+@pytest.mark.accelerator
+def test_tickets_like_those_recorded_on_a_cpu(finished_run):
+  """The step each budget is reached at, its non-zeros, per-field sizes and mask, against the
+  run recorded by ``tests/recorded/record.py`` (on another platform within the tolerances of
+  ``tests/recorded``)."""
+  workdir, _ = finished_run
+  assert_tickets_like_recorded(tickets_of(tiny(), workdir), 'demo_tiny')
 
 
 def test_tickets_record_their_budget_and_v0_is_saved(finished_run):

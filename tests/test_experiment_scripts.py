@@ -290,3 +290,49 @@ def test_bench_export_measures_every_form_of_every_run(tmp_path):
         assert row['bytes'] == by_run[row['run']]['bytes']
     else:
       assert row['bytes'] < by_run[row['run']]['bytes']
+
+
+def test_device_check_on_the_cpu_writes_every_part(tmp_path):
+  """The CPU path of the GPU/TPU check: one accelerator test, the speed rows at small sizes."""
+  import jax
+  proc = script('device_check', '--quick', '--tests-k=kink', f'--out={tmp_path}', '--install')
+  assert 'nothing to install' in proc.stdout
+  with open(tmp_path / 'device_check_cpu.json') as f:
+    report = json.load(f)
+  assert report['device'] == {'platform': 'cpu', 'kind': jax.devices()[0].device_kind,
+                              'count': 1}
+  assert report['jax'] == jax.__version__ and report['python'] == sys.version.split()[0]
+  parts = report['parts']
+  assert list(parts) == ['devices', 'tests', 'speed', 'aim'] and report['passed']
+  assert report['notes'] == []
+  assert parts['devices']['platform'] == 'cpu' and parts['devices']['pass']
+  tests = parts['tests']
+  assert tests['pass'] and tests['xla_flags'] == [] and tests['resume_bit_exact'] is None
+  assert [(r['test'], r['outcome']) for r in tests['results']] == [
+      ('tests.test_threshold::test_subgradient_at_the_kink_is_zero', 'passed')]
+  speed = parts['speed']
+  assert speed['pass'] and speed['shape'] == 'small' and speed['errors'] == []
+  assert [(r['mode'], r['per_dispatch']) for r in speed['rows']] == [
+      ('dense', 1), ('dense', 2), ('rows', 1), ('rows', 2)]
+  for row in speed['rows']:
+    assert (row['model'], row['method'], row['granularity']) == ('fm', 'pep',
+                                                                'feature_dimension')
+    assert row['samples_per_second'] > 0 and row['steps_timed'] == 3
+    assert row['peak_bandwidth'] is None and row['bandwidth_fraction'] is None
+    assert (row['bytes_per_step'] is not None) == (row['mode'] == 'dense')
+  assert parts['aim']['pass'] is None
+  best = max(r['samples_per_second'] for r in speed['rows'])
+  assert parts['aim']['best_samples_per_second'] == best
+  assert 'aim' in proc.stdout and 'passed in' in proc.stdout
+
+
+def test_device_check_knows_the_peak_bandwidth_of_common_devices():
+  import importlib
+  check = importlib.import_module('experiments.device_check')
+  assert check.peak_bandwidth('NVIDIA H100 80GB HBM3') == 3.35e12  # H100 SXM
+  assert check.peak_bandwidth('NVIDIA H200') == 4.8e12
+  assert check.peak_bandwidth('NVIDIA A100-SXM4-80GB') == 2.0e12
+  assert check.peak_bandwidth('TPU v4') == 1.2e12
+  assert check.peak_bandwidth('TPU v5 lite') == 0.82e12
+  assert check.peak_bandwidth('NVIDIA H100 PCIe') is None
+  assert check.peak_bandwidth('cpu') is None

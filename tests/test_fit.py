@@ -120,6 +120,7 @@ def without_seconds(result: dict) -> dict:
           if 'seconds' not in k and k not in ('best_state', 'test_probs')}
 
 
+@pytest.mark.accelerator
 @pytest.mark.parametrize('updates', ['dense', 'rows'])
 def test_retraining_killed_inside_an_epoch_resumes_bit_exactly(tmp_path, updates):
   config = tiny(updates)

@@ -44,6 +44,7 @@ def expand_np(s, granularity):
   return np.broadcast_to(s, (N, s.shape[1])) if s.shape[0] == 1 else s
 
 
+@pytest.mark.accelerator
 @pytest.mark.parametrize('granularity', th.GRANULARITIES)
 def test_values_and_gradients_match_float64_reference(granularity):
   v, s = table_and_thresholds(granularity)
@@ -105,6 +106,7 @@ def test_gradients_match_finite_differences(granularity):
     jax.config.update('jax_enable_x64', False)
 
 
+@pytest.mark.accelerator
 def test_s_minus_150_is_an_exact_zero_threshold_in_float32():
   v = jnp.asarray([[-0.3, 0.0, 1e-30, 2.5]], jnp.float32)
   s = jnp.full((1, 4), -150.0, jnp.float32)
@@ -117,6 +119,7 @@ def test_s_minus_150_is_an_exact_zero_threshold_in_float32():
   np.testing.assert_array_equal(gv, [[1.0, 0.0, 1.0, 1.0]])  # V = 0 gives S = 0: no gradient
 
 
+@pytest.mark.accelerator
 def test_subgradient_at_the_kink_is_zero():
   """|V| == g(s) gives S == 0 exactly, and Eq. 11 gives V and s no gradient there."""
   s = jnp.zeros((1, 2))  # g(s) = 0.5

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from pep_jax import sharding
 from pep_jax import workdir as wd
 from pep_jax.data.base import CTRDataset
 from pep_jax.errors import ConfigError, InputError
@@ -162,13 +163,12 @@ def no_search(ctx: Context) -> None:
 
 def embedding_arrays(stage: Stage, state, constants: dict) -> tuple[dict, dict]:
   """The embedding layer's parameters and constants on the host (``{name: array}`` each)."""
-  params = jax.device_get(state.params['embedding'])
-  host = jax.device_get(constants)
+  params = sharding.to_host(state.params['embedding'])
+  host = sharding.to_host(constants)
   layer_constants = {k: v for collection in host.values()
                      for k, v in collection.get('embedding', {}).items()}
   del stage
-  return ({k: np.asarray(v) for k, v in params.items()},
-          {k: np.asarray(v) for k, v in layer_constants.items()})
+  return dict(params), layer_constants
 
 
 def sparse_compact(ctx: Context, stage: Stage, state, constants, layout: str | None) -> Compact:

@@ -72,3 +72,27 @@ def test_single_device_mesh_is_the_same_function():
   grad = jax.grad(lambda t: jnp.sum(sharding.take_rows(t, ids, mesh)))(table)
   np.testing.assert_array_equal(grad, jax.grad(lambda t: jnp.sum(jnp.take(t, ids, axis=0)))(table))
   np.testing.assert_array_equal(sharding.take_rows(table, ids, None), table[ids])
+
+
+@pytest.mark.accelerator
+def test_take_rows_over_every_local_device():
+  """The table split by rows over every device of this process (one on the CPU test run, every
+  GPU or TPU chip under experiments/device_check.py): rows exact, gradients as numpy's."""
+  devices = jax.local_devices()
+  n = len(devices)
+  mesh = jax.sharding.Mesh(np.asarray(devices).reshape(1, n), (sharding.DATA, sharding.TABLE),
+                           axis_types=(jax.sharding.AxisType.Auto,) * 2)
+  rng = np.random.default_rng(1)
+  table = rng.normal(size=(16 * n, 5)).astype(np.float32)
+  ids = rng.integers(0, 16 * n, size=(8 * n, 3)).astype(np.int32)
+  cot = rng.normal(size=(8 * n, 3, 5)).astype(np.float32)
+  t = jax.device_put(table, sharding.specs.table_rows(mesh))
+  i = jax.device_put(ids, sharding.specs.batch_sharding(mesh))
+  rows = jax.jit(lambda t, i: sharding.take_rows(t, i, mesh))(t, i)
+  grad = jax.jit(jax.grad(lambda t, i: jnp.sum(sharding.take_rows(t, i, mesh) * cot)))(t, i)
+  expected = np.zeros_like(table)
+  np.add.at(expected, ids, cot)
+  np.testing.assert_array_equal(rows, table[ids])
+  np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-6)
+  assert rows.sharding.is_equivalent_to(sharding.specs.batch_sharding(mesh), 3)
+  assert grad.sharding.is_equivalent_to(sharding.specs.table_rows(mesh), 2)
