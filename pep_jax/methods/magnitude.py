@@ -40,6 +40,7 @@ from pep_jax.errors import ConfigError, MissingError
 from pep_jax.methods import ue
 from pep_jax.methods.base import (SPARSE_LAYOUTS, Candidate, Compact, Context, Method,
                                   field_means, fit_candidate, resolve_budgets, sparse_compact)
+from pep_jax.sharding.host import to_host
 from pep_jax.train.checkpoint import Checkpointer
 from pep_jax.train.setup import Stage, build_stage
 
@@ -207,7 +208,7 @@ def search(ctx: Context) -> None:
   state = wd.restore_best(ctx.workdir, base.run, plain.abstract_state())
 
   start = time.perf_counter()
-  table = np.asarray(jax.device_get(state.params['embedding']['table']))
+  table = to_host(state.params['embedding']['table'])  # whole, also across processes
   table = table[:ctx.data.num_features]
   budgets = resolve_budgets(config.magnitude.budgets, ctx.table_entries, 'magnitude.budgets')
   masks = {f'b{b}': select(table, b, ctx.data.field_dims, config.magnitude.scope)
