@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +14,8 @@ from pep_jax.data import load_dataset, pipeline
 from pep_jax.methods import sseds
 from pep_jax.methods.base import Context
 from pep_jax import experiment
+from pep_jax import workdir as wd
+from pep_jax.train.checkpoint import Checkpointer
 from pep_jax.train.setup import build_stage
 from pep_jax.train.steps import weighted_bce
 
@@ -263,6 +266,31 @@ def test_the_search_records_its_rank_and_fill(finished):
   with open(os.path.join(workdir, 'sseds', 'result.json')) as f:
     search = json.load(f)
   assert (search['rank'], search['fill']) == ('saliency', 'prefix')
+
+
+def test_the_search_selects_by_the_configured_rank_and_fill(finished, data, tmp_path):
+  """A search with another rank and fill, on the finished pre-trained model, keeps what
+  :func:`sseds.select` keeps of the same scores with that rank and fill."""
+  workdir, _ = finished
+  other = str(tmp_path / 'other')
+  shutil.copytree(workdir, other)
+  shutil.rmtree(wd.search_dir(other, *sseds.SEARCH))  # the pre-trained run stays
+  ctx = Context(tiny(rank='saliency_per_param', fill='greedy'), data, other, None)
+  sseds.search(ctx)
+  default = Context(tiny(), data, workdir, None)
+  ckpt = Checkpointer(wd.search_dir(workdir, *sseds.SEARCH, 'search'), max_to_keep=None)
+  shape = (data.num_fields, 8)
+  budgets = [c.info['budget'] for c in sseds.candidates(default)]
+  stored, _ = ckpt.restore(0, {'scores': np.zeros(shape, np.float64),
+                               'masks': {f'b{b}': np.zeros(shape, bool) for b in budgets}})
+  ckpt.close()
+  dims = np.asarray(data.field_dims)
+  changed = False
+  for b in budgets:
+    expected = sseds.select(stored['scores'], dims, b, rank='saliency_per_param', fill='greedy')
+    np.testing.assert_array_equal(sseds.load_mask(ctx, b), expected)
+    changed |= not np.array_equal(expected, sseds.load_mask(default, b))
+  assert changed  # the variant keeps other slots than the paper's ranking does here
 
 
 @pytest.mark.parametrize('init', ['warm', 'rewind'])
