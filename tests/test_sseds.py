@@ -157,6 +157,8 @@ def test_rank_and_fill_by_hand(rank, fill, expected):
   want = np.zeros((3, 3), bool)
   want[tuple(np.array(expected).T)] = True
   np.testing.assert_array_equal(keep, want)
+  with pytest.raises(ValueError, match='fill'):
+    sseds.select(RANKED_SCORES, RANKED_COSTS, 14, rank=rank, fill=fill.upper())
 
 
 def test_rank_per_param_divides_by_params_not_by_the_budget_unit():

@@ -147,7 +147,10 @@ def select(scores: np.ndarray, costs: np.ndarray, budget: int, min_width: int = 
 
   Raises:
     ConfigError: naming ``sseds.min_width`` when the forced slots alone exceed the budget.
+    ValueError: for a ``rank`` or ``fill`` not in :data:`RANKS` or :data:`FILLS`.
   """
+  if rank not in RANKS or fill not in FILLS:
+    raise ValueError(f'rank={rank!r}, fill={fill!r}: expected one of {RANKS} and of {FILLS}')
   n, d = scores.shape
   slot_cost = np.repeat(costs, d)
   keep = np.zeros(n * d, bool)
