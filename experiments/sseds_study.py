@@ -128,10 +128,13 @@ def markdown(rows: list[dict], seeds: tuple[int, ...], header: str) -> str:
   lines = [header, '']
   for dataset in dict.fromkeys(r['dataset'] for r in rows):
     mine = [r for r in rows if r['dataset'] == dataset]
+    table = next(r['params'] for r in mine if r['method'] == 'ue')
     lines += [f'## {dataset}', '',
-              f'Test AUC per seed ({", ".join(str(s) for s in seeds)}) and their mean; '
-              'params: the stored parameters of the first seed\'s model.', '',
-              '| method | variant | budget | params | test AUC |', '|---|---|---:|---:|---|']
+              f'Test AUC per seed ({", ".join(str(s) for s in seeds)}) and their mean. budget: '
+              f'a share of the uniform table ({table:,} entries); params and fields (those '
+              'with at least one dimension): the first seed\'s model.', '',
+              '| method | variant | budget | params | fields | test AUC |',
+              '|---|---|---:|---:|---:|---|']
     keyed: dict[tuple, list[dict]] = {}
     for r in mine:
       if r['method'] == 'ue' and r['variant'] != REFERENCE:
@@ -144,8 +147,10 @@ def markdown(rows: list[dict], seeds: tuple[int, ...], header: str) -> str:
                                             -k[2])):
       group = sorted(keyed[key], key=lambda r: r['seed'])
       method, variant, budget, setting = key
+      fields = sum(w > 0 for w in group[0]['field_mean_size'])
+      share = f'{budget / table:.0%} ({budget:,})' if budget else '-'
       lines.append(f'| {method} {setting if method == "ue" else ""}'.rstrip() +
-                   f' | {variant or "-"} | {budget or "-"} | {group[0]["params"]:,} | '
+                   f' | {variant or "-"} | {share} | {group[0]["params"]:,} | {fields} | '
                    f'{_auc([r["test_auc"] for r in group])} |')
     lines.append('')
   return '\n'.join(lines)
@@ -176,7 +181,8 @@ def main(argv):
   paper = '(the paper: rank by saliency, prefix fill, one scoring batch)'
   header = (f'# SSEDS: ranking, fill and scoring batches at equal stored parameters\n\n'
             f'`python experiments/sseds_study.py` ({stamp}; {described}). Variants: '
-            + '; '.join(f'`{n}` {VARIANTS[n] or paper}' for n in names) + '.')
+            + '; '.join(f'`{n}` ' + (', '.join(f'sseds.{k}={v}' for k, v in VARIANTS[n].items())
+                                     or paper) for n in names) + '.')
   text = markdown(rows, seeds, header)
   with open(os.path.join(FLAGS.out, 'sseds_study.md'), 'w') as f:
     f.write(text)

@@ -286,5 +286,6 @@ def test_sseds_study_rows_against_each_variants_runs(tmp_path):
   table = (out / 'sseds_study.md').read_text()
   for row in rows:
     if row['method'] == 'sseds':
-      assert f'| sseds | {row["variant"]} | {row["budget"]} | {row["params"]:,} | ' \
-             f'{row["test_auc"]:.4f} |' in table
+      fields = sum(w > 0 for w in row['field_mean_size'])
+      assert f'({row["budget"]:,}) | {row["params"]:,} | {fields} | {row["test_auc"]:.4f} |' \
+          in table
