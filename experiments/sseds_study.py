@@ -28,7 +28,6 @@ import datetime
 import json
 import os
 import platform
-import time
 
 import jax
 import numpy as np
@@ -86,7 +85,7 @@ def variant_config(base, name: str, seeds: tuple[int, ...]):
                              'train.parallel_runs': 1})
 
 
-def study_rows(dataset: str, name: str, config, rows: list[dict], seconds: float) -> list[dict]:
+def study_rows(dataset: str, name: str, config, rows: list[dict]) -> list[dict]:
   """The summary rows this study reports, with the dataset, variant and config they come from."""
   out = []
   for row in rows:
@@ -100,7 +99,7 @@ def study_rows(dataset: str, name: str, config, rows: list[dict], seconds: float
         'field_mean_size': row['field_mean_size'],
         'search_seconds': row.get('search_seconds'), 'train_seconds': row['train_seconds'],
         'rank': config.sseds.rank, 'fill': config.sseds.fill,
-        'score_batches': int(config.sseds.score_batches), 'variant_seconds': seconds,
+        'score_batches': int(config.sseds.score_batches),
     })
   return out
 
@@ -169,9 +168,8 @@ def main(argv):
     base = dataset_config(dataset)
     for name in names:
       config = variant_config(base, name, seeds)
-      start = time.perf_counter()
       found = experiment.run(config, os.path.join(FLAGS.workdir, dataset, name))
-      rows += study_rows(dataset, name, config, found, time.perf_counter() - start)
+      rows += study_rows(dataset, name, config, found)
   os.makedirs(FLAGS.out, exist_ok=True)
   described = machine()
   stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
