@@ -101,6 +101,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.sseds = ml_collections.ConfigDict()
   c.sseds.budgets = (0.5, 0.2, 0.1)  # counts, or fractions (<= 1) of the uniform table
   c.sseds.budget_unit = 'params'  # params: sum_n d_n * vocab_n | slots: kept (field, dim) pairs
+  # The order slots are taken in: saliency (the paper) | saliency_per_param (a slot's saliency
+  # over the parameters it stores: vocab_n for a field's column, 1 for a table entry).
+  c.sseds.rank = 'saliency'
+  # prefix: slots in rank order until the next one does not fit | greedy: a slot that does not
+  # fit is skipped and the next one that does is taken.
+  c.sseds.fill = 'prefix'
   c.sseds.granularity = 'field'  # field: a mask [fields, d] | feature: one per table entry
   c.sseds.score_batches = 1  # batches the saliency |dL/d alpha| is averaged over
   c.sseds.min_width = 0  # dimensions every field keeps at least

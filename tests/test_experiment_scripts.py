@@ -336,3 +336,30 @@ def test_device_check_knows_the_peak_bandwidth_of_common_devices():
   assert check.peak_bandwidth('TPU v5 lite') == 0.82e12
   assert check.peak_bandwidth('NVIDIA H100 PCIe') is None
   assert check.peak_bandwidth('cpu') is None
+
+
+def test_sseds_study_rows_against_each_variants_runs(tmp_path):
+  out = tmp_path / 'out'
+  script('sseds_study', f'--workdir={tmp_path}', '--datasets=compare', '--compare_variant=tiny',
+         '--variants=paper,per_param_greedy', f'--out={out}')
+  with open(out / 'sseds_study.json') as f:
+    study = json.load(f)
+  rows = study['rows']
+  assert {r['variant'] for r in rows} == {'paper', 'per_param_greedy'}
+  assert {r['method'] for r in rows if r['variant'] == 'paper'} == {'ue', 'pep', 'sseds'}
+  assert {r['method'] for r in rows if r['variant'] != 'paper'} == {'ue', 'sseds'}
+  for row in rows:
+    workdir = str(tmp_path / 'compare' / row['variant'])
+    (done,) = [r for r in summary(workdir) if r['method'] == row['method']
+               and r['setting'] == row['setting']]
+    assert row['test_auc'] == done['test_auc'] and row['params'] == done['params']
+    if row['method'] == 'sseds':
+      search = wd.search_result(workdir, 'sseds')
+      assert (row['rank'], row['fill']) == (search['rank'], search['fill'])
+  (ue,) = {r['test_auc'] for r in rows if r['method'] == 'ue'}  # one model in every variant
+  table = (out / 'sseds_study.md').read_text()
+  for row in rows:
+    if row['method'] == 'sseds':
+      fields = sum(w > 0 for w in row['field_mean_size'])
+      assert f'({row["budget"]:,}) | {row["params"]:,} | {fields} | {row["test_auc"]:.4f} |' \
+          in table

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +14,8 @@ from pep_jax.data import load_dataset, pipeline
 from pep_jax.methods import sseds
 from pep_jax.methods.base import Context
 from pep_jax import experiment
+from pep_jax import workdir as wd
+from pep_jax.train.checkpoint import Checkpointer
 from pep_jax.train.setup import build_stage
 from pep_jax.train.steps import weighted_bce
 
@@ -128,12 +131,97 @@ def test_selection_properties_on_random_scores():
       assert spent + np.repeat(costs, d)[order[count]] > budget
 
 
+# Three fields of vocabularies 10, 2 and 1, width 3. Saliency per stored parameter
+# (score / vocabulary):
+#   field 0: .09 .06 .02     field 1: .25 .20 .05     field 2: .30 .04 .01
+RANKED_SCORES = np.array([[0.9, 0.6, 0.2],
+                          [0.5, 0.4, 0.1],
+                          [0.3, 0.04, 0.01]])
+RANKED_COSTS = np.array([10, 2, 1])
+
+
+@pytest.mark.parametrize('rank, fill, expected', [
+    # By saliency: (0,0) 10, (0,1) 10, (1,0) 2, (1,1) 2, (2,0) 1, (0,2) 10, (1,2) 2, ...
+    # (0,1) would bring the cost to 20 > 14: the prefix ends after (0,0), 10 spent.
+    ('saliency', 'prefix', [(0, 0)]),
+    # Greedy skips (0,1), takes (1,0) and (1,1) (14 spent); nothing else fits the 0 left.
+    ('saliency', 'greedy', [(0, 0), (1, 0), (1, 1)]),
+    # Per parameter: (2,0) 1, (1,0) 2, (1,1) 2, (0,0) 10, (0,1) 10, (1,2) 2, (2,1) 1, (0,2) 10,
+    # (2,2) 1. (0,0) would bring 5 to 15 > 14: the prefix ends after (1,1), 5 spent.
+    ('saliency_per_param', 'prefix', [(2, 0), (1, 0), (1, 1)]),
+    # Greedy skips (0,0) and (0,1), then takes (1,2) 7, (2,1) 8, skips (0,2), takes (2,2) 9.
+    ('saliency_per_param', 'greedy', [(2, 0), (1, 0), (1, 1), (1, 2), (2, 1), (2, 2)]),
+])
+def test_rank_and_fill_by_hand(rank, fill, expected):
+  keep = sseds.select(RANKED_SCORES, RANKED_COSTS, 14, rank=rank, fill=fill)
+  want = np.zeros((3, 3), bool)
+  want[tuple(np.array(expected).T)] = True
+  np.testing.assert_array_equal(keep, want)
+  with pytest.raises(ValueError, match='fill'):
+    sseds.select(RANKED_SCORES, RANKED_COSTS, 14, rank=rank, fill=fill.upper())
+
+
+def test_rank_per_param_divides_by_params_not_by_the_budget_unit():
+  """A budget in slots (every cost 1) still ranks by the parameters a slot stores."""
+  keep = sseds.select(RANKED_SCORES, np.ones(3, np.int64), 3, rank='saliency_per_param',
+                      params=RANKED_COSTS)
+  np.testing.assert_array_equal(np.argwhere(keep), [(1, 0), (1, 1), (2, 0)])
+  keep = sseds.select(RANKED_SCORES, np.ones(3, np.int64), 3)
+  np.testing.assert_array_equal(np.argwhere(keep), [(0, 0), (0, 1), (1, 0)])
+
+
+def test_greedy_fill_after_min_width():
+  # Forced: each field's best slot, (0,0) (1,0) (2,0), 13 spent of 14. Then by saliency:
+  # (0,1) 10 and (0,2) 10 do not fit, (1,1) 2 does not fit the 1 left, (2,1) 1 does.
+  keep = sseds.select(RANKED_SCORES, RANKED_COSTS, 14, min_width=1, fill='greedy')
+  np.testing.assert_array_equal(np.argwhere(keep), [(0, 0), (1, 0), (2, 0), (2, 1)])
+  keep = sseds.select(RANKED_SCORES, RANKED_COSTS, 14, min_width=1)  # prefix: (0,1) ends it
+  np.testing.assert_array_equal(np.argwhere(keep), [(0, 0), (1, 0), (2, 0)])
+
+
+def brute_force_select(scores, costs, budget, rank, fill):
+  """The selection written as a loop over the ranking, one slot at a time."""
+  n, d = scores.shape
+  slots = [(i, j) for i in range(n) for j in range(d)]
+  value = {(i, j): scores[i, j] / (costs[i] if rank == 'saliency_per_param' else 1)
+           for i, j in slots}
+  ordered = sorted(slots, key=lambda s: (-value[s], s))  # ties by position
+  keep, left = np.zeros((n, d), bool), budget
+  for i, j in ordered:
+    if costs[i] <= left:
+      keep[i, j], left = True, left - costs[i]
+    elif fill == 'prefix':
+      break
+  return keep
+
+
+@pytest.mark.parametrize('rank', sseds.RANKS)
+@pytest.mark.parametrize('fill', sseds.FILLS)
+def test_selection_matches_a_brute_force_loop(rank, fill):
+  rng = np.random.default_rng(2)
+  for _ in range(200):
+    n, d = rng.integers(1, 6), rng.integers(1, 5)
+    scores = rng.random((n, d))
+    costs = rng.integers(1, 30, n)
+    budget = int(rng.integers(1, int(costs.sum() * d) + 1))
+    keep = sseds.select(scores, costs, budget, rank=rank, fill=fill)
+    np.testing.assert_array_equal(keep, brute_force_select(scores, costs, budget, rank, fill))
+    assert (keep * costs[:, None]).sum() <= budget
+    if fill == 'greedy':  # it keeps the prefix and more, and nothing left out would fit
+      prefix = sseds.select(scores, costs, budget, rank=rank)
+      assert (keep >= prefix).all()
+      left = budget - (keep * costs[:, None]).sum()
+      assert all(costs[i] > left for i, _ in np.argwhere(~keep))
+
+
 def test_bad_settings_name_their_key(tmp_path):
   for overrides, key in (({'budgets': (10_000_000,)}, 'sseds.budgets'),
                          ({'granularity': 'row'}, 'sseds.granularity'),
                          ({'align': 'projection', 'granularity': 'feature'}, 'sseds.align'),
                          ({'score_batches': 0}, 'sseds.score_batches'),
-                         ({'min_width': 99}, 'sseds.min_width')):
+                         ({'min_width': 99}, 'sseds.min_width'),
+                         ({'rank': 'per_param'}, 'sseds.rank'),
+                         ({'fill': 'knapsack'}, 'sseds.fill')):
     with pytest.raises(ValueError, match=key):
       experiment.run(tiny(**overrides), str(tmp_path / key))
 
@@ -163,6 +251,48 @@ def test_end_to_end_reuses_the_uniform_run_and_keeps_its_budgets(finished):
                                                       (3, 10, 50, 200, 5, 100)))
     assert row['nonzeros'] <= row['params']  # retrained masked table, zeros elsewhere
     assert row['search_seconds'] > 0 and 0.5 < row['test_auc'] < 1
+
+
+@pytest.mark.parametrize('key, value', [('rank', 'saliency_per_param'), ('fill', 'greedy')])
+def test_a_finished_search_refuses_another_rank_or_fill(finished, key, value):
+  """The masks depend on them: the work directory refuses the change, naming the key."""
+  workdir, _ = finished
+  config = tiny(**{key: value})
+  config.methods = ('ue', 'sseds')
+  with pytest.raises(ValueError, match=f'sseds.{key}'):
+    experiment.run(config, workdir)
+
+
+def test_the_search_records_its_rank_and_fill(finished):
+  workdir, _ = finished
+  with open(os.path.join(workdir, 'sseds', 'result.json')) as f:
+    search = json.load(f)
+  assert (search['rank'], search['fill']) == ('saliency', 'prefix')
+
+
+def test_the_search_selects_by_the_configured_rank_and_fill(finished, data, tmp_path):
+  """A search with another rank and fill, on the finished pre-trained model, keeps what
+  :func:`sseds.select` keeps of the same scores with that rank and fill."""
+  workdir, _ = finished
+  other = str(tmp_path / 'other')
+  shutil.copytree(workdir, other)
+  shutil.rmtree(wd.search_dir(other, *sseds.SEARCH))  # the pre-trained run stays
+  ctx = Context(tiny(rank='saliency_per_param', fill='greedy'), data, other, None)
+  sseds.search(ctx)
+  default = Context(tiny(), data, workdir, None)
+  ckpt = Checkpointer(wd.search_dir(workdir, *sseds.SEARCH, 'search'), max_to_keep=None)
+  shape = (data.num_fields, 8)
+  budgets = [c.info['budget'] for c in sseds.candidates(default)]
+  stored, _ = ckpt.restore(0, {'scores': np.zeros(shape, np.float64),
+                               'masks': {f'b{b}': np.zeros(shape, bool) for b in budgets}})
+  ckpt.close()
+  dims = np.asarray(data.field_dims)
+  changed = False
+  for b in budgets:
+    expected = sseds.select(stored['scores'], dims, b, rank='saliency_per_param', fill='greedy')
+    np.testing.assert_array_equal(sseds.load_mask(ctx, b), expected)
+    changed |= not np.array_equal(expected, sseds.load_mask(default, b))
+  assert changed  # the variant keeps other slots than the paper's ranking does here
 
 
 @pytest.mark.parametrize('init', ['warm', 'rewind'])

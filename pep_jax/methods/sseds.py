@@ -8,9 +8,12 @@
 3. Saliency ``|dL/d alpha|`` at ``alpha = 1`` in eval mode (no dropout, running batch
    statistics), averaged over ``sseds.score_batches`` training batches.
 4. Rank every slot globally (no per-field quota) and keep the best ones under each budget of
-   ``sseds.budgets``: a strict prefix of the ranking whose stored parameters (``sum_n d_n *
-   vocab_n``; ``sseds.budget_unit='slots'`` counts kept slots instead) fit the budget. A field
-   may end with no dimension; ``sseds.min_width`` keeps each field's best columns first.
+   ``sseds.budgets``, counted in stored parameters (``sum_n d_n * vocab_n``;
+   ``sseds.budget_unit='slots'`` counts kept slots instead). ``sseds.rank``: by saliency (the
+   paper) or by saliency over the parameters the slot stores. ``sseds.fill``: a strict prefix
+   of the ranking that fits (the first slot that does not fit ends it), or greedy (a slot that
+   does not fit is skipped, later cheaper ones are still taken). A field may end with no
+   dimension; ``sseds.min_width`` keeps each field's best columns first.
 5. Retrain the slim model: ``align='pad'`` keeps the kept columns in place and zeros elsewhere
    (a masked table, no extra parameters); ``align='projection'`` gives field ``n`` a
    ``[vocab_n, d_n]`` table and a ``d_n -> d`` projection. It starts from fresh values
@@ -52,6 +55,8 @@ GRANULARITIES = ('field', 'feature')
 UNITS = ('params', 'slots')
 ALIGNS = ('pad', 'projection')
 INITS = ('reinit', 'warm', 'rewind')
+RANKS = ('saliency', 'saliency_per_param')
+FILLS = ('prefix', 'greedy')
 REINIT_SEED_OFFSET = 104_729  # a fresh model's seed, away from the pre-trained model's
 
 
@@ -82,7 +87,8 @@ def check(ctx: Context) -> None:
   c = ctx.config.sseds
   for key, value, allowed in (('granularity', c.granularity, GRANULARITIES),
                               ('budget_unit', c.budget_unit, UNITS),
-                              ('align', c.align, ALIGNS), ('init', c.init, INITS)):
+                              ('align', c.align, ALIGNS), ('init', c.init, INITS),
+                              ('rank', c.rank, RANKS), ('fill', c.fill, FILLS)):
     if value not in allowed:
       raise ConfigError(f'config key sseds.{key}: got {value!r}, expected one of {allowed}')
   if c.align == 'projection' and c.granularity != 'field':
@@ -97,38 +103,55 @@ def check(ctx: Context) -> None:
   resolve_budgets(c.budgets, _total(ctx), 'sseds.budgets')
 
 
+def _slot_params(ctx: Context) -> np.ndarray:
+  """Parameters one kept slot of each mask row ``[N]`` stores: its field's vocabulary, or 1."""
+  if ctx.config.sseds.granularity == 'feature':
+    return np.ones(ctx.data.num_features, np.int64)  # an entry is a parameter and a slot
+  return np.asarray(ctx.data.field_dims, np.int64)
+
+
 def _slot_costs(ctx: Context) -> np.ndarray:
   """Cost of one kept slot of each mask row ``[N]`` in the budget's unit."""
-  c = ctx.config.sseds
-  if c.granularity == 'feature':
-    return np.ones(ctx.data.num_features, np.int64)  # an entry is a parameter and a slot
-  if c.budget_unit == 'slots':
+  if ctx.config.sseds.budget_unit == 'slots' and ctx.config.sseds.granularity == 'field':
     return np.ones(ctx.data.num_fields, np.int64)
-  return np.asarray(ctx.data.field_dims, np.int64)
+  return _slot_params(ctx)
 
 
 def _total(ctx: Context) -> int:
   return int(_slot_costs(ctx).sum()) * int(ctx.config.embedding.dim)
 
 
-def select(scores: np.ndarray, costs: np.ndarray, budget: int, min_width: int = 0) -> np.ndarray:
-  """The kept slots: the best-scored prefix of the global ranking that fits ``budget``.
+def select(scores: np.ndarray, costs: np.ndarray, budget: int, min_width: int = 0,
+           rank: str = 'saliency', fill: str = 'prefix',
+           params: np.ndarray | None = None) -> np.ndarray:
+  """The kept slots: the best-ranked ones that fit ``budget``.
+
+  Slots are ordered by ``scores[n, j]`` (``rank='saliency'``) or by ``scores[n, j] /
+  params[n]`` (``'saliency_per_param'``), best first, ties broken by position (row-major), so
+  the result is deterministic. ``fill='prefix'`` keeps them in that order while the total cost
+  fits and stops at the first one that does not; ``'greedy'`` skips a slot that does not fit
+  the budget left and goes on down the order, so it keeps the prefix and possibly more.
 
   Args:
     scores: ``[N, D]`` saliency of every slot (rows: fields or features).
-    costs: ``[N]`` cost of one slot of each row (its vocabulary size, or 1).
+    costs: ``[N]`` cost of one slot of each row in the budget's unit (its vocabulary size, or 1).
     budget: the most the kept slots may cost in all.
-    min_width: every row first keeps its ``min_width`` best slots.
+    min_width: every row first keeps its ``min_width`` best-scored slots.
+    rank: ``'saliency'`` or ``'saliency_per_param'``.
+    fill: ``'prefix'`` or ``'greedy'``.
+    params: ``[N]`` parameters one slot of each row stores, for ``'saliency_per_param'``;
+      ``costs`` when None.
 
   Returns:
-    bool ``[N, D]``. Ties in score are broken by position (row-major), so the result is
-    deterministic.
+    bool ``[N, D]``.
 
   Raises:
     ConfigError: naming ``sseds.min_width`` when the forced slots alone exceed the budget.
+    ValueError: for a ``rank`` or ``fill`` not in :data:`RANKS` or :data:`FILLS`.
   """
+  if rank not in RANKS or fill not in FILLS:
+    raise ValueError(f'rank={rank!r}, fill={fill!r}: expected one of {RANKS} and of {FILLS}')
   n, d = scores.shape
-  flat = scores.ravel()
   slot_cost = np.repeat(costs, d)
   keep = np.zeros(n * d, bool)
   if min_width:
@@ -138,11 +161,24 @@ def select(scores: np.ndarray, costs: np.ndarray, budget: int, min_width: int = 
   if spent > budget:
     raise ConfigError(f'config key sseds.min_width: keeping {min_width} dimension(s) in every '
                      f'field costs {spent}, more than the budget {budget} (sseds.budgets)')
-  order = np.lexsort((np.arange(n * d), -flat))  # best first, ties by position
+  key = scores.ravel()
+  if rank == 'saliency_per_param':
+    key = key / np.repeat(costs if params is None else params, d)
+  order = np.lexsort((np.arange(n * d), -key))  # best first, ties by position
   order = order[~keep[order]]
-  fits = spent + np.cumsum(slot_cost[order]) <= budget
-  count = int(np.argmin(fits)) if not fits.all() else len(order)  # strict prefix
-  keep[order[:count]] = True
+  if fill == 'prefix':
+    fits = spent + np.cumsum(slot_cost[order]) <= budget
+    count = int(np.argmin(fits)) if not fits.all() else len(order)
+    keep[order[:count]] = True
+    return keep.reshape(n, d)
+  left = budget - spent
+  cheapest = int(slot_cost.min()) if len(slot_cost) else 0
+  for i in order:
+    if left < cheapest:
+      break
+    if slot_cost[i] <= left:
+      keep[i] = True
+      left -= int(slot_cost[i])
   return keep.reshape(n, d)
 
 
@@ -219,7 +255,9 @@ def search(ctx: Context) -> None:
   scores = saliency(ctx, stage, state)
   costs = _slot_costs(ctx)
   budgets = resolve_budgets(config.sseds.budgets, _total(ctx), 'sseds.budgets')
-  masks = {f'b{b}': select(scores, costs, b, int(config.sseds.min_width)) for b in budgets}
+  c = config.sseds
+  masks = {f'b{b}': select(scores, costs, b, int(c.min_width), c.rank, c.fill, _slot_params(ctx))
+           for b in budgets}
   seconds = time.perf_counter() - start
 
   ckpt = Checkpointer(wd.search_dir(ctx.workdir, *SEARCH, 'search'), max_to_keep=None)
@@ -227,7 +265,7 @@ def search(ctx: Context) -> None:
   ckpt.close()
   result = {
       'budgets': budgets, 'unit': config.sseds.budget_unit,
-      'granularity': config.sseds.granularity,
+      'granularity': config.sseds.granularity, 'rank': c.rank, 'fill': c.fill,
       'cost': {b: int((masks[f'b{b}'] * costs[:, None]).sum()) for b in budgets},
       'pretrain_run': base.run, 'pretrain_seconds': pretrained['train_seconds'],
       'score_seconds': seconds, 'score_passes': int(config.sseds.score_batches),
