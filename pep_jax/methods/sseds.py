@@ -45,6 +45,7 @@ from pep_jax.methods.base import (SPARSE_LAYOUTS, Candidate, Compact, Context, M
                                   embedding_arrays, field_means, fit_candidate, resolve_budgets,
                                   sparse_compact)
 from pep_jax.ops import threshold as th
+from pep_jax.sharding.host import to_host
 from pep_jax.train.batches import resumable_batches
 from pep_jax.train.checkpoint import Checkpointer
 from pep_jax.train.setup import REPLICATED, ROWS, Stage, build_stage, make_stage
@@ -372,7 +373,7 @@ def initial(ctx: Context, cand: Candidate, stage: Stage):
     start = _uniform_start(ctx, config.sseds.init)
     params = start.params
     if not pad:
-      table = np.asarray(params['embedding']['table'])
+      table = to_host(params['embedding']['table'])  # whole, also across processes
       params = {**params, 'embedding': _projected(stage.initial_state().params['embedding'],
                                                   table, mask, ctx.data.field_dims)}
     state = stage.with_params(stage.initial_state(), params)
