@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import sys
 import textwrap
 
@@ -1067,6 +1068,9 @@ def main():
   if args.compare:
     with open(os.path.join(RESULTS, 'compare.json'), 'w') as f:
       json.dump(record_compare(args.compare), f, indent=1)
+    from pep_jax import workdir as wd  # record_compare put the project on the path
+    shutil.copyfile(wd.summary_paths(args.compare)['plot'],
+                    os.path.join(ROOT, 'docs', 'figures', 'compare_frontier.png'))
   for page in PAGES:
     path = os.path.join(ROOT, page)
     with open(path) as f:
