@@ -98,12 +98,18 @@ def record_compare(workdir: str) -> dict:
   dim = int(config.embedding.dim)
   entries = data.num_features * dim
   started = os.path.getmtime(os.path.join(workdir, 'config.json'))
+
+  def took(folder):  # from its config record to its summary
+    return (os.path.getmtime(wd.summary_paths(folder)['json'])
+            - os.path.getmtime(os.path.join(folder, 'config.json')))
+
   return {
       'command': 'python -m pep_jax.main --config=configs/compare.py --workdir=runs/compare',
       'machine': {'platform': platform.platform(), 'processor': platform.processor(),
                   'cpus': os.cpu_count(), 'python': platform.python_version(),
                   'jax': jax.__version__},
       'wall_seconds': os.path.getmtime(paths['json']) - started,
+      'seed_seconds': {str(s): took(wd.seed_dir(workdir, s)) for s in config.seeds},
       'data': {'fields': int(data.num_fields), 'features': int(data.num_features),
                'rows': len(data.train) + len(data.valid) + len(data.test)},
       'dim': dim, 'table_entries': entries, 'seeds': [int(s) for s in config.seeds],
@@ -190,7 +196,11 @@ def render_compare(results: dict) -> str:
            'seeds and its 95% interval (Student t); `vs UE`: the paired difference to uniform '
            f'd={dim} in the same seed, mean and interval. The whole command took {minutes} min '
            f'{seconds:02d} s on {machine["cpus"]} CPU cores ({machine["processor"] or "x86-64"}, '
-           f'JAX {machine["jax"]}, no accelerator), with other jobs on the machine.', '',
+           f'JAX {machine["jax"]}, no accelerator), with other jobs on the machine'
+           + (': the seeds took ' + ', '.join(
+               f'{round(t / 60)} min' for t in results['seed_seconds'].values())
+              + ', in that order, as their load eased.' if results.get('seed_seconds') else '.'),
+           '',
            '| method | setting | params (of table) | bytes | test AUC | 95% interval | vs UE '
            f'd={dim} | 95% interval | width rho | noise |',
            '|---|---|---:|---:|---:|---|---:|---|---:|---:|']
