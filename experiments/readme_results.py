@@ -1015,6 +1015,412 @@ def render_pep_masks(results: dict) -> str:
          if largest_noise else '.')) + '\n'
 
 
+# ------------------------------------------------- SSEDS against the paper's claim (methods.md)
+
+# experiments/sseds_study.py's variants as docs/methods.md names them.
+SSEDS_VARIANTS = {
+    'paper': 'the paper (saliency, prefix, 1 batch)',
+    'greedy': 'greedy fill',
+    'per_param': 'saliency per parameter, prefix',
+    'per_param_greedy': 'saliency per parameter, greedy',
+    'batches10': '10 scoring batches',
+    'batches100': '100 scoring batches',
+}
+SSEDS_DATASETS = {'compare': 'the comparison', 'movielens': 'MovieLens'}
+
+
+class _Study:
+  """One dataset of sseds_study.json: test AUC per seed of UE, PEP and each SSEDS variant."""
+
+  def __init__(self, results: dict, dataset: str):
+    self.facts = results['datasets'][dataset]
+    self.seeds = list(results['seeds'])
+    self.variants = results['variants']
+    self.reference = next(iter(self.variants))
+    self.cells: dict[tuple, list[dict]] = {}
+    for r in results['rows']:
+      if r['dataset'] != dataset or (r['method'] == 'ue' and r['variant'] != self.reference):
+        continue  # the same UE model in every variant
+      variant = r['variant'] if r['method'] == 'sseds' else None
+      self.cells.setdefault((r['method'], variant, r['budget']), []).append(r)
+    for rows in self.cells.values():
+      rows.sort(key=lambda r: r['seed'])
+    self.ue = self.cells['ue', None, None]
+    self.table = self.ue[0]['params']
+    self.budgets = sorted({b for _, _, b in self.cells if b}, reverse=True)
+    self.rows = [r for rows in self.cells.values() for r in rows]
+
+  def runs(self, variant: str | None, budget: int) -> list[dict]:
+    return self.cells['pep' if variant is None else 'sseds', variant, budget]
+
+  def share(self, budget: int) -> str:
+    return _percent(budget, self.table)
+
+  def shares(self, budgets: list[int]) -> str:
+    return _and([self.share(b) for b in budgets])
+
+  def fields(self, row: dict) -> int:
+    return sum(w > 0 for w in row['field_mean_size'])
+
+  def both(self) -> str:
+    return 'both seeds' if len(self.seeds) == 2 else 'every seed'
+
+
+def _and(items: list[str], word: str = 'and') -> str:
+  return items[0] if len(items) == 1 else ', '.join(items[:-1]) + f' {word} ' + items[-1]
+
+
+def _auc_mean(rows: list[dict]) -> float:
+  return sum(r['test_auc'] for r in rows) / len(rows)
+
+
+def _versus(a: list[dict], b: list[dict]) -> tuple[str, float, list[float]]:
+  """How ``a`` stands against ``b`` over the seeds: 'level' (the means closer than seed noise),
+  'above' or 'below' (in every seed), else 'mixed'; the difference of the means and per seed."""
+  seeds = [x['test_auc'] - y['test_auc'] for x, y in zip(a, b)]
+  d = _auc_mean(a) - _auc_mean(b)
+  kind = ('level' if abs(d) < SEED_NOISE else 'above' if min(seeds) > 0 else
+          'below' if max(seeds) < 0 else 'mixed')
+  return kind, d, seeds
+
+
+def _seed_list(values: list[float], fmt: str = '+.4f') -> str:
+  return ' and '.join(format(v, fmt) for v in values)
+
+
+def _against(s: _Study, a: list[dict], b: list[dict], name: str) -> str:
+  """``a`` against ``b`` (called ``name``) in words, with the figures that carry them."""
+  kind, d, seeds = _versus(a, b)
+  figures = f'{_auc_mean(a):.4f} against {_auc_mean(b):.4f}'
+  if kind == 'level':
+    return (f'at {name}\'s level ({figures}, {d:+.4f} in the mean, seeds {_seed_list(seeds)}; '
+            'not separable)')
+  if kind == 'mixed':
+    return (f'{"above" if d > 0 else "below"} {name} in the mean ({figures}) but not in every '
+            f'seed ({_seed_list(seeds)})')
+  return f'{kind} {name} in {s.both()} ({figures}; {_seed_list(seeds)})'
+
+
+def _short(s: _Study, a: list[dict], b: list[dict], name: str) -> str:
+  """``a`` against ``b`` in words only."""
+  kind, d, _ = _versus(a, b)
+  if kind == 'level':
+    return f'at {name}\'s level'
+  if kind == 'mixed':
+    return f'{"above" if d > 0 else "below"} {name} in the mean, not in every seed'
+  return f'{kind} {name} in {s.both()}'
+
+
+def _directions(s: _Study, diffs: dict[int, list[float]]) -> str:
+  """``'up at 30% and 10%, down at 3%'``: the sign of every difference at each budget."""
+  ways: dict[str, list[int]] = {}
+  for b in s.budgets:
+    way = 'up' if min(diffs[b]) > 0 else 'down' if max(diffs[b]) < 0 else 'either way'
+    ways.setdefault(way, []).append(b)
+  if list(ways) == ['either way']:
+    return 'in no consistent direction'
+  return ', '.join(f'{way} at {s.shares(bs)}' for way, bs in ways.items())
+
+
+def _sseds_header(s: _Study, title: str, lead: str = '', note: str = '',
+                  setting: str = '') -> str:
+  """``title (lead: model, fields, rows; setting; caps reached; UE and PEP; fields kept):``"""
+  f = s.facts
+  pep = ' / '.join(f'{_auc_mean(s.runs(None, b)):.4f}' for b in s.budgets)
+  shares = ' / '.join(s.share(b) for b in s.budgets)
+  last = max(r['epochs'] - r['best_epoch'] for r in s.rows) + 1
+  capped = ''
+  if all(r['epochs'] == f['train_max_epochs'] for r in s.rows):
+    capped = (f'; every run\'s best epoch was among its last {_count(last)}, so these are '
+              f'{f["train_max_epochs"]}-epoch figures, not converged ones')
+  return _fill(
+      f'{title} ({lead}{": " if lead else ""}{f["model"].upper()}, d={f["dim"]}, '
+      f'{len(f["field_dims"])} fields of {min(f["field_dims"]):,} to {max(f["field_dims"]):,} '
+      f'values{note}, {f["rows"]:,} rows{"; " if setting else ""}{setting}{capped}; UE '
+      f'd={f["dim"]} {_auc_mean(s.ue):.4f}, PEP {pep} at {shares} of the table; fields kept: '
+      f'those with at least one dimension, seed {s.seeds[0]}):')
+
+
+def _sseds_table(s: _Study) -> list[str]:
+  lines = ['| SSEDS variant | ' + ' | '.join(s.share(b) for b in s.budgets)
+           + f' | fields kept (seed {s.seeds[0]}) |',
+           '|---|' + '---:|' * len(s.budgets) + '---|']
+  for v in s.variants:
+    runs = [s.runs(v, b) for b in s.budgets]
+    lines.append(f'| {SSEDS_VARIANTS.get(v, v)} | '
+                 + ' | '.join(f'{_auc_mean(r):.4f}' for r in runs) + ' | '
+                 + ' / '.join(str(s.fields(r[0])) for r in runs) + ' |')
+  return lines
+
+
+def _sseds_paper(s: _Study) -> str:
+  """The paper's procedure against PEP and UE at each budget, and what its prefix spends."""
+  paper = {b: s.runs(s.reference, b) for b in s.budgets}
+  pep = {b: _versus(paper[b], s.runs(None, b)) for b in s.budgets}
+  ue = {b: _versus(paper[b], s.ue) for b in s.budgets}
+  holds = [b for b in s.budgets if pep[b][0] in ('level', 'above')]
+  if all(pep[b][0] == ue[b][0] == 'below' for b in s.budgets):
+    gaps = [-x[1] for b in s.budgets for x in (pep[b], ue[b])]
+    text = ('The paper\'s procedure does not reproduce the claim here: it scores '
+            f'{_span(gaps, ".2f")} below PEP and UE at every budget, in {s.both()}.')
+  else:
+    lead = (f'at {s.shares(holds)}' if holds and len(holds) < len(s.budgets) else
+            'at every budget' if holds else 'at no budget')
+    parts = [f'at {s.share(b)}'
+             + (f' ({100 - round(100 * b / s.table)}% of the parameters removed)'
+                if b == s.budgets[-1] else '')
+             + f' it is {_against(s, paper[b], s.ue, "UE")} and '
+             f'{_against(s, paper[b], s.runs(None, b), "PEP")}' for b in s.budgets]
+    text = (f'Here the paper\'s procedure is level with or above PEP\'s ticket {lead}: '
+            + '; '.join(parts) + '.')
+  first = {b: paper[b][0] for b in s.budgets}
+  rho = first[s.budgets[0]]['width_spearman']
+  if rho is not None:
+    text += (f' Its ranking {"finds" if rho >= 0.5 else "does not find"} the important fields '
+             f'(the rank correlation of its widths with the planted dimensions is {rho:.2f} at '
+             f'{s.share(s.budgets[0])}, seed {s.seeds[0]}).')
+  widest = max(s.facts['field_dims'])
+  small = first[s.budgets[-1]]
+  spent = small['params'] / s.budgets[-1]
+  text += (f' A column of a {widest:,}-value field costs {widest:,} parameters: at '
+           f'{s.share(s.budgets[-1])} it keeps {s.fields(small)} of {len(s.facts["field_dims"])} '
+           'fields and'
+           + (', the prefix stopping at the first column that does not fit,'
+              if spent < 0.99 else '')
+           + f' spends {small["params"]:,} of the {s.budgets[-1]:,} allowed (seed '
+           f'{s.seeds[0]}).')
+  return _fill('- ' + text, '  ')
+
+
+def _sseds_greedy(s: _Study) -> str:
+  """Greedy fill against the paper's prefix."""
+  paper = {b: s.runs(s.reference, b) for b in s.budgets}
+  greedy = {b: s.runs('greedy', b) for b in s.budgets}
+  d = {b: _auc_mean(greedy[b]) - _auc_mean(paper[b]) for b in s.budgets}
+  spends = all(greedy[b][0]['params'] >= 0.99 * b for b in s.budgets)
+  fields = [(s.fields(greedy[b][0]), s.fields(paper[b][0])) for b in s.budgets]
+  more = all(g >= p for g, p in fields) and any(g > p for g, p in fields)
+  text = ('Greedy fill ' + ('spends the budget' if spends else 'does not spend the budget')
+          + (' and keeps more fields' if more else ''))
+  if max(map(abs, d.values())) < SEED_NOISE:
+    text += (f'; the means move by at most {max(map(abs, d.values())):.3f} ('
+             + ', '.join(f'{d[b]:+.4f} at {s.share(b)}' for b in s.budgets)
+             + f'), not separable with {_count(len(s.seeds))} seeds.')
+  else:
+    text += (': ' + _and([f'{d[b]:+.3f}' for b in s.budgets]) + ' at '
+             + s.shares(s.budgets) + ' over the paper\'s fill')
+    below = [_auc_mean(s.runs(None, b)) - _auc_mean(greedy[b]) for b in s.budgets]
+    text += (f'; still {_span(below, ".2f")} below PEP.' if min(below) >= SEED_NOISE else '.')
+  return _fill('- ' + text, '  ')
+
+
+def _sseds_per_param(s: _Study, largest_name: str = '') -> str:
+  """Ranking by saliency per stored parameter against the paper's ranking and PEP."""
+  paper = {b: s.runs(s.reference, b) for b in s.budgets}
+  mine = {b: s.runs('per_param', b) for b in s.budgets}
+  pep = {b: s.runs(None, b) for b in s.budgets}
+  over = {b: _versus(mine[b], paper[b]) for b in s.budgets}
+  if all(over[b][0] == 'above' for b in s.budgets):
+    gap = {b: (abs(_versus(mine[b], pep[b])[1]), abs(_versus(paper[b], pep[b])[1]))
+           for b in s.budgets}
+    most = all(m < p / 2 for m, p in gap.values())
+    parts = []
+    for b in s.budgets:
+      kind, d, _ = _versus(mine[b], pep[b])
+      where = (f'at PEP\'s level ({_auc_mean(pep[b]):.4f}; not separable with '
+               f'{_count(len(s.seeds))} seeds)' if kind == 'level' else
+               f'{abs(d):.3f} {kind} PEP in {s.both()}' if kind != 'mixed' else
+               f'{d:+.3f} against PEP in the mean, not in every seed')
+      parts.append(f'{_auc_mean(mine[b]):.4f} at {s.share(b)}, {where}')
+    text = ('Ranking by saliency per parameter is what '
+            + ('closes most of the gap: ' if most else 'narrows the gap: ') + '; '.join(parts)
+            + '.')
+    first = {b: mine[b][0] for b in s.budgets}
+    vocab, truth = s.facts['field_dims'], s.facts['intrinsic_dims']
+    small = first[s.budgets[-1]]['field_mean_size']
+    narrow, widest = min(vocab), max(vocab)
+    whole = all(w == s.facts['dim'] for w, v in zip(small, vocab) if v == narrow)
+    dropped = all(w == 0 for w, v in zip(small, vocab) if v == widest)
+    rho = first[s.budgets[0]]['width_spearman']
+    if whole and dropped and rho is not None:
+      noise = any(k == 0 for k, v in zip(truth, vocab) if v == narrow)
+      text += (f' What it keeps follows the vocabulary: at {s.share(s.budgets[-1])} the '
+               f'{narrow:,}-value fields whole'
+               + (', the noise ones among them included,' if noise else ',')
+               + f' and the {widest:,}-value fields dropped (seed {s.seeds[0]}; width '
+               f'correlation with the planted dimensions {rho:.2f} at '
+               f'{s.share(s.budgets[0])}).')
+    covers = [(s.fields(first[b]), s.fields(paper[b][0])) for b in s.budgets]
+    if (rho is not None and rho < paper[s.budgets[0]][0]['width_spearman']
+        and all(m >= p for m, p in covers)):
+      text += (' Most likely it scores higher because it covers more fields ('
+               + _and([str(m) for m, _ in covers]) + f' of {len(vocab)} at '
+               + s.shares(s.budgets) + ', against the paper\'s ranking\'s '
+               + _and([str(p) for _, p in covers]) + '), not because it ranks importance '
+               'better.')
+    greedy = max(abs(_auc_mean(s.runs('per_param_greedy', b)) - _auc_mean(mine[b]))
+                 for b in s.budgets)
+    text += (f' Greedy fill on top changes nothing separable (at most {greedy:.4f} in the '
+             'mean).' if greedy < SEED_NOISE else
+             f' Greedy fill on top moves the mean by up to {greedy:.4f}.')
+  else:
+    worse = [b for b in s.budgets if over[b][0] == 'below']
+    if worse:
+      text = ('Saliency per parameter is worse here, by '
+              + _and([f'{-over[b][1]:.3f} at {s.share(b)}' for b in worse]) + f', in {s.both()}')
+    else:
+      text = ('Saliency per parameter moves the means by '
+              + _and([f'{over[b][1]:+.3f} at {s.share(b)}' for b in s.budgets]))
+    widest = max(s.facts['field_dims'])
+    column = s.facts['field_dims'].index(widest)
+    gone = [b for b in s.budgets if all(r['field_mean_size'][column] == 0 for r in mine[b])]
+    if worse and gone == worse:
+      text += (f': it drops the largest field ({largest_name}{", " if largest_name else ""}'
+               f'{widest:,} values) whole at {s.shares(gone)} in {s.both()}, and that field '
+               'is informative on this data.')
+    else:
+      text += '.'
+  return _fill('- ' + text, '  ')
+
+
+def _batch_effects(s: _Study) -> tuple[list[str], dict[int, list[float]], float, list[float]]:
+  """The variants with more scoring batches, their differences to one batch per budget, the
+  largest of them, and the paper's gap to PEP per budget."""
+  more = [v for v, o in s.variants.items() if 'score_batches' in o]
+  diffs = {b: [_auc_mean(s.runs(v, b)) - _auc_mean(s.runs(s.reference, b)) for v in more]
+           for b in s.budgets}
+  largest = max(abs(d) for ds in diffs.values() for d in ds)
+  gaps = [_auc_mean(s.runs(None, b)) - _auc_mean(s.runs(s.reference, b)) for b in s.budgets]
+  return more, diffs, largest, gaps
+
+
+def _sseds_batches(s: _Study) -> str:
+  """More scoring batches against one."""
+  more, diffs, largest, gaps = _batch_effects(s)
+  counts = _and([str(s.variants[v]['score_batches']) for v in more])
+  if min(gaps) > 2 * largest:
+    return _fill(
+        f'- More scoring batches do not close the gap: {counts} batches stay within '
+        f'{largest:.3f} of one batch at every budget ({_directions(s, diffs)}), against a gap '
+        f'to PEP of {_span(gaps, ".2f")}. The shortfall is the ranking of slots of unequal '
+        'cost, not a noisy saliency estimate.', '  ')
+  return _fill(f'- {counts.replace(" and ", " or ")} scoring batches: within {largest:.3f} of '
+               f'one batch, {_directions(s, diffs)}'
+               + (f'; not separable with {_count(len(s.seeds))} seeds.'
+                  if largest < SEED_NOISE else '.'), '  ')
+
+
+def render_sseds_seeds(results: dict) -> str:
+  """docs/methods.md: the seeds of the SSEDS study and how far one model's seeds differ."""
+  seeds = results['seeds']
+  spread = []
+  for dataset in results['datasets']:
+    s = _Study(results, dataset)
+    for (method, variant, budget), rows in s.cells.items():
+      aucs = [r['test_auc'] for r in rows]
+      name = ('UE' if method == 'ue' else 'PEP' if method == 'pep' else 'SSEDS'
+              if variant == s.reference else f'SSEDS ({SSEDS_VARIANTS.get(variant, variant)})')
+      where = f' at {s.share(budget)}' if budget else ''
+      spread.append((max(aucs) - min(aucs), f'{name}{where} on '
+                     f'{SSEDS_DATASETS.get(dataset, dataset)}', aucs))
+  widest, name, aucs = max(spread, key=lambda x: x[0])
+  n = _count(len(seeds))
+  text = (f'{n.capitalize()} seeds ({_and([str(x) for x in seeds])}), each the whole '
+          'experiment, on the same test rows: the figures below are their means, and '
+          f'{n} seeds give no interval for the spread between seeds. Between {n} seeds of one '
+          f'model the test AUC moved by up to {widest:.2f} ({name}: '
+          f'{_seed_list(aucs, ".4f")}), so differences of a few thousandths are not separable '
+          'here')
+  text += (', and even a difference of 0.01 is only a lead when the seeds agree on its sign.'
+           if widest >= 0.01 else '.')
+  return _fill(text) + '\n'
+
+
+def render_sseds_compare(results: dict) -> str:
+  """docs/methods.md: the SSEDS study on the synthetic comparison."""
+  s = _Study(results, 'compare')
+  lead = ('`configs/compare.py:quick` run with seeds '
+          + _and([str(x) for x in s.seeds]))
+  lines = [_sseds_header(s, '**The synthetic comparison**', lead=lead,
+                         note=' whose vocabulary says nothing about importance'), '']
+  lines += _sseds_table(s) + ['']
+  lines += [_sseds_paper(s), _sseds_greedy(s), _sseds_per_param(s), _sseds_batches(s)]
+  return '\n'.join(lines) + '\n'
+
+
+def render_sseds_movielens(results: dict) -> str:
+  """docs/methods.md: the SSEDS study on MovieLens-100K."""
+  s = _Study(results, 'movielens')
+  f = s.facts
+  setting = (f'`configs/movielens_fm.py:small` with budgets '
+             f'{" / ".join(s.share(b) for b in s.budgets)}, retraining up to '
+             f'{f["train_max_epochs"]} epochs with patience {f["train_patience"]}, PEP pruning up '
+             f'to {f["prune_max_epochs"]} epochs')
+  lines = [_sseds_header(s, '**MovieLens-100K** in ML-1M\'s files', setting=setting), '']
+  lines += _sseds_table(s) + ['']
+  lines += [_sseds_paper(s), _sseds_greedy(s), _sseds_per_param(s, 'the zip code'),
+            _sseds_batches(s)]
+  return '\n'.join(lines) + '\n'
+
+
+def render_sseds_conclusion(results: dict) -> str:
+  """docs/methods.md: what the two datasets say together."""
+  ml, cmp = _Study(results, 'movielens'), _Study(results, 'compare')
+
+  def claim(s: _Study) -> tuple[list[int], dict]:
+    paper = {b: s.runs(s.reference, b) for b in s.budgets}
+    holds = [b for b in s.budgets if _versus(paper[b], s.runs(None, b))[0] != 'below']
+    return holds, paper
+
+  holds, paper = claim(ml)
+  how = ('in part' if 0 < len(holds) < len(ml.budgets) else 'at every budget' if holds
+         else 'at no budget')
+  parts = []
+  for b in ml.budgets:
+    ue, pep = (_versus(paper[b], x)[0] for x in (ml.ue, ml.runs(None, b)))
+    if ue == pep and ue in ('above', 'below'):
+      where = f'{ue} UE and PEP in {ml.both()}'
+    else:
+      where = (f'{_short(ml, paper[b], ml.ue, "UE")} and '
+               f'{_short(ml, paper[b], ml.runs(None, b), "PEP")}')
+    removed = (f' (the paper\'s "{100 - round(100 * b / ml.table)}% removed")'
+               if b == ml.budgets[-1] else '')
+    parts.append(f'at {ml.share(b)}{removed} {"it is" if parts else "is"} {where}')
+  text = (f'So the paper\'s claim reproduces {how} on MovieLens: SSEDS ' + '; '.join(parts)
+          + '. ')
+  vocab = cmp.facts['field_dims']
+  failed, _ = claim(cmp)
+  text += (f'On the comparison, where a column of the largest fields costs '
+           f'{max(vocab) / min(vocab):,.0f} times one of the smallest and importance is '
+           'independent of vocabulary, it '
+           + ('fails at every budget. ' if not failed else
+              f'holds at {cmp.shares(failed)} only. '))
+  lifts = {b: _versus(cmp.runs('per_param', b), cmp.runs(None, b))[0] for b in cmp.budgets}
+  level = [b for b in cmp.budgets if lifts[b] in ('level', 'above')]
+  rest = [b for b in cmp.budgets if b not in level]
+  better = (sum(_auc_mean(cmp.runs('per_param', b)) - _auc_mean(cmp.runs(cmp.reference, b))
+                for b in cmp.budgets) > 0)
+  hurts = (sum(_auc_mean(ml.runs('per_param', b)) - _auc_mean(ml.runs(ml.reference, b))
+               for b in ml.budgets) < 0)
+  _, _, largest, gaps = _batch_effects(cmp)
+  if min(gaps) > 2 * largest and level:
+    text += 'There the cost of a slot, not the saliency estimate, decides: '
+  else:
+    text += 'There '
+  text += ('ranking by saliency per parameter '
+           + (f'recovers PEP\'s level at {cmp.shares(level)}' if level else
+              'does not recover PEP\'s level')
+           + (f' but not at {_and([cmp.share(b) for b in rest], "or")}' if level and rest
+              else '')
+           + (', and it hurts on MovieLens' if hurts else ', and on MovieLens it does not hurt'))
+  if better and hurts:
+    text += ('; neither ranking is better on both datasets, so the paper\'s ranking stays the '
+             'default.')
+  else:
+    text += '.'
+  return _fill(text) + '\n'
+
+
 # name -> (results file in docs/results/, renderer of its contents; .json files are parsed)
 RENDERERS = {
     'demo': ('demo.json', render_demo),
@@ -1044,8 +1450,13 @@ RENDERERS = {
     'pep_masks': ('sizes_vs_frequency.json', render_pep_masks),
     'granularity_notes': ('granularity.md', render_granularity_notes),
     'readme_granularity': ('granularity.md', render_readme_granularity),
+    'sseds_seeds': ('sseds_study.json', render_sseds_seeds),
+    'sseds_compare': ('sseds_study.json', render_sseds_compare),
+    'sseds_movielens': ('sseds_study.json', render_sseds_movielens),
+    'sseds_conclusion': ('sseds_study.json', render_sseds_conclusion),
 }
-PAGES = ('README.md', 'docs/performance.md', 'docs/analyses.md', 'docs/serving.md', 'docs/pep.md')
+PAGES = ('README.md', 'docs/performance.md', 'docs/analyses.md', 'docs/serving.md', 'docs/pep.md',
+         'docs/methods.md')
 
 
 def render(readme: str, results_dir: str = RESULTS) -> str:

@@ -18,8 +18,9 @@ experiment (UE at the base width, its scoring, every budget retrained) in
 The paper's variant (rank by saliency, prefix fill, one scoring batch) also trains PEP's
 tickets at the same budgets, the reference. Every variant retrains UE at the base width: the
 same config and seed give the same model, which the table shows (one UE row per dataset and
-seed). Writes ``--out``'s ``sseds_study.json`` (every row) and ``sseds_study.md`` (test AUC
-per variant and budget, each seed and their mean, with the machine's description).
+seed). Writes ``--out``'s ``sseds_study.json`` (every row, and per dataset its shape and the
+training caps the figures depend on) and ``sseds_study.md`` (test AUC per variant and budget,
+each seed and their mean, with the machine's description).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from absl import app, flags, logging
 
 from configs import compare, movielens_fm
 from pep_jax import analysis, experiment
+from pep_jax.data import load_dataset
 
 flags.DEFINE_string('workdir', None, 'Folder of the runs (one per dataset and variant).')
 flags.DEFINE_string('movielens_dir', '', 'ML-1M-format files (ratings.dat, users.dat, '
@@ -97,11 +99,30 @@ def study_rows(dataset: str, name: str, config, rows: list[dict]) -> list[dict]:
         'params': row['params'], 'test_auc': row['test_auc'],
         'test_logloss': row['test_logloss'], 'valid_auc': row['valid_auc'],
         'field_mean_size': row['field_mean_size'],
+        'width_spearman': row.get('width_spearman'), 'noise_share': row.get('noise_share'),
+        'best_epoch': row.get('best_epoch'), 'epochs': row.get('epochs'),
         'search_seconds': row.get('search_seconds'), 'train_seconds': row['train_seconds'],
         'rank': config.sseds.rank, 'fill': config.sseds.fill,
         'score_batches': int(config.sseds.score_batches),
     })
   return out
+
+
+def dataset_facts(config) -> dict:
+  """What the figures of a dataset depend on: its fields and rows, the planted dimensions
+  (synthetic data only), the model and the training caps."""
+  data = load_dataset(config.data)
+  truth = data.info.get('intrinsic_dims')
+  return {
+      'field_dims': [int(v) for v in data.field_dims],
+      'features': int(sum(data.field_dims)),
+      'rows': len(data.train) + len(data.valid) + len(data.test),
+      'intrinsic_dims': None if truth is None else [int(k) for k in truth],
+      'model': config.model.name, 'dim': int(config.embedding.dim),
+      'train_max_epochs': int(config.train.max_epochs),
+      'train_patience': int(config.train.patience),
+      'prune_max_epochs': int(config.prune.max_epochs),
+  }
 
 
 def machine() -> str:
@@ -160,12 +181,13 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   seeds = tuple(int(s) for s in FLAGS.seeds)
   names = FLAGS.variants or list(VARIANTS)
-  rows = []
+  rows, datasets = [], {}
   for dataset in FLAGS.datasets:
     if dataset == 'movielens' and not FLAGS.movielens_dir:
       print('movielens skipped: no --movielens_dir')
       continue
     base = dataset_config(dataset)
+    datasets[dataset] = dataset_facts(base)
     for name in names:
       config = variant_config(base, name, seeds)
       found = experiment.run(config, os.path.join(FLAGS.workdir, dataset, name))
@@ -175,7 +197,7 @@ def main(argv):
   stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
   with open(os.path.join(FLAGS.out, 'sseds_study.json'), 'w') as f:
     json.dump({'machine': described, 'date': stamp, 'seeds': seeds, 'variants': VARIANTS,
-               'rows': rows}, f, indent=1)
+               'datasets': datasets, 'rows': rows}, f, indent=1)
   paper = '(the paper: rank by saliency, prefix fill, one scoring batch)'
   header = (f'# SSEDS: ranking, fill and scoring batches at equal stored parameters\n\n'
             f'`python experiments/sseds_study.py` ({stamp}; {described}). Variants: '

@@ -357,6 +357,10 @@ def test_sseds_study_rows_against_each_variants_runs(tmp_path):
       search = wd.search_result(workdir, 'sseds')
       assert (row['rank'], row['fill']) == (search['rank'], search['fill'])
   (ue,) = {r['test_auc'] for r in rows if r['method'] == 'ue'}  # one model in every variant
+  facts = study['datasets']['compare']
+  assert len(facts['field_dims']) == len(facts['intrinsic_dims']) == len(rows[0]['field_mean_size'])
+  assert facts['features'] == sum(facts['field_dims'])
+  assert all(r['best_epoch'] <= r['epochs'] <= facts['train_max_epochs'] for r in rows)
   table = (out / 'sseds_study.md').read_text()
   for row in rows:
     if row['method'] == 'sseds':

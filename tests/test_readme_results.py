@@ -65,3 +65,18 @@ def test_an_export_figure_changed_by_hand_is_caught(generator):
   edited = page.replace(figure, f'{row["bytes"] + 1:,}', 1)
   assert generator.render(edited) != edited
   assert generator.render(edited) == page
+
+
+def test_an_sseds_figure_changed_by_hand_is_caught(generator):
+  with open(os.path.join(ROOT, 'docs', 'methods.md')) as f:
+    page = f.read()
+  with open(os.path.join(ROOT, 'docs', 'results', 'sseds_study.json')) as f:
+    study = json.load(f)
+  rows = [r for r in study['rows'] if r['dataset'] == 'compare' and r['method'] == 'sseds'
+          and r['variant'] == 'paper' and r['seed'] == study['seeds'][0]]
+  row = min(rows, key=lambda r: r['budget'])
+  figure = f'{row["params"]:,} of the {row["budget"]:,} allowed'
+  assert figure in page
+  edited = page.replace(figure, f'{row["params"] + 1:,} of the {row["budget"]:,} allowed', 1)
+  assert generator.render(edited) != edited
+  assert generator.render(edited) == page
