@@ -89,10 +89,24 @@ def mde_layer(dim=4, num_blocks=3, alpha=1.0):
   return layer, layout
 
 
-def test_mde_embedding_equals_numpy_reference():
+def mde_reference(params, layout, ids, widths):
+  """MDE's lookup in float64: ``block_b[local] @ proj_b`` for every id."""
+  block, local = np.asarray(layout['block']), np.asarray(layout['local'])
+  out = np.zeros(ids.shape + (4,))
+  for (i, f), gid in np.ndenumerate(global_ids(ids)):
+    b = block[gid]
+    row = np.asarray(params[f'block_{b}'], np.float64)[local[gid]]
+    out[i, f] = row @ np.asarray(params[f'proj_{b}'], np.float64) if widths[b] < 4 else row
+  return out
+
+
+# 32 rows of 4 fields look up more than the 17 features (the projected table is gathered); 2
+# rows look up fewer (each lookup's row is gathered from the flat blocks, then projected).
+@pytest.mark.parametrize('batch', [32, 2])
+def test_mde_embedding_equals_numpy_reference(batch):
   layer, layout = mde_layer()
   assert layer.widths[0] == 4 and min(layer.widths) < 4
-  ids = random_ids(32)
+  ids = random_ids(batch)
   variables = layer.init(jax.random.PRNGKey(0), ids)
   variables = {**variables, 'layout': layout}
   params = variables['params']
@@ -100,13 +114,33 @@ def test_mde_embedding_equals_numpy_reference():
     assert params[f'block_{b}'].shape == (layer.block_sizes[b], w)
     assert (f'proj_{b}' in params) == (w < 4)
   out = np.asarray(layer.apply(variables, ids))
+  np.testing.assert_allclose(out, mde_reference(params, layout, ids, layer.widths), rtol=1e-6,
+                             atol=1e-6)
+
+
+@pytest.mark.parametrize('batch', [32, 2])
+def test_mde_gradients_equal_numpy_reference(batch):
+  """d/dparams of ``sum(out * c)``: the lookup's transpose, whichever way the rows are read."""
+  layer, layout = mde_layer()
+  ids = random_ids(batch)
+  variables = {**layer.init(jax.random.PRNGKey(0), ids), 'layout': layout}
+  params = variables['params']
+  cot = np.random.default_rng(1).normal(size=ids.shape + (4,))
+  grads = jax.grad(lambda p: jnp.sum(layer.apply({**variables, 'params': p}, ids) *
+                                     jnp.asarray(cot, jnp.float32)))(params)
   block, local = np.asarray(layout['block']), np.asarray(layout['local'])
-  expected = np.zeros(out.shape)
+  expected = {k: np.zeros(v.shape) for k, v in params.items()}
   for (i, f), gid in np.ndenumerate(global_ids(ids)):
-    b = block[gid]
-    row = np.asarray(params[f'block_{b}'], np.float64)[local[gid]]
-    expected[i, f] = row @ np.asarray(params[f'proj_{b}']) if f'proj_{b}' in params else row
-  np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
+    b, c = block[gid], cot[i, f]
+    if layer.widths[b] < 4:
+      proj = np.asarray(params[f'proj_{b}'], np.float64)
+      expected[f'block_{b}'][local[gid]] += proj @ c
+      expected[f'proj_{b}'] += np.outer(np.asarray(params[f'block_{b}'])[local[gid]], c)
+    else:
+      expected[f'block_{b}'][local[gid]] += c
+  for name, value in expected.items():
+    np.testing.assert_allclose(np.asarray(grads[name]), value, rtol=1e-6, atol=1e-6,
+                               err_msg=name)
 
 
 def test_mde_accounting_hand_count():
