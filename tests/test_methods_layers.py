@@ -159,10 +159,10 @@ def test_mgqe_centroid_limits_hand_made():
     mgqe.centroid_limits(counts, 8, 0.4, 9)
 
 
-def mgqe_setup(seed=0):
+def mgqe_setup(seed=0, batch=32):
   """An MGQE layer with random queries (so codes vary) and two tiers of limits."""
   layer = mgqe.MGQEEmbedding(FIELD_DIMS, 8, num_subspaces=4, num_centroids=6)
-  ids = random_ids(32, seed)
+  ids = random_ids(batch, seed)
   variables = layer.init(jax.random.PRNGKey(seed), ids)
   assert variables['params']['centroids'].shape == (4, 6, 2)
   queries = jax.random.normal(jax.random.PRNGKey(seed + 1), (ROWS, 8)) * 0.5
@@ -171,8 +171,11 @@ def mgqe_setup(seed=0):
   return layer, variables, ids
 
 
-def test_mgqe_forward_equals_reconstruction_of_codes():
-  layer, variables, ids = mgqe_setup()
+# 32 rows of 4 fields look up more than the 17 features (the whole table is quantised and the
+# codes gathered); 2 rows look up fewer (the looked-up queries are quantised).
+@pytest.mark.parametrize('batch', [32, 2])
+def test_mgqe_forward_equals_reconstruction_of_codes(batch):
+  layer, variables, ids = mgqe_setup(batch=batch)
   out = layer.apply(variables, ids)
   codes = layer.apply(variables, method='codes')
   assert codes.shape == (ROWS, 4) and codes.dtype == jnp.int32
@@ -197,9 +200,10 @@ def test_mgqe_codes_are_the_argmin_within_each_limit():
   assert len(np.unique(codes[limit == 6])) > 2  # frequent rows do use the other centroids
 
 
-def test_mgqe_losses_and_gradients():
-  layer, variables, ids = mgqe_setup()
-  weight = jax.random.normal(jax.random.PRNGKey(5), (32, 4, 8))
+@pytest.mark.parametrize('batch', [32, 2])
+def test_mgqe_losses_and_gradients(batch):
+  layer, variables, ids = mgqe_setup(batch=batch)
+  weight = jax.random.normal(jax.random.PRNGKey(5), (batch, 4, 8))
 
   def task(params):
     out = layer.apply({**variables, 'params': params}, ids)
@@ -221,16 +225,16 @@ def test_mgqe_losses_and_gradients():
   codes = np.asarray(layer.apply(variables, method='codes'))[global_ids(ids)]  # [B, F, S]
   queries = np.asarray(variables['params']['table'], np.float64)[global_ids(ids)]
   centroids = np.asarray(variables['params']['centroids'], np.float64)
-  chosen = centroids[np.arange(4), codes].reshape(32, 4, 8)
+  chosen = centroids[np.arange(4), codes].reshape(batch, 4, 8)
   np.testing.assert_allclose(loss, 1.25 * np.mean((queries - chosen) ** 2), rtol=1e-5)
   grads = jax.grad(vq)(variables['params'])
   # d/dc mean((q - c)^2) over B * F * D entries, summed over the lookups that chose c.
-  sub_grad = 2 * (chosen - queries).reshape(32, 4, 4, 2) / (32 * 4 * 8)
+  sub_grad = 2 * (chosen - queries).reshape(batch, 4, 4, 2) / (batch * 4 * 8)
   expected_c = np.zeros(centroids.shape)
   np.add.at(expected_c, (np.arange(4)[None, None, :], codes), sub_grad)
   np.testing.assert_allclose(grads['centroids'], expected_c, rtol=1e-5, atol=1e-8)
   expected_q = np.zeros((ROWS, 8))
-  np.add.at(expected_q, global_ids(ids), 0.25 * 2 * (queries - chosen) / (32 * 4 * 8))
+  np.add.at(expected_q, global_ids(ids), 0.25 * 2 * (queries - chosen) / (batch * 4 * 8))
   np.testing.assert_allclose(grads['table'], expected_q, rtol=1e-5, atol=1e-8)
 
 

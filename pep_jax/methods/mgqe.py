@@ -98,7 +98,9 @@ class MGQEEmbedding(nn.Module):
   higher-numbered copy is never chosen). ``limit [rows_padded] int32`` (from
   :func:`centroid_limits`) lives in the ``'layout'`` collection.
 
-  The forward value is exactly ``reconstruct(codes())[gid]``; the loss sown as
+  The forward value is exactly ``reconstruct(codes())[gid]``: a table of no more rows than the
+  batch has lookups is quantised whole and the codes gathered, a larger one quantises the
+  looked-up queries. The loss sown as
   ``'losses'/'vq'`` is
 
       mean over looked-up (row, entry) of (sg(q) - c)^2 + commitment * (q - sg(c))^2.
@@ -159,8 +161,14 @@ class MGQEEmbedding(nn.Module):
     """Per-field local ids ``[B, F]`` -> ``[B, F, dim]``; sows the VQ loss into ``'losses'``."""
     gids = ids + jnp.asarray(field_offsets(self.field_dims))[None, :]  # [B, F]
     query = take_rows(self.table, gids, self.mesh)  # [B, F, D]
-    limit = take_rows(self.limit.value, gids, self.mesh)  # [B, F]
-    codes = quantize(jax.lax.stop_gradient(query), self.centroids, limit)  # [B, F, S]
+    if self.table.shape[0] <= gids.size:
+      # No more rows than lookups: every row quantised once (the same distances, fewer of
+      # them), its codes gathered.
+      every = quantize(jax.lax.stop_gradient(self.table), self.centroids, self.limit.value)
+      codes = take_rows(every, gids, self.mesh)  # [B, F, S]
+    else:
+      limit = take_rows(self.limit.value, gids, self.mesh)  # [B, F]
+      codes = quantize(jax.lax.stop_gradient(query), self.centroids, limit)  # [B, F, S]
     chosen = dequantize(self.centroids, codes)  # [B, F, D]
     codebook = jnp.mean(jnp.square(jax.lax.stop_gradient(query) - chosen))
     commit = jnp.mean(jnp.square(query - jax.lax.stop_gradient(chosen)))
