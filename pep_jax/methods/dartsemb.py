@@ -72,13 +72,37 @@ class DartsEmbedding(nn.Module):
     self.arch = self.param('arch', nn.initializers.zeros, (num_fields, len(widths)))
 
   def __call__(self, ids: jax.Array) -> jax.Array:
-    """Per-field local ids ``[B, F]`` -> ``[B, F, dim]``."""
-    gids = ids + jnp.asarray(field_offsets(self.field_dims))[None, :]  # [B, F]
+    """Per-field local ids ``[B, F]`` -> ``[B, F, dim]``.
+
+    A field of no more features than the batch has rows has its whole mixture computed
+    (:meth:`field_mixture`) and its rows gathered, every such field by one gather; the other
+    fields mix their looked-up rows.
+    """
+    batch, num_fields = ids.shape
     weights = jax.nn.softmax(self.arch, axis=-1)  # [F, C]
-    out = jnp.zeros(ids.shape + (self.dim,), jnp.float32)
+    whole = [f for f, n in enumerate(self.field_dims) if int(n) <= batch]
+    looked = np.asarray([f for f, n in enumerate(self.field_dims) if int(n) > batch], int)
+    fields = {}
+    if whole:
+      table = jnp.concatenate([self.field_mixture(f, weights) for f in whole])  # [V, D]
+      starts = jnp.asarray(field_offsets([int(self.field_dims[f]) for f in whole]))
+      rows = jnp.take(table, ids[:, np.asarray(whole)] + starts[None, :], axis=0)  # [B, F', D]
+      fields.update((f, rows[:, i]) for i, f in enumerate(whole))
+    if len(looked):
+      gids = ids[:, looked] + jnp.asarray(field_offsets(self.field_dims)[looked])[None, :]
+      out = jnp.zeros(gids.shape + (self.dim,), jnp.float32)  # [B, F'', D]
+      for c, (table, proj) in enumerate(zip(self.tables, self.projections)):
+        rows = jnp.take(table, gids, axis=0)  # [B, F'', w_c]
+        out += weights[None, looked, c, None] * jnp.einsum('bfw,fwd->bfd', rows, proj[looked])
+      fields.update((f, out[:, i]) for i, f in enumerate(looked))
+    return jnp.stack([fields[f] for f in range(num_fields)], axis=1)  # [B, F, D]
+
+  def field_mixture(self, field: int, weights: jax.Array) -> jax.Array:
+    """``sum_c weights[f, c] * table_c[rows of f] @ proj_c[f]`` of field ``f``: ``[vocab_f, D]``."""
+    start, size = int(field_offsets(self.field_dims)[field]), int(self.field_dims[field])
+    out = jnp.zeros((size, self.dim), jnp.float32)
     for c, (table, proj) in enumerate(zip(self.tables, self.projections)):
-      rows = jnp.take(table, gids, axis=0)  # [B, F, w_c]
-      out += weights[None, :, c, None] * jnp.einsum('bfw,fwd->bfd', rows, proj)  # [B, F, D]
+      out += weights[field, c] * (table[start:start + size] @ proj[field])
     return out
 
   def chosen_widths(self) -> jax.Array:
