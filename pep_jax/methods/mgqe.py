@@ -64,7 +64,8 @@ def centroid_limits(counts: np.ndarray, num_centroids: int, frequent_fraction: f
 def quantize(queries: jax.Array, centroids: jax.Array, limits: jax.Array) -> jax.Array:
   """Nearest allowed centroid of every sub-vector.
 
-  ``code_s = argmin_{k < limit} ||q_s - c_{s,k}||^2`` (ties: the lower ``k``).
+  ``code_s = argmin_{k < limit} ||q_s - c_{s,k}||^2`` (ties: the lower ``k``), the squared
+  differences summed in order of the sub-vector's entries.
 
   Args:
     queries: ``[..., D]`` query vectors, ``D = S * D_s``.
@@ -73,11 +74,16 @@ def quantize(queries: jax.Array, centroids: jax.Array, limits: jax.Array) -> jax
 
   Returns:
     ``[..., S]`` int32 codes. Under ``jit`` the distances ``[..., S, K]`` are the one large
-    intermediate (the difference over ``D_s`` is fused into the sum).
+    intermediate: the sum over ``D_s`` is written out entry by entry, so each term is a
+    ``[..., S, K]`` array with ``K`` minor (an XLA:CPU reduction over a minor axis of ``D_s``
+    entries is not vectorised across ``K``).
   """
   num_subspaces, num_centroids, sub_dim = centroids.shape
-  subs = queries.reshape(queries.shape[:-1] + (num_subspaces, 1, sub_dim))  # [..., S, 1, D_s]
-  dist = jnp.sum(jnp.square(subs - centroids), axis=-1)  # [..., S, K]
+  subs = queries.reshape(queries.shape[:-1] + (num_subspaces, sub_dim, 1))  # [..., S, D_s, 1]
+  columns = jnp.transpose(centroids, (0, 2, 1))  # [S, D_s, K]
+  dist = jnp.square(subs[..., 0, :] - columns[:, 0, :])  # [..., S, K]
+  for d in range(1, sub_dim):
+    dist = dist + jnp.square(subs[..., d, :] - columns[:, d, :])
   allowed = jnp.arange(num_centroids) < limits[..., None, None]  # [..., 1, K]
   return jnp.argmin(jnp.where(allowed, dist, jnp.inf), axis=-1).astype(jnp.int32)
 
