@@ -158,6 +158,13 @@ def _mask(params, arch: bool):
   return jax.tree_util.tree_map_with_path(lambda path, _: _is_arch(path) == arch, params)
 
 
+def _held(params, arch: bool):
+  """``params`` with the architecture (``arch``) or every weight (not ``arch``) held constant:
+  its gradient is zero and nothing of the backward pass that only it needs is computed."""
+  return jax.tree_util.tree_map_with_path(
+      lambda p, x: jax.lax.stop_gradient(x) if _is_arch(p) == arch else x, params)
+
+
 def _search_steps(weights_tx, arch_tx):
   """``(model, tx, count) -> (train_step, eval_step)`` of the bi-level search."""
 
@@ -170,18 +177,23 @@ def _search_steps(weights_tx, arch_tx):
           train=True, rngs={'dropout': key}, mutable=['batch_stats', 'losses'])
       return steps_lib.weighted_bce(logits, labels, weights) + steps_lib.aux_loss(updates), updates
 
+    def weights_loss(params, *args):
+      return loss_fn(_held(params, arch=True), *args)
+
+    def arch_loss(params, *args):
+      return loss_fn(_held(params, arch=False), *args)
+
     def train_step(state, batch, constants):
       key = jax.random.fold_in(state.rng, state.step)
-      grad = jax.value_and_grad(loss_fn, has_aux=True)
+      grad = jax.value_and_grad(weights_loss, has_aux=True)  # zero for arch
       (loss, updates), g = grad(state.params, state, constants, batch['ids'], batch['labels'],
                                 batch['weights'], key)
-      g = jax.tree_util.tree_map_with_path(lambda p, x: 0 * x if _is_arch(p) else x, g)
       step, w_state = weights_tx.update(g, state.opt_state[0], state.params)
       params = optax.apply_updates(state.params, step)
+      grad = jax.value_and_grad(arch_loss, has_aux=True)  # zero but for arch
       (valid_loss, _), g = grad(params, state, constants, batch['valid_ids'],
                                 batch['valid_labels'], batch['valid_weights'],
                                 jax.random.fold_in(key, 1))
-      g = jax.tree_util.tree_map_with_path(lambda p, x: x if _is_arch(p) else 0 * x, g)
       step, a_state = arch_tx.update(g, state.opt_state[1], params)
       params = optax.apply_updates(params, step)
       state = state.replace(step=state.step + 1, params=params,
