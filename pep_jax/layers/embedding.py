@@ -209,11 +209,6 @@ class FieldWidthEmbedding(nn.Module):
   field's own table) and ``proj_f [w_f, dim]`` (U(+-1/sqrt(w_f))); a field with ``w_f = 0`` has
   neither and its embedding is zero.
 
-  A field of no more features than the batch has rows is projected whole (``vocab_f * w_f *
-  dim`` multiply-adds, fewer than projecting its ``B`` lookups), and every such field's
-  projected table is read by one gather for all of them; a larger field's looked-up rows are
-  projected.
-
   Attributes:
     field_dims: vocabulary size of each field.
     dim: output width ``D``.
@@ -244,19 +239,14 @@ class FieldWidthEmbedding(nn.Module):
 
   def __call__(self, ids: jax.Array) -> jax.Array:
     """Per-field local ids ``[B, F]`` -> ``[B, F, dim]``."""
-    batch = ids.shape[0]
-    whole = [f for f in self.tables if int(self.field_dims[f]) <= batch]
-    fields = {}
-    if whole:
-      table = jnp.concatenate([self.tables[f] @ self.projections[f] for f in whole])  # [V, D]
-      starts = field_offsets([int(self.field_dims[f]) for f in whole])
-      rows = jnp.take(table, ids[:, whole] + jnp.asarray(starts)[None, :], axis=0)  # [B, F', D]
-      fields.update((f, rows[:, i]) for i, f in enumerate(whole))
-    for f in self.tables:
-      if f not in fields:
-        fields[f] = jnp.take(self.tables[f], ids[:, f], axis=0) @ self.projections[f]  # [B, D]
-    zeros = jnp.zeros((batch, self.dim), jnp.float32)
-    return jnp.stack([fields.get(f, zeros) for f in range(len(self.field_dims))], axis=1)
+    fields = []
+    for f in range(len(self.field_dims)):
+      if f in self.tables:
+        rows = jnp.take(self.tables[f], ids[:, f], axis=0)  # [B, w_f]
+        fields.append(rows @ self.projections[f])  # [B, D]
+      else:
+        fields.append(jnp.zeros((ids.shape[0], self.dim), jnp.float32))
+    return jnp.stack(fields, axis=1)  # [B, F, D]
 
 
 EMBEDDINGS = ('pep', 'masked', 'plain')
