@@ -217,6 +217,15 @@ def test_mgqe_quantize_equals_the_summed_distances_argmin():
                                 jax.jit(summed)(queries, centroids, limits))
 
 
+def test_mgqe_quantize_breaks_ties_toward_the_lower_centroid_within_the_limit():
+  centroids = jnp.asarray(np.stack([np.eye(4)[[0, 1, 2, 1, 3, 2]]] * 2), jnp.float32)  # [2, 6, 4]
+  queries = jnp.asarray([[0, 1, 0, 0, 0, 0, 1, 0], [0, 0, 0, 1, 0, 1, 0, 0]], jnp.float32)
+  codes = mgqe.quantize(queries, centroids, jnp.asarray([6, 6]))
+  np.testing.assert_array_equal(codes, [[1, 2], [4, 1]])  # duplicates at 1 and 3, 2 and 5
+  codes = mgqe.quantize(queries, centroids, jnp.asarray([2, 4]))
+  np.testing.assert_array_equal(codes[1], [0, 1])  # centroid 4 not allowed: all others tie
+
+
 @pytest.mark.parametrize('batch', [32, 2])
 def test_mgqe_losses_and_gradients(batch):
   layer, variables, ids = mgqe_setup(batch=batch)

@@ -65,7 +65,9 @@ def quantize(queries: jax.Array, centroids: jax.Array, limits: jax.Array) -> jax
   """Nearest allowed centroid of every sub-vector.
 
   ``code_s = argmin_{k < limit} ||q_s - c_{s,k}||^2`` (ties: the lower ``k``), the squared
-  differences summed in order of the sub-vector's entries.
+  differences summed in order of the sub-vector's entries. The argmin is taken as the lowest
+  ``k`` whose distance equals the minimum, two plain reductions that XLA:CPU vectorises where
+  its arg-min reduction runs one element at a time; for finite distances it is ``jnp.argmin``.
 
   Args:
     queries: ``[..., D]`` query vectors, ``D = S * D_s``.
@@ -84,8 +86,10 @@ def quantize(queries: jax.Array, centroids: jax.Array, limits: jax.Array) -> jax
   dist = jnp.square(subs[..., 0, :] - columns[:, 0, :])  # [..., S, K]
   for d in range(1, sub_dim):
     dist = dist + jnp.square(subs[..., d, :] - columns[:, d, :])
-  allowed = jnp.arange(num_centroids) < limits[..., None, None]  # [..., 1, K]
-  return jnp.argmin(jnp.where(allowed, dist, jnp.inf), axis=-1).astype(jnp.int32)
+  k = jnp.arange(num_centroids, dtype=jnp.int32)
+  dist = jnp.where(k < limits[..., None, None], dist, jnp.inf)  # [..., S, K]
+  nearest = jnp.min(dist, axis=-1, keepdims=True)  # [..., S, 1]
+  return jnp.min(jnp.where(dist == nearest, k, num_centroids - 1), axis=-1)
 
 
 def dequantize(centroids: jax.Array, codes: jax.Array) -> jax.Array:
