@@ -217,6 +217,16 @@ def test_mgqe_quantize_equals_the_summed_distances_argmin():
                                 jax.jit(summed)(queries, centroids, limits))
 
 
+def test_mgqe_padded_table_codes_are_the_real_rows_codes():
+  """A table padded to 32 rows (as for a mesh) quantises its 17 real rows on one device."""
+  layer, variables, ids = mgqe_setup()
+  padded = mgqe.MGQEEmbedding(FIELD_DIMS, 8, num_subspaces=4, num_centroids=6, row_multiple=32)
+  table = jnp.pad(variables['params']['table'], ((0, 32 - ROWS), (0, 0)))
+  limit = jnp.pad(variables['layout']['limit'], (0, 32 - ROWS), constant_values=6)
+  padded_vars = {'params': {**variables['params'], 'table': table}, 'layout': {'limit': limit}}
+  np.testing.assert_array_equal(padded.apply(padded_vars, ids), layer.apply(variables, ids))
+
+
 def test_mgqe_quantize_breaks_ties_toward_the_lower_centroid_within_the_limit():
   centroids = jnp.asarray(np.stack([np.eye(4)[[0, 1, 2, 1, 3, 2]]] * 2), jnp.float32)  # [2, 6, 4]
   queries = jnp.asarray([[0, 1, 0, 0, 0, 0, 1, 0], [0, 0, 0, 1, 0, 1, 0, 0]], jnp.float32)

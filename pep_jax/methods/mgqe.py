@@ -173,8 +173,11 @@ class MGQEEmbedding(nn.Module):
     query = take_rows(self.table, gids, self.mesh)  # [B, F, D]
     if self.table.shape[0] <= gids.size:
       # No more rows than lookups: every row quantised once (the same distances, fewer of
-      # them), its codes gathered.
-      every = quantize(jax.lax.stop_gradient(self.table), self.centroids, self.limit.value)
+      # them), its codes gathered; on one device the padding rows are left out.
+      split = self.mesh is not None and self.mesh.size > 1
+      rows = self.table.shape[0] if split else self.num_rows
+      every = quantize(jax.lax.stop_gradient(self.table[:rows]), self.centroids,
+                       self.limit.value[:rows])
       codes = take_rows(every, gids, self.mesh)  # [B, F, S]
     else:
       limit = take_rows(self.limit.value, gids, self.mesh)  # [B, F]
