@@ -4,6 +4,7 @@
     python experiments/bench_speed.py --shapes=criteo --models=fm --modes=dense --json=fm.json
     python experiments/bench_speed.py --full                            # every combination
     python experiments/bench_speed.py --parts=demo --demo               # the demo's wall time
+    python experiments/bench_speed.py --parts=methods --models=fm --modes=dense  # every method
 
 Every row runs on fake data shaped like a real table (:data:`SHAPES`): ``small`` is
 MovieLens-sized (7 fields, 1,280 features, d=32), ``criteo`` has Criteo's size as the paper
