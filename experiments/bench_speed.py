@@ -39,8 +39,9 @@ Parts (``--parts``), each timed over ``--steps`` steps per row (small 100, crite
   scratch work directory (:data:`STAND_INS`: masks, tickets or widths as a search would give),
   so its real ``candidates``/``build``/``initial`` run. Printed and written as ``method`` rows
   and ``method/ue step time`` ratios, with the targets of :data:`METHOD_TARGETS`. The model is
-  the first of ``--models``, the mode the first of ``--modes``; each row is the fastest of
-  ``--repeats`` timings of ``--steps`` steps (the first compiles outside them).
+  the first of ``--models``, the mode the first of ``--modes``. Each row is the fastest of
+  ``--repeats`` timings of ``--steps`` steps (compiled before the first), taken in rounds over
+  every stage of the shape, so the stages are held in memory together.
 * ``demo`` (with ``--demo``): ``python -m pep_jax.main --config=configs/demo.py`` in a
   subprocess, wall time; ``--demo-variant=tiny`` runs the small variant.
 
@@ -513,10 +514,15 @@ def method_stages(ctx: Context, method):
 
 
 def run_methods(shape: str, data: CTRDataset, args: argparse.Namespace) -> list[dict]:
-  """The ``method`` rows of one shape: every method's stages, the first model and mode."""
+  """The ``methods`` rows of one shape: every method's stages, the first model and mode.
+
+  Every stage is built and timed once, then timed again in ``--repeats - 1`` rounds over all of
+  them, so a change of load on a shared machine falls on every row alike; a row is its fastest
+  timing.
+  """
   steps, k = args.steps or SHAPES[shape].steps, args.per_dispatch
   case = Case(shape, args.models[0], 'ue', None, args.modes[0])
-  rows = []
+  timed = []  # [row, stage, state, constants, batches, seconds of each timing]
   for name, method in METHODS.items():
     config = case_config(case, args, k)
     SETTINGS.get(name, lambda c, dim: None)(config, SHAPES[shape].dim)
@@ -528,18 +534,21 @@ def run_methods(shape: str, data: CTRDataset, args: argparse.Namespace) -> list[
         batches = device_batches(stage, data, min(k, steps))
         if batch_map is not None:
           batches = [batch_map(i + 1, jax.device_get(b)) for i, b in enumerate(batches)]
-        timings = []
-        for _ in range(args.repeats):  # the fastest of a few: others' jobs share the machine
-          state, seconds, per_call = time_block(stage, state, constants, batches, steps)
-          timings.append(seconds)
-        del state
-        seconds = min(timings)
+        state, seconds, per_call = time_block(stage, state, constants, batches, steps)
         row = {'part': 'methods', **case.key(), 'method': name, 'stage': kind,
                'setting': setting, 'per_dispatch': k, 'steps_timed': steps,
-               'steps_per_call': per_call, 'repeats': args.repeats,
-               'ms_per_step': 1e3 * seconds, 'samples_per_second': args.batch_size / seconds}
-        rows.append(row)
-        print_row(row)
+               'steps_per_call': per_call, 'repeats': args.repeats}
+        timed.append([row, stage, state, constants, batches, [seconds]])
+  for _ in range(args.repeats - 1):
+    for item in timed:
+      row, stage, state, constants, batches, seconds = item
+      item[2], again, _ = time_block(stage, state, constants, batches, steps)
+      seconds.append(again)
+  rows = []
+  for row, *_, seconds in timed:
+    best = min(seconds)
+    rows.append({**row, 'ms_per_step': 1e3 * best, 'samples_per_second': args.batch_size / best})
+    print_row(rows[-1])
   return rows
 
 

@@ -95,10 +95,10 @@ def test_methods_part_times_every_registered_method_against_ue(bench, tmp_path):
   from pep_jax.methods import METHODS
   out = tmp_path / 'bench.json'
   bench.main(['--parts=methods', '--shapes=small', '--models=fm', '--modes=dense', '--steps=2',
-              '--repeats=1', '--per-dispatch=2', '--batch-size=64', f'--json={out}'])
+              '--repeats=2', '--per-dispatch=2', '--batch-size=64', f'--json={out}'])
   report = json.loads(out.read_text())
   rows = report['rows']
-  assert {r['part'] for r in rows} == {'methods'}
+  assert {r['part'] for r in rows} == {'methods'} and {r['repeats'] for r in rows} == {2}
   assert {r['method'] for r in rows} == set(METHODS)
   searches = {r['method'] for r in rows if r['stage'] == 'search'}
   assert searches == {name for name, m in METHODS.items() if m.search_stage is not None}
