@@ -4,6 +4,7 @@
     python experiments/bench_speed.py --shapes=criteo --models=fm --modes=dense --json=fm.json
     python experiments/bench_speed.py --full                            # every combination
     python experiments/bench_speed.py --parts=demo --demo               # the demo's wall time
+    python experiments/bench_speed.py --parts=methods --models=fm --modes=dense  # every method
 
 Every row runs on fake data shaped like a real table (:data:`SHAPES`): ``small`` is
 MovieLens-sized (7 fields, 1,280 features, d=32), ``criteo`` has Criteo's size as the paper
@@ -30,6 +31,17 @@ Parts (``--parts``), each timed over ``--steps`` steps per row (small 100, crite
 * ``eval``: :func:`pep_jax.train.evaluation.predict` over ``--eval-rows`` rows (host batches
   included) after a warm-up, for every model, UE and PEP at ``--loop-granularities``
   (everything with ``--full``), in the first mode only.
+* ``methods``: the block train step (K=``--per-dispatch``) of every method of the registry
+  (:data:`pep_jax.methods.METHODS`) at representative settings (:data:`SETTINGS`), each against
+  the uniform model at the same base width in the same run: the stage a method's candidates
+  retrain (``build``/``initial``) and, where it has one, its search's stage (``search_stage``).
+  A method whose candidates come from a search gets a stand-in search result written to a
+  scratch work directory (:data:`STAND_INS`: masks, tickets or widths as a search would give),
+  so its real ``candidates``/``build``/``initial`` run. Printed and written as ``method`` rows
+  and ``method/ue step time`` ratios, with the targets of :data:`METHOD_TARGETS`. The model is
+  the first of ``--models``, the mode the first of ``--modes``. Each row is the fastest of
+  ``--repeats`` timings of ``--steps`` steps (compiled before the first), taken in rounds over
+  every stage of the shape, so the stages are held in memory together.
 * ``demo`` (with ``--demo``): ``python -m pep_jax.main --config=configs/demo.py`` in a
   subprocess, wall time; ``--demo-variant=tiny`` runs the small variant.
 
@@ -76,13 +88,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pep_jax import workdir as wd
 from pep_jax.config import default_config
 from pep_jax.data import pipeline
 from pep_jax.data.base import CTRDataset, Split
 from pep_jax.layers.embedding import field_offsets
+from pep_jax.methods import METHODS, dartsemb, magnitude, pep, random, sseds
+from pep_jax.methods.base import Context, resolve_budgets
 from pep_jax.train import batches as batches_lib
 from pep_jax.train import evaluation, fit
 from pep_jax.train import steps as steps_lib
+from pep_jax.train.checkpoint import Checkpointer
 from pep_jax.train.logging import MetricWriter
 from pep_jax.train.setup import Stage, build_stage
 
@@ -393,6 +409,169 @@ def run_case(case: Case, data: CTRDataset, args: argparse.Namespace) -> list[dic
   return rows
 
 
+# --- every method of the registry --------------------------------------------------------------
+
+
+def field_widths(field_dims, choices) -> tuple[int, ...]:
+  """Widths a per-field search gives a field table: the widest choice for fields of 100 or more
+  features, the middle one for 10 or more, the narrowest for the rest."""
+  low, mid, high = choices
+  return tuple(high if n >= 100 else mid if n >= 10 else low for n in field_dims)
+
+
+def _mde(c, dim):
+  c.mde.update(dims=(dim,), blocks=(8, 16, 32), alphas=(0.3,))
+
+
+def _mgqe(c, dim):
+  c.mgqe.update(dims=(dim,), subspaces=(4,), centroids=(64,))
+
+
+def _budgets(section):
+  def apply(c, dim):
+    del dim
+    c[section].budgets = (0.5,)
+  return apply
+
+
+def _sseds(c, dim):
+  del dim
+  c.sseds.update(budgets=(0.5,), align='projection')
+
+
+def _dartsemb(c, dim):
+  del dim
+  c.dartsemb.candidate_sets = ((1, 2, 8),)
+
+
+# method -> config of its representative candidates, (config, base width) -> None
+SETTINGS = {'ue': lambda c, dim: c.ue.update(dims=(dim,)), 'mde': _mde, 'mgqe': _mgqe,
+            'sseds': _sseds, 'dartsemb': _dartsemb, 'pep': _budgets('prune'),
+            'magnitude': _budgets('magnitude'), 'random': _budgets('random'),
+            'qr': _budgets('qr')}
+
+
+def _pep_ticket(ctx: Context) -> None:
+  """A ticket of PEP's prune stage at its initial state (thresholds at ``s_init``)."""
+  stage = build_stage(ctx.config, ctx.data, 'pep')
+  state = stage.initial_state_saved(wd.initial_state_dir(ctx.workdir))
+  entries = stage.table_entries
+  pep._write_ticket(ctx, stage, state, entries, entries, 0, 0)
+
+
+def _magnitude_masks(ctx: Context) -> None:
+  """Random masks of the configured budgets, written where the magnitude search writes them."""
+  budgets = resolve_budgets(ctx.config.magnitude.budgets, ctx.table_entries, 'magnitude.budgets')
+  dim = int(ctx.config.embedding.dim)
+  magnitude.save_masks(ctx, magnitude.SEARCH, {
+      f'b{b}': random.draw(ctx.data.num_features, dim, b, 0) for b in budgets})
+  wd.finish_search(ctx.workdir, magnitude.SEARCH, {
+      'budgets': budgets, 'pretrain_run': None, 'pretrain_seconds': 0.0, 'select_seconds': 0.0})
+
+
+def _sseds_mask(ctx: Context) -> None:
+  """Field masks keeping half of the width in every field (the first columns)."""
+  budgets = resolve_budgets(ctx.config.sseds.budgets, ctx.table_entries, 'sseds.budgets')
+  dim = int(ctx.config.embedding.dim)
+  mask = np.arange(dim)[None, :] < np.full((ctx.data.num_fields, 1), dim // 2)
+  ckpt = Checkpointer(wd.search_dir(ctx.workdir, *sseds.SEARCH, 'search'), max_to_keep=None)
+  ckpt.save(0, {'scores': mask.astype(np.float64), 'masks': {f'b{b}': mask for b in budgets}})
+  ckpt.close()
+  wd.finish_search(ctx.workdir, sseds.SEARCH, {
+      'budgets': budgets, 'granularity': 'field', 'pretrain_seconds': 0.0,
+      'score_seconds': 0.0, 'score_passes': 0})
+
+
+def _dartsemb_widths(ctx: Context) -> None:
+  for cset in ctx.config.dartsemb.candidate_sets:
+    wd.finish_search(ctx.workdir, dartsemb._search(cset), {
+        'widths': list(field_widths(ctx.data.field_dims, sorted(cset))), 'seconds': 0.0,
+        'seconds_per_epoch': 0.0})
+
+
+# method -> a stand-in for its finished search, written to the scratch work directory (the
+# random masks' own search is as cheap as a stand-in)
+STAND_INS = {'pep': _pep_ticket, 'magnitude': _magnitude_masks, 'random': random.search,
+             'sseds': _sseds_mask, 'dartsemb': _dartsemb_widths}
+# (method, stage) -> the most its step may take, in UE steps at the same base width
+METHOD_TARGETS = {('mde', 'retrain'): 1.5, ('sseds', 'retrain'): 1.5,
+                  ('dartsemb', 'retrain'): 1.5, ('dartsemb', 'search'): 2.0,
+                  ('mgqe', 'retrain'): 3.0}
+
+
+def method_stages(ctx: Context, method):
+  """``[(stage kind, setting, stage, state, constants, batch_map)]`` of one method: each
+  candidate's retraining, then its search's stage (if any)."""
+  out = []
+  for cand in method.candidates(ctx):
+    stage = method.build(ctx, cand)
+    state, constants = method.initial(ctx, cand, stage)
+    out.append(('retrain', cand.setting, stage, state, constants, None))
+  if method.search_stage is not None:
+    stage, batch_map = method.search_stage(ctx)
+    out.append(('search', '', stage, stage.initial_state(), {}, batch_map))
+  return out
+
+
+def run_methods(shape: str, data: CTRDataset, args: argparse.Namespace) -> list[dict]:
+  """The ``methods`` rows of one shape: every method's stages, the first model and mode.
+
+  Every stage is built and timed once, then timed again in ``--repeats - 1`` rounds over all of
+  them, so a change of load on a shared machine falls on every row alike; a row is its fastest
+  timing.
+  """
+  steps, k = args.steps or SHAPES[shape].steps, args.per_dispatch
+  case = Case(shape, args.models[0], 'ue', None, args.modes[0])
+  timed = []  # [row, stage, state, constants, batches, seconds of each timing]
+  for name, method in METHODS.items():
+    config = case_config(case, args, k)
+    SETTINGS.get(name, lambda c, dim: None)(config, SHAPES[shape].dim)
+    with tempfile.TemporaryDirectory(prefix='bench_speed_methods_') as workdir:
+      ctx = Context(config, data, workdir, None)
+      if name in STAND_INS:
+        STAND_INS[name](ctx)
+      for kind, setting, stage, state, constants, batch_map in method_stages(ctx, method):
+        batches = device_batches(stage, data, min(k, steps))
+        if batch_map is not None:
+          batches = [batch_map(i + 1, jax.device_get(b)) for i, b in enumerate(batches)]
+        state, seconds, per_call = time_block(stage, state, constants, batches, steps)
+        row = {'part': 'methods', **case.key(), 'method': name, 'stage': kind,
+               'setting': setting, 'per_dispatch': k, 'steps_timed': steps,
+               'steps_per_call': per_call, 'repeats': args.repeats}
+        timed.append([row, stage, state, constants, batches, [seconds]])
+  for _ in range(args.repeats - 1):
+    for item in timed:
+      row, stage, state, constants, batches, seconds = item
+      item[2], again, _ = time_block(stage, state, constants, batches, steps)
+      seconds.append(again)
+  rows = []
+  for row, *_, seconds in timed:
+    best = min(seconds)
+    rows.append({**row, 'ms_per_step': 1e3 * best, 'samples_per_second': args.batch_size / best})
+    print_row(rows[-1])
+  return rows
+
+
+def method_ratios(rows: list[dict]) -> list[dict]:
+  """Every ``method`` row's step time over the UE row's of the same shape, model and mode."""
+  out = []
+  for r in rows:
+    if r['part'] != 'methods':
+      continue
+    ue = next((u for u in rows if u['part'] == 'methods' and u['method'] == 'ue' and
+               all(u[key] == r[key] for key in ('shape', 'model', 'mode'))), None)
+    if ue is None:
+      continue
+    item = {'ratio': 'method/ue step time', **{key: r[key] for key in (
+        'part', 'shape', 'model', 'method', 'stage', 'setting', 'granularity', 'mode',
+        'per_dispatch')}, 'measured': r['ms_per_step'] / ue['ms_per_step']}
+    target = METHOD_TARGETS.get((r['method'], r['stage']))
+    if target is not None:
+      item.update(target=f'measured <= {target}', meets_target=item['measured'] <= target)
+    out.append(item)
+  return out
+
+
 # --- ratios ------------------------------------------------------------------------------------
 
 
@@ -450,7 +629,7 @@ def ratios(rows: list[dict]) -> list[dict]:
 # --- printing ----------------------------------------------------------------------------------
 
 COLUMNS = ('part', 'shape', 'model', 'method', 'mode', 'K', 'ms/step', 'samples/s', 'GB/s')
-WIDTHS = (5, 6, 12, 22, 5, 3, 9, 11, 6)
+WIDTHS = (5, 6, 12, 30, 5, 3, 9, 11, 6)
 
 
 def print_row(row: dict) -> None:
@@ -460,6 +639,8 @@ def print_row(row: dict) -> None:
     cells = ('demo', '', '', row['config'], '', '', f'{row["seconds"]:.1f} s', 'wall', status)
   else:
     method = row['method'] + (f':{row["granularity"]}' if row['granularity'] else '')
+    if row['part'] == 'methods':
+      method = f'{row["method"]}:{row["stage"]} {row["setting"]}'.rstrip()
     if row['part'] == 'eval':
       cells = ('eval', row['shape'], row['model'], method, '', row['per_dispatch'], '',
                f'{row["rows_per_second"]:,.0f}', 'rows/s')
@@ -492,12 +673,14 @@ def print_plan(todo: list[Case], args: argparse.Namespace) -> None:
 
 
 def print_ratios(items: list[dict]) -> None:
-  for name in RATIOS:
+  for name in RATIOS + ('method/ue step time',):
     group = [item for item in items if item['ratio'] == name]
     if group:
       print(f'{name}:')
     for item in group:
       method = item['method'] + (f':{item["granularity"]}' if item['granularity'] else '')
+      if item['part'] == 'methods':
+        method = f'{item["method"]}:{item["stage"]} {item["setting"]}'.rstrip()
       line = (f'  {item["part"]:4s} {item["shape"]:6s} {item["model"]:12s} {method:22s} '
               f'{item["mode"]:5s} K={item["per_dispatch"]:<3d} {item["measured"]:6.2f}')
       if 'traffic_implied' in item:
@@ -524,7 +707,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   from pep_jax.ops.threshold import GRANULARITIES
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--parts', type=names(('step', 'loop', 'eval', 'demo')),
+  p.add_argument('--parts', type=names(('step', 'loop', 'eval', 'methods', 'demo')),
                  default=['step', 'loop', 'eval'], help='what to time')
   p.add_argument('--shapes', type=names(SHAPES), default=['small', 'criteo'])
   p.add_argument('--models', type=names(MODELS), default=['fm', 'deepfm', 'autoint_plus'])
@@ -547,6 +730,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  help='K of the block rows (train.steps_per_dispatch); K=1 rows always run')
   p.add_argument('--steps', type=int, default=None,
                  help='timed steps per row (default: small 100, criteo 20)')
+  p.add_argument('--repeats', type=int, default=3,
+                 help='methods part: each row is the fastest of this many timings')
   p.add_argument('--batch-size', '--batch_size', type=int, default=1024)
   p.add_argument('--eval-batch-size', '--eval_batch_size', type=int, default=8192)
   p.add_argument('--eval-rows', '--eval_rows', type=int, default=16 * 8192,
@@ -558,8 +743,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument('--json', default='bench_speed.json', help='where to write the results')
   p.add_argument('--list', action='store_true', help='print the rows the flags ask for and exit')
   args = p.parse_args(argv)
-  if args.per_dispatch < 1 or (args.steps is not None and args.steps < 1):
-    p.error('--per-dispatch and --steps must be positive')
+  if args.per_dispatch < 1 or args.repeats < 1 or (args.steps is not None and args.steps < 1):
+    p.error('--per-dispatch, --repeats and --steps must be positive')
   if args.demo and 'demo' not in args.parts:
     args.parts.append('demo')
   return args
@@ -578,7 +763,8 @@ def main(argv: list[str] | None = None) -> dict:
     return {'cases': [c.key() for c in todo], 'notes': notes}
   print_header()
   rows = []
-  for shape in dict.fromkeys(c.shape for c in todo):
+  shapes = args.shapes if 'methods' in args.parts else dict.fromkeys(c.shape for c in todo)
+  for shape in shapes:
     steps = args.steps or SHAPES[shape].steps
     k = args.per_dispatch
     # Enough training batches for the longest loop row, which stops before its epoch ends.
@@ -588,10 +774,12 @@ def main(argv: list[str] | None = None) -> dict:
           f'{steps} timed steps per row', flush=True)
     for case in (c for c in todo if c.shape == shape):
       rows.extend(run_case(case, data, args))
+    if 'methods' in args.parts:
+      rows.extend(run_methods(shape, data, args))
   if 'demo' in args.parts:
     rows.append(run_demo(args.demo_variant))
     print_row(rows[-1])
-  items = ratios(rows)
+  items = ratios(rows) + method_ratios(rows)
   if items:
     print('\nratios, from this run (samples/s over samples/s; pep/ue: step time over step time)')
     print_ratios(items)

@@ -89,3 +89,22 @@ def test_ratios_pair_rows_of_the_same_configuration(bench):
   assert got['K>1/K=1 samples/s', 'step', 'ue', 'dense', 4]['measured'] == pytest.approx(2.0)
   assert got['rows/dense samples/s', 'step', 'ue', 'rows', 4]['measured'] == pytest.approx(2.0)
   assert len(got) == 5
+
+
+def test_methods_part_times_every_registered_method_against_ue(bench, tmp_path):
+  from pep_jax.methods import METHODS
+  out = tmp_path / 'bench.json'
+  bench.main(['--parts=methods', '--shapes=small', '--models=fm', '--modes=dense', '--steps=2',
+              '--repeats=2', '--per-dispatch=2', '--batch-size=64', f'--json={out}'])
+  report = json.loads(out.read_text())
+  rows = report['rows']
+  assert {r['part'] for r in rows} == {'methods'} and {r['repeats'] for r in rows} == {2}
+  assert {r['method'] for r in rows} == set(METHODS)
+  searches = {r['method'] for r in rows if r['stage'] == 'search'}
+  assert searches == {name for name, m in METHODS.items() if m.search_stage is not None}
+  ratios = {(i['method'], i['stage'], i['setting']): i for i in report['ratios']}
+  assert len(ratios) == len(rows)
+  ue = next(i for (method, _, _), i in ratios.items() if method == 'ue')
+  assert ue['measured'] == 1.0
+  targets = {(m, s) for (m, s, _), i in ratios.items() if 'meets_target' in i}
+  assert targets == set(bench.METHOD_TARGETS)

@@ -72,13 +72,37 @@ class DartsEmbedding(nn.Module):
     self.arch = self.param('arch', nn.initializers.zeros, (num_fields, len(widths)))
 
   def __call__(self, ids: jax.Array) -> jax.Array:
-    """Per-field local ids ``[B, F]`` -> ``[B, F, dim]``."""
-    gids = ids + jnp.asarray(field_offsets(self.field_dims))[None, :]  # [B, F]
+    """Per-field local ids ``[B, F]`` -> ``[B, F, dim]``.
+
+    A field of no more features than the batch has rows has its whole mixture computed
+    (:meth:`field_mixture`) and its rows gathered, every such field by one gather; the other
+    fields mix their looked-up rows.
+    """
+    batch, num_fields = ids.shape
     weights = jax.nn.softmax(self.arch, axis=-1)  # [F, C]
-    out = jnp.zeros(ids.shape + (self.dim,), jnp.float32)
+    whole = [f for f, n in enumerate(self.field_dims) if int(n) <= batch]
+    looked = np.asarray([f for f, n in enumerate(self.field_dims) if int(n) > batch], int)
+    fields = {}
+    if whole:
+      table = jnp.concatenate([self.field_mixture(f, weights) for f in whole])  # [V, D]
+      starts = jnp.asarray(field_offsets([int(self.field_dims[f]) for f in whole]))
+      rows = jnp.take(table, ids[:, np.asarray(whole)] + starts[None, :], axis=0)  # [B, F', D]
+      fields.update((f, rows[:, i]) for i, f in enumerate(whole))
+    if len(looked):
+      gids = ids[:, looked] + jnp.asarray(field_offsets(self.field_dims)[looked])[None, :]
+      out = jnp.zeros(gids.shape + (self.dim,), jnp.float32)  # [B, F'', D]
+      for c, (table, proj) in enumerate(zip(self.tables, self.projections)):
+        rows = jnp.take(table, gids, axis=0)  # [B, F'', w_c]
+        out += weights[None, looked, c, None] * jnp.einsum('bfw,fwd->bfd', rows, proj[looked])
+      fields.update((f, out[:, i]) for i, f in enumerate(looked))
+    return jnp.stack([fields[f] for f in range(num_fields)], axis=1)  # [B, F, D]
+
+  def field_mixture(self, field: int, weights: jax.Array) -> jax.Array:
+    """``sum_c weights[f, c] * table_c[rows of f] @ proj_c[f]`` of field ``f``: ``[vocab_f, D]``."""
+    start, size = int(field_offsets(self.field_dims)[field]), int(self.field_dims[field])
+    out = jnp.zeros((size, self.dim), jnp.float32)
     for c, (table, proj) in enumerate(zip(self.tables, self.projections)):
-      rows = jnp.take(table, gids, axis=0)  # [B, F, w_c]
-      out += weights[None, :, c, None] * jnp.einsum('bfw,fwd->bfd', rows, proj)  # [B, F, D]
+      out += weights[field, c] * (table[start:start + size] @ proj[field])
     return out
 
   def chosen_widths(self) -> jax.Array:
@@ -134,6 +158,13 @@ def _mask(params, arch: bool):
   return jax.tree_util.tree_map_with_path(lambda path, _: _is_arch(path) == arch, params)
 
 
+def _held(params, arch: bool):
+  """``params`` with the architecture (``arch``) or every weight (not ``arch``) held constant:
+  its gradient is zero and nothing of the backward pass that only it needs is computed."""
+  return jax.tree_util.tree_map_with_path(
+      lambda p, x: jax.lax.stop_gradient(x) if _is_arch(p) == arch else x, params)
+
+
 def _search_steps(weights_tx, arch_tx):
   """``(model, tx, count) -> (train_step, eval_step)`` of the bi-level search."""
 
@@ -146,18 +177,23 @@ def _search_steps(weights_tx, arch_tx):
           train=True, rngs={'dropout': key}, mutable=['batch_stats', 'losses'])
       return steps_lib.weighted_bce(logits, labels, weights) + steps_lib.aux_loss(updates), updates
 
+    def weights_loss(params, *args):
+      return loss_fn(_held(params, arch=True), *args)
+
+    def arch_loss(params, *args):
+      return loss_fn(_held(params, arch=False), *args)
+
     def train_step(state, batch, constants):
       key = jax.random.fold_in(state.rng, state.step)
-      grad = jax.value_and_grad(loss_fn, has_aux=True)
+      grad = jax.value_and_grad(weights_loss, has_aux=True)  # zero for arch
       (loss, updates), g = grad(state.params, state, constants, batch['ids'], batch['labels'],
                                 batch['weights'], key)
-      g = jax.tree_util.tree_map_with_path(lambda p, x: 0 * x if _is_arch(p) else x, g)
       step, w_state = weights_tx.update(g, state.opt_state[0], state.params)
       params = optax.apply_updates(state.params, step)
+      grad = jax.value_and_grad(arch_loss, has_aux=True)  # zero but for arch
       (valid_loss, _), g = grad(params, state, constants, batch['valid_ids'],
                                 batch['valid_labels'], batch['valid_weights'],
                                 jax.random.fold_in(key, 1))
-      g = jax.tree_util.tree_map_with_path(lambda p, x: x if _is_arch(p) else 0 * x, g)
       step, a_state = arch_tx.update(g, state.opt_state[1], params)
       params = optax.apply_updates(params, step)
       state = state.replace(step=state.step + 1, params=params,

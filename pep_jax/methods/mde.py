@@ -102,8 +102,14 @@ class MDEEmbedding(nn.Module):
 
   Row ``r`` is ``block_b[local[r]] @ proj_b`` for ``b = block[r]``; blocks of full width have no
   projection. ``block`` and ``local`` (``[rows] int32``, from :func:`block_layout`) live in the
-  ``'layout'`` collection. The forward pass gathers from every block and keeps the rows that
-  belong to it, so no ``[rows, dim]`` table is ever built.
+  ``'layout'`` collection. Each lookup reads its feature's own block once:
+
+  * a table of no more rows than the batch has lookups (MovieLens-sized) is projected whole,
+    ``[rows, dim]`` (``rows * w_b * dim`` multiply-adds per block, fewer than projecting every
+    lookup), and each lookup gathers its projected row;
+  * a larger table is never projected whole: the blocks are laid end to end in one flat
+    buffer, each lookup gathers the ``dim`` entries from its row's start and keeps its block's
+    first ``w_b``, and the looked-up rows are projected (``[lookups, w_b] @ proj_b`` per block).
 
   Attributes:
     field_dims: vocabulary size of each field.
@@ -146,14 +152,44 @@ class MDEEmbedding(nn.Module):
     gids = ids + jnp.asarray(field_offsets(self.field_dims))[None, :]  # [B, F]
     block = jnp.take(self.block.value, gids)  # [B, F]
     local = jnp.take(self.local.value, gids)  # [B, F]
-    out = jnp.zeros(ids.shape + (self.dim,), jnp.float32)
-    for b, (table, proj) in enumerate(zip(self.blocks, self.projections)):
-      mine = block == b  # [B, F]
-      rows = jnp.take(table, jnp.where(mine, local, 0), axis=0)  # [B, F, w_b]
+    if sum(self.field_dims) <= ids.size:
+      return jnp.take(self.projected_table(), _starts(self.block_sizes)[block] + local, axis=0)
+    return self.project_rows(self.block_rows(block, local), block)
+
+  def projected_table(self) -> jax.Array:
+    """Every block's rows projected to ``dim``, block after block: ``[rows, dim]``."""
+    return jnp.concatenate([table if proj is None else table @ proj
+                            for table, proj in zip(self.blocks, self.projections)], axis=0)
+
+  def block_rows(self, block: jax.Array, local: jax.Array) -> jax.Array:
+    """``dim`` consecutive entries from row ``local`` of block ``block`` on: ``[..., dim]``.
+
+    One gather per lookup from the blocks laid end to end (and ``dim`` zeros after the last, so
+    no window runs past the end); the first ``w_b`` entries are the row, the rest belong to the
+    rows after it and are dropped by :meth:`project_rows`.
+    """
+    widths = jnp.asarray(self.widths, jnp.int32)
+    flat = jnp.concatenate([t.reshape(-1) for t in self.blocks] + [jnp.zeros(self.dim)])
+    sizes = [int(n) * int(w) for n, w in zip(self.block_sizes, self.widths)]
+    start = _starts(sizes)[block] + local * widths[block]  # [...]
+    numbers = jax.lax.GatherDimensionNumbers(offset_dims=(start.ndim,), collapsed_slice_dims=(),
+                                             start_index_map=(0,))
+    return jax.lax.gather(flat, start[..., None], numbers, (self.dim,),
+                          mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS)  # [..., dim]
+
+  def project_rows(self, rows: jax.Array, block: jax.Array) -> jax.Array:
+    """``rows [..., dim]`` of :meth:`block_rows`: their first ``w_b`` entries times their
+    blocks' ``proj_b``."""
+    out = rows  # rows of full-width blocks are their embeddings
+    for b, (proj, width) in enumerate(zip(self.projections, self.widths)):
       if proj is not None:
-        rows = rows @ proj  # [B, F, D]
-      out = jnp.where(mine[..., None], rows, out)
+        out = jnp.where((block == b)[..., None], rows[..., :int(width)] @ proj, out)
     return out
+
+
+def _starts(sizes: Sequence[int]) -> jax.Array:
+  """Where each of consecutive pieces of ``sizes`` starts, ``[len(sizes)] int32``."""
+  return jnp.asarray(np.concatenate([[0], np.cumsum(sizes)[:-1]]), jnp.int32)
 
 
 def accounting(block_sizes: Sequence[int], widths: Sequence[int], dim: int,

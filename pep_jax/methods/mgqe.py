@@ -64,7 +64,10 @@ def centroid_limits(counts: np.ndarray, num_centroids: int, frequent_fraction: f
 def quantize(queries: jax.Array, centroids: jax.Array, limits: jax.Array) -> jax.Array:
   """Nearest allowed centroid of every sub-vector.
 
-  ``code_s = argmin_{k < limit} ||q_s - c_{s,k}||^2`` (ties: the lower ``k``).
+  ``code_s = argmin_{k < limit} ||q_s - c_{s,k}||^2`` (ties: the lower ``k``), the squared
+  differences summed in order of the sub-vector's entries. The argmin is taken as the lowest
+  ``k`` whose distance equals the minimum, two plain reductions that XLA:CPU vectorises where
+  its arg-min reduction runs one element at a time; for finite distances it is ``jnp.argmin``.
 
   Args:
     queries: ``[..., D]`` query vectors, ``D = S * D_s``.
@@ -73,13 +76,20 @@ def quantize(queries: jax.Array, centroids: jax.Array, limits: jax.Array) -> jax
 
   Returns:
     ``[..., S]`` int32 codes. Under ``jit`` the distances ``[..., S, K]`` are the one large
-    intermediate (the difference over ``D_s`` is fused into the sum).
+    intermediate: the sum over ``D_s`` is written out entry by entry, so each term is a
+    ``[..., S, K]`` array with ``K`` minor (an XLA:CPU reduction over a minor axis of ``D_s``
+    entries is not vectorised across ``K``).
   """
   num_subspaces, num_centroids, sub_dim = centroids.shape
-  subs = queries.reshape(queries.shape[:-1] + (num_subspaces, 1, sub_dim))  # [..., S, 1, D_s]
-  dist = jnp.sum(jnp.square(subs - centroids), axis=-1)  # [..., S, K]
-  allowed = jnp.arange(num_centroids) < limits[..., None, None]  # [..., 1, K]
-  return jnp.argmin(jnp.where(allowed, dist, jnp.inf), axis=-1).astype(jnp.int32)
+  subs = queries.reshape(queries.shape[:-1] + (num_subspaces, sub_dim, 1))  # [..., S, D_s, 1]
+  columns = jnp.transpose(centroids, (0, 2, 1))  # [S, D_s, K]
+  dist = jnp.square(subs[..., 0, :] - columns[:, 0, :])  # [..., S, K]
+  for d in range(1, sub_dim):
+    dist = dist + jnp.square(subs[..., d, :] - columns[:, d, :])
+  k = jnp.arange(num_centroids, dtype=jnp.int32)
+  dist = jnp.where(k < limits[..., None, None], dist, jnp.inf)  # [..., S, K]
+  nearest = jnp.min(dist, axis=-1, keepdims=True)  # [..., S, 1]
+  return jnp.min(jnp.where(dist == nearest, k, num_centroids - 1), axis=-1)
 
 
 def dequantize(centroids: jax.Array, codes: jax.Array) -> jax.Array:
@@ -98,7 +108,9 @@ class MGQEEmbedding(nn.Module):
   higher-numbered copy is never chosen). ``limit [rows_padded] int32`` (from
   :func:`centroid_limits`) lives in the ``'layout'`` collection.
 
-  The forward value is exactly ``reconstruct(codes())[gid]``; the loss sown as
+  The forward value is exactly ``reconstruct(codes())[gid]``: a table of no more rows than the
+  batch has lookups is quantised whole and the codes gathered, a larger one quantises the
+  looked-up queries. The loss sown as
   ``'losses'/'vq'`` is
 
       mean over looked-up (row, entry) of (sg(q) - c)^2 + commitment * (q - sg(c))^2.
@@ -159,8 +171,17 @@ class MGQEEmbedding(nn.Module):
     """Per-field local ids ``[B, F]`` -> ``[B, F, dim]``; sows the VQ loss into ``'losses'``."""
     gids = ids + jnp.asarray(field_offsets(self.field_dims))[None, :]  # [B, F]
     query = take_rows(self.table, gids, self.mesh)  # [B, F, D]
-    limit = take_rows(self.limit.value, gids, self.mesh)  # [B, F]
-    codes = quantize(jax.lax.stop_gradient(query), self.centroids, limit)  # [B, F, S]
+    if self.table.shape[0] <= gids.size:
+      # No more rows than lookups: every row quantised once (the same distances, fewer of
+      # them), its codes gathered; on one device the padding rows are left out.
+      split = self.mesh is not None and self.mesh.size > 1
+      rows = self.table.shape[0] if split else self.num_rows
+      every = quantize(jax.lax.stop_gradient(self.table[:rows]), self.centroids,
+                       self.limit.value[:rows])
+      codes = take_rows(every, gids, self.mesh)  # [B, F, S]
+    else:
+      limit = take_rows(self.limit.value, gids, self.mesh)  # [B, F]
+      codes = quantize(jax.lax.stop_gradient(query), self.centroids, limit)  # [B, F, S]
     chosen = dequantize(self.centroids, codes)  # [B, F, D]
     codebook = jnp.mean(jnp.square(jax.lax.stop_gradient(query) - chosen))
     commit = jnp.mean(jnp.square(query - jax.lax.stop_gradient(chosen)))
