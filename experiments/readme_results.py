@@ -263,6 +263,51 @@ def render_reachability_summary(grid: str) -> str:
           f'{narrow}.\n')
 
 
+MODEL_LABELS = {'fm': 'FM', 'deepfm': 'DeepFM', 'autoint_plus': 'AutoInt+', 'autoint': 'AutoInt'}
+STAGE_LABELS = {'base': 'base', 'pep': 'PEP', 'dartsemb': 'DartsEmb search'}
+
+
+def _runtime_stages(results: dict) -> list[str]:
+  return [k[:-len('_s_per_epoch')] for k in results['rows'][0] if k.endswith('_s_per_epoch')]
+
+
+def render_runtime(results: dict) -> str:
+  """experiments/runtime.py's seconds per epoch (the paper's Table 2 on this code) and each
+  search step over the base model's, from its JSON."""
+  stages = _runtime_stages(results)
+  others = [s for s in stages if s != 'base']
+  machine = results['machine']
+  names = [STAGE_LABELS.get(s, s) for s in stages]
+  lines = [f'Synthetic default ({results["data"]}, d={results["dim"]}, batch '
+           f'{results["batch_size"]}, {results["rows"][0]["steps_per_epoch"]} steps per epoch, '
+           f'{results["rows"][0]["steps_timed"]} steps timed per row), one run on '
+           f'{machine["cpus"]} CPU cores ({machine["device"]}), JAX {machine["jax"]}, load average '
+           f'{machine["load_average_1min"]:.1f} at the end:', '',
+           '| model | ' + ' | '.join(f'{n}, s/epoch' for n in names) + ' | '
+           + ' | '.join(f'{STAGE_LABELS.get(s, s)} / base' for s in others) + ' |',
+           '|---|' + '---:|' * (len(stages) + len(others))]
+  for row in results['rows']:
+    base = row['base_s_per_epoch']
+    lines.append(f'| {MODEL_LABELS.get(row["model"], row["model"])} | '
+                 + ' | '.join(f'{row[f"{s}_s_per_epoch"]:.2f}' for s in stages) + ' | '
+                 + ' | '.join(f'{row[f"{s}_s_per_epoch"] / base:.2f}x' for s in others) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+def render_runtime_summary(results: dict) -> str:
+  """The README's sentence on the runtime table: each search step's range over the models."""
+  parts = []
+  for stage in (s for s in _runtime_stages(results) if s != 'base'):
+    ratios = [row[f'{stage}_s_per_epoch'] / row['base_s_per_epoch'] for row in results['rows']]
+    by_model = ', '.join(f'{r:.2f}x ({MODEL_LABELS.get(row["model"], row["model"])})'
+                         for r, row in zip(ratios, results['rows']))
+    parts.append(f'{STAGE_LABELS.get(stage, stage)} step over the base model\'s: {by_model}')
+  return ('`runtime.py` (the paper\'s Table 2): seconds per epoch of the base model and of each '
+          'method\'s search step for FM, DeepFM and AutoInt+, in one run on a 2-core CPU; '
+          + '; '.join(parts) + '. The paper reports +24% (PEP) and +98% (DartsEmb) on average on '
+          'a GPU.\n')
+
+
 def render_table(results: str) -> str:
   """A table a script wrote as markdown, without the title line it starts with."""
   lines = [line for line in results.rstrip('\n').split('\n') if not line.startswith('# ')]
@@ -1426,6 +1471,8 @@ RENDERERS = {
     'demo': ('demo.json', render_demo),
     'compare': ('compare.json', render_compare),
     'reachability_summary': ('reachability_standin.md', render_reachability_summary),
+    'runtime': ('runtime.json', render_runtime),
+    'runtime_summary': ('runtime.json', render_runtime_summary),
     'rows_vs_dense': ('rows_vs_dense_demo.json', render_rows_vs_dense),
     'reachability_ml100k': ('reachability_ml100k.md', render_table),
     'reachability_standin': ('reachability_standin.md', render_table),
