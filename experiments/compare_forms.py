@@ -2,7 +2,8 @@
 
     python -m pep_jax.main --config=configs/compare.py --workdir=runs/compare
     python experiments/compare_forms.py --workdir=runs/compare \
-        --json=docs/results/compare_forms.json --plot=docs/figures/compare_frontier.png
+        --json=docs/results/compare_forms.json
+    python experiments/readme_results.py --compare=runs/compare
 
 Every finished run of every seed of a work directory made with several seeds
 (``configs/compare.py``) is exported (``pep_jax.export.export``) in each form of ``--forms``
@@ -13,10 +14,11 @@ AUC in each seed, their mean and 95% Student-t interval over seeds, and the drop
 model of the same seed (the trained model scored by the export's check), with its mean and
 interval.
 
-``--plot`` redraws the work directory's frontier (``comparison.json``) with these forms in its
-bytes panel. The JSON keeps the SHA-256 of that ``comparison.json``, so
-``experiments/readme_results.py --compare`` redraws the README's figure with the forms only
-while they belong to the comparison it records.
+``--plot=PATH`` draws the work directory's frontier (its ``comparison.json``) with these forms
+in the bytes panel. The JSON keeps the SHA-256 of that ``comparison.json``:
+``experiments/readme_results.py --compare`` draws the README's figure
+(docs/figures/compare_frontier.png) the same way while the forms belong to the comparison it
+records, and copies the summary's own figure otherwise.
 """
 
 from __future__ import annotations
