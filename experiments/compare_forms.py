@@ -107,16 +107,17 @@ def form_rows(per_seed: dict[int, list[dict]], dirs: dict[int, str], forms, scra
   out = []
   for (method, setting, form), by_seed in groups.items():
     seeds = list(by_seed)
-    column = lambda key: [by_seed[s][key] for s in seeds]  # noqa: E731
-    test = t_interval(column('test_auc'), report.LEVEL)
-    drop = t_interval(column('auc_drop'), report.LEVEL)
+    column = {key: [by_seed[s][key] for s in seeds]
+              for key in ('bytes', 'test_auc', 'test_auc_float', 'auc_drop')}
+    test = t_interval(column['test_auc'], report.LEVEL)
+    drop = t_interval(column['auc_drop'], report.LEVEL)
     out.append({
         'method': method, 'setting': setting, 'run': by_seed[seeds[0]]['run'], 'form': form,
-        'seeds': seeds, 'bytes': mean_of(column('bytes')), 'bytes_per_seed': column('bytes'),
-        'test_auc_per_seed': column('test_auc'), 'test_auc_mean': test['mean'],
+        'seeds': seeds, 'bytes': mean_of(column['bytes']), 'bytes_per_seed': column['bytes'],
+        'test_auc_per_seed': column['test_auc'], 'test_auc_mean': test['mean'],
         'test_auc_std': test['std'], 'test_auc_ci95': _pair(test['ci']),
-        'test_auc_float_per_seed': column('test_auc_float'),
-        'auc_drop_per_seed': column('auc_drop'), 'auc_drop_mean': drop['mean'],
+        'test_auc_float_per_seed': column['test_auc_float'],
+        'auc_drop_per_seed': column['auc_drop'], 'auc_drop_mean': drop['mean'],
         'auc_drop_ci95': _pair(drop['ci'])})
   return out
 
