@@ -3,6 +3,8 @@
     python -m pep_jax.main --config=configs/demo.py --workdir=runs/demo
     python experiments/readme_results.py --demo=runs/demo     # record, then rewrite the README
     python -m pep_jax.main --config=configs/compare.py --workdir=runs/compare
+    python experiments/compare_forms.py --workdir=runs/compare \
+        --json=docs/results/compare_forms.json
     python experiments/readme_results.py --compare=runs/compare
     python experiments/readme_results.py --check              # exit 1 if the README differs
 
@@ -15,7 +17,10 @@ markers::
 
 ``--demo=WORKDIR`` records a finished demo (its summary without timings, its comparisons with
 their intervals, what its tickets keep of the noise fields, the machine) in
-``docs/results/demo.json``; every run rewrites each block from its results file. A test
+``docs/results/demo.json``; ``--compare=WORKDIR`` records a finished comparison in
+``docs/results/compare.json`` and draws its frontier as ``docs/figures/compare_frontier.png``,
+with the quantised forms of ``docs/results/compare_forms.json`` in the bytes panel when that file
+measured the same ``comparison.json``. Every run rewrites each block from its results file. A test
 (``tests/test_readme_results.py``) renders the blocks again and fails when the README differs,
 so a figure changed by hand in a block does not pass CI; ``tests/test_demo_quality.py`` checks
 that the demo still gives the recorded results.
@@ -1466,6 +1471,57 @@ def render_sseds_conclusion(results: dict) -> str:
   return _fill(text) + '\n'
 
 
+# ------------------------------------------- the comparison's quantised forms (compare_forms)
+
+
+def _compare_forms():
+  """``experiments/compare_forms.py`` as a module."""
+  sys.path.insert(0, ROOT)
+  spec = importlib.util.spec_from_file_location(
+      'compare_forms', os.path.join(ROOT, 'experiments', 'compare_forms.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def compare_figure(workdir: str) -> None:
+  """``docs/figures/compare_frontier.png``: the frontier of ``workdir``, with the quantised forms
+  of ``docs/results/compare_forms.json`` when they were measured on its ``comparison.json``,
+  else the summary's own figure."""
+  from pep_jax import workdir as wd
+  figure = os.path.join(ROOT, 'docs', 'figures', 'compare_frontier.png')
+  path = os.path.join(RESULTS, 'compare_forms.json')
+  module = _compare_forms()
+  forms = wd.read_json(path, dict) if os.path.exists(path) else None
+  if forms is not None and module.belongs_to(forms, workdir):
+    module.plot(workdir, forms['rows'], figure)
+    print(f'drew {figure} with the forms of {path}')
+  else:
+    shutil.copyfile(wd.summary_paths(workdir)['plot'], figure)
+
+
+def render_compare_forms(results: dict) -> str:
+  """Each model of the comparison in each quantised form: bytes, test AUC over seeds, and its
+  drop from the float model of the same seed."""
+  sys.path.insert(0, ROOT)
+  from pep_jax import methods as methods_lib
+  labels = methods_lib.labels()
+  seeds = max(len(r['seeds']) for r in results['rows'])
+  level = round(100 * results['level'])
+  lines = [f'Mean over {seeds} seeds with its {level}% interval (Student t); `drop`: test AUC of '
+           'the float model minus that of the form, in the same seed.', '',
+           f'| method | setting | form | bytes | test AUC | {level}% interval | drop | '
+           f'{level}% interval |', '|---|---|---|---:|---:|---|---:|---|']
+  for r in results['rows']:
+    drop = r['auc_drop_ci95']
+    lines.append(f'| {labels.get(r["method"], r["method"])} | {r["setting"]} | {r["form"]} | '
+                 f'{round(r["bytes"]):,} | {r["test_auc_mean"]:.4f} | '
+                 f'{_interval(r["test_auc_ci95"]).replace("+", "")} | '
+                 f'{r["auc_drop_mean"]:+.5f} | '
+                 f'{"" if drop is None else f"[{drop[0]:+.5f}, {drop[1]:+.5f}]"} |')
+  return '\n'.join(lines) + '\n'
+
+
 # name -> (results file in docs/results/, renderer of its contents; .json files are parsed)
 RENDERERS = {
     'demo': ('demo.json', render_demo),
@@ -1501,6 +1557,7 @@ RENDERERS = {
     'sseds_compare': ('sseds_study.json', render_sseds_compare),
     'sseds_movielens': ('sseds_study.json', render_sseds_movielens),
     'sseds_conclusion': ('sseds_study.json', render_sseds_conclusion),
+    'compare_forms': ('compare_forms.json', render_compare_forms),
 }
 PAGES = ('README.md', 'docs/performance.md', 'docs/analyses.md', 'docs/serving.md', 'docs/pep.md',
          'docs/methods.md')
@@ -1536,9 +1593,7 @@ def main():
   if args.compare:
     with open(os.path.join(RESULTS, 'compare.json'), 'w') as f:
       json.dump(record_compare(args.compare), f, indent=1)
-    from pep_jax import workdir as wd  # record_compare put the project on the path
-    shutil.copyfile(wd.summary_paths(args.compare)['plot'],
-                    os.path.join(ROOT, 'docs', 'figures', 'compare_frontier.png'))
+    compare_figure(args.compare)
   for page in PAGES:
     path = os.path.join(ROOT, page)
     with open(path) as f:

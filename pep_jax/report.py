@@ -349,41 +349,73 @@ def comparison_table(comparison: list[dict]) -> str:
   return '\n'.join(lines)
 
 
-def plot_frontier(comparison: list[dict], ceiling: float | None, path: str, title: str) -> None:
+FORM_STYLES = (('s', '--'), ('^', ':'), ('D', '-.'), ('v', (0, (5, 1))))  # marker, line of a form
+
+
+def plot_frontier(comparison: list[dict], ceiling: float | None, path: str, title: str,
+                  forms: list[dict] = ()) -> None:
   """Test AUC against stored embedding parameters and against stored bytes (log scales), one
   curve per method; with several seeds each point is the mean with its 95% interval as error
   bars.
 
   Like the paper's Figures 2-4.
+
+  Args:
+    comparison: :func:`comparison_rows`.
+    ceiling: the teacher's test AUC (a horizontal line), or None.
+    path: the PNG to write.
+    title: the figure's title.
+    forms: rows of other stored forms of the same models (``method``, ``form``, ``bytes``,
+      ``test_auc_mean``, ``test_auc_ci95``; experiments/compare_forms.py), drawn in the bytes
+      panel in their method's colour, one marker and line style per form (the first
+      ``len(FORM_STYLES)`` forms), each form once in the legend.
   """
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
 
   labels = methods_lib.labels()
-  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+  fig, axes = plt.subplots(1, 2, figsize=(14.5 if forms else 12, 4.5), sharey=True)
   methods = list(dict.fromkeys(r['method'] for r in comparison))
   markers = 'os^Dv<>p*h'
+
+  def curve(ax, size, rows, **style):
+    pts = sorted((r[size], r['test_auc_mean'],
+                  0.0 if r['test_auc_ci95'] is None else r['test_auc_ci95'][1] -
+                  r['test_auc_mean']) for r in rows)
+    x, y, err = zip(*pts)
+    return ax.errorbar(x, y, yerr=err if any(err) else None, capsize=3, **style)
+
+  colours = {}
   for ax, size, name in zip(axes, ('params', 'bytes'),
                             ('stored embedding parameters', 'stored embedding bytes')):
     for i, method in enumerate(methods):
-      pts = sorted((r[size], r['test_auc_mean'],
-                    0.0 if r['test_auc_ci95'] is None else r['test_auc_ci95'][1] -
-                    r['test_auc_mean']) for r in comparison if r['method'] == method)
-      x, y, err = zip(*pts)
-      ax.errorbar(x, y, yerr=err if any(err) else None, fmt=markers[i % len(markers)] + '-',
-                  capsize=3, label=labels.get(method, method))
+      drawn = curve(ax, size, [r for r in comparison if r['method'] == method],
+                    fmt=markers[i % len(markers)] + '-', label=labels.get(method, method))
+      colours[method] = drawn.lines[0].get_color()
     if ceiling is not None:
       ax.axhline(ceiling, color='gray', linestyle=':', label='teacher (ceiling)')
     ax.set_xscale('log')
     ax.set_xlabel(name)
     ax.grid(True, which='both', alpha=0.3)
+  names = list(dict.fromkeys(r['form'] for r in forms))
+  for form, (marker, line) in zip(names, FORM_STYLES):
+    for method in methods:
+      rows = [r for r in forms if r['form'] == form and r['method'] == method]
+      if rows:
+        curve(axes[1], 'bytes', rows, marker=marker, linestyle=line, color=colours[method],
+              markerfacecolor='none', alpha=0.8)
+    axes[1].plot([], [], color='black', marker=marker, linestyle=line, markerfacecolor='none',
+                 label=f'{form} (colour of its method)')
   axes[0].set_ylabel('test AUC')
   seeds = max((len(r['seeds']) for r in comparison), default=1)
   if seeds > 1:
     title += f' (mean of {seeds} seeds, 95% intervals)'
   fig.suptitle(title)
-  axes[1].legend(fontsize='small')
+  if forms:  # more entries than fit over the curves: beside the panel
+    axes[1].legend(fontsize='small', loc='upper left', bbox_to_anchor=(1.02, 1.0))
+  else:
+    axes[1].legend(fontsize='small')
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
