@@ -313,6 +313,107 @@ def render_runtime_summary(results: dict) -> str:
           'a GPU.\n')
 
 
+def render_methods_speed(after: dict) -> str:
+  """``bench_speed.py --parts=methods``'s step of every method against UE, before the layer
+  changes (bench_speed_methods_before.json) and after (bench_speed_methods.json)."""
+  with open(os.path.join(RESULTS, 'bench_speed_methods_before.json')) as f:
+    before = json.load(f)
+
+  def steps(results):
+    rows = {(r['method'], r['stage'], r['setting']): r['ms_per_step'] for r in results['rows']
+            if r['part'] == 'methods'}
+    ue = next(ms for (method, stage, _), ms in rows.items() if method == 'ue')
+    return rows, ue
+
+  targets = {(r['method'], r['stage'], r['setting']): r.get('target', '')
+             for r in after['ratios'] if r['ratio'] == 'method/ue step time'}
+  (old, old_ue), (new, new_ue) = steps(before), steps(after)
+  lines = ['| method | stage | setting | before: ms/step | before: x UE | after: ms/step | '
+           'after: x UE | target |', '|---|---|---|---:|---:|---:|---:|---:|']
+  for key, ms in new.items():
+    was = old.get(key)
+    target = targets.get(key, '').replace('measured ', '')
+    lines.append(f'| {key[0]} | {key[1]} | {key[2]} | '
+                 + (f'{was:.3f} | {was / old_ue:.2f}' if was is not None else ' | ')
+                 + f' | {ms:.3f} | {ms / new_ue:.2f} | {target} |')
+  machine = after['machine']
+  return ('\n'.join(lines) + f'\n\nAfter: {machine["date"][:10]}, {machine["cpu_count"]} CPU cores '
+          f'({machine["processor"]}), JAX {machine["jax"]}; before: '
+          f'{before["machine"]["date"][:10]}, the same machine.\n')
+
+
+def _speed_ratio(results: dict, ratio: str, part: str, shape: str, method: str, per_dispatch: int,
+           granularity=None, mode: str = 'dense') -> float:
+  (row,) = [r for r in results['ratios'] if r['ratio'] == ratio and r['part'] == part
+            and r['shape'] == shape and r['model'] == 'fm' and r['method'] == method
+            and r['per_dispatch'] == per_dispatch and r['granularity'] == granularity
+            and r['mode'] == mode]
+  return row
+
+
+def _speed_rate(results: dict, part: str, shape: str, method: str, mode: str = 'dense',
+          key: str = 'samples_per_second') -> float:
+  granularity = None if method == 'ue' else 'feature_dimension'
+  (row,) = [r for r in results['rows'] if r['part'] == part and r.get('shape') == shape
+            and r.get('model') == 'fm' and r.get('method') == method and r.get('mode') == mode
+            and r.get('granularity') == granularity and r.get('per_dispatch') == 200]
+  return row[key]
+
+
+def render_speed(results: dict) -> str:
+  """The README's table of experiments/bench_speed.py's ratios (one run), from its JSON."""
+  shapes = ('small', 'criteo')
+
+  def cells(fn):
+    return ' | '.join(fn(shape) for shape in shapes)
+
+  def pep_ue(granularity):
+    def cell(shape):
+      one, block = (_speed_ratio(results, 'pep/ue step time', 'step', shape, 'pep', k, granularity)
+                    for k in (1, 200))
+      return f'{one["measured"]:.2f} (K=1), {block["measured"]:.2f} (K=200)'
+    return cell
+
+  implied = ' / '.join(
+      f'{_speed_ratio(results, "pep/ue step time", "step", s, "pep", 1, "feature_dimension")["traffic_implied"]:.2f}'
+      for s in shapes)
+  lines = [
+      '| measured in one run | MovieLens-sized | Criteo-sized |', '|---|---:|---:|',
+      '| whole prune loop at 200 steps per call, over the isolated one-step step (target >= 0.9) '
+      '| ' + cells(lambda s: f'{_speed_ratio(results, "loop/step samples/s", "loop", s, "pep", 200, "feature_dimension")["measured"]:.2f}') + ' |',
+      '| the prune loop at 200 steps per call, over the same loop at one step per call | '
+      + cells(lambda s: f'{_speed_ratio(results, "K>1/K=1 samples/s", "loop", s, "pep", 200, "feature_dimension")["measured"]:.2f}') + ' |',
+      f'| PEP/UE step time, feature-dimension thresholds (traffic-implied: {implied}) | '
+      + cells(pep_ue('feature_dimension')) + ' |',
+      '| PEP/UE step time, dimension-wise thresholds (target <= 1.1) | '
+      + cells(pep_ue('dimension')) + ' |',
+      '| rows mode over dense, whole PEP prune loop (K=200) | '
+      + cells(lambda s: f'{_speed_ratio(results, "rows/dense samples/s", "loop", s, "pep", 200, "feature_dimension", "rows")["measured"]:.2f}') + ' |',
+      '| PEP prune loop, samples/s (K=200): dense / rows mode | '
+      + cells(lambda s: f'{_speed_rate(results, "loop", s, "pep"):,.0f} / '
+              f'{_speed_rate(results, "loop", s, "pep", "rows"):,.0f}') + ' |',
+      '| evaluation, rows/s: UE / PEP\'s pruning state | '
+      + cells(lambda s: f'{_speed_rate(results, "eval", s, "ue", key="rows_per_second"):,.0f} / '
+              f'{_speed_rate(results, "eval", s, "pep", key="rows_per_second"):,.0f}') + ' |',
+  ]
+  machine = results['machine']
+  return ('\n'.join(lines) + f'\n\nMeasured {machine["date"][:10]} on {machine["cpu_count"]} CPU '
+          f'cores ({machine["processor"]}), JAX {machine["jax"]}, no accelerator.\n')
+
+
+def render_public(results: dict) -> str:
+  """experiments/bench_public.py's side-by-side prune loop, from its JSON."""
+  public, ours = results['public'], results['ours']
+  return ('| prune loop | steps/s | samples/s |\n|---|---:|---:|\n'
+          f'| public code, torch {public["torch"]} ({public["threads"]} threads) | '
+          f'{public["steps_per_second"]:,.1f} | {1024 * public["steps_per_second"]:,.0f} |\n'
+          f'| pep_jax, {ours["steps_per_dispatch"]} steps per call | {ours["steps_per_second"]:,.1f} '
+          f'| {1024 * ours["steps_per_second"]:,.0f} |\n'
+          f'| ratio | {results["ratio_ours_over_public"]:.1f}x | |\n\n'
+          f'{public["rows"]:,} rows; {results["machine"]["cpus"]} CPU cores '
+          f'({results["machine"]["processor"]}), JAX {results["jax"]}.\n')
+
+
 def render_table(results: str) -> str:
   """A table a script wrote as markdown, without the title line it starts with."""
   lines = [line for line in results.rstrip('\n').split('\n') if not line.startswith('# ')]
@@ -1528,6 +1629,9 @@ RENDERERS = {
     'compare': ('compare.json', render_compare),
     'reachability_summary': ('reachability_standin.md', render_reachability_summary),
     'runtime': ('runtime.json', render_runtime),
+    'methods_speed': ('bench_speed_methods.json', render_methods_speed),
+    'speed': ('bench_speed.json', render_speed),
+    'public': ('bench_public.json', render_public),
     'runtime_summary': ('runtime.json', render_runtime_summary),
     'rows_vs_dense': ('rows_vs_dense_demo.json', render_rows_vs_dense),
     'reachability_ml100k': ('reachability_ml100k.md', render_table),
