@@ -313,11 +313,14 @@ def render_runtime_summary(results: dict) -> str:
           'a GPU.\n')
 
 
-def render_methods_speed(after: dict) -> str:
+def render_methods_speed(after: dict, before_file: str = 'bench_speed_methods_before.json') -> str:
   """``bench_speed.py --parts=methods``'s step of every method against UE, before the layer
-  changes (bench_speed_methods_before.json) and after (bench_speed_methods.json)."""
-  with open(os.path.join(RESULTS, 'bench_speed_methods_before.json')) as f:
+  changes (``before_file``) and after (the results given)."""
+  with open(os.path.join(RESULTS, before_file)) as f:
     before = json.load(f)
+
+  def ms(value):
+    return f'{value:.3f}' if value < 10 else f'{value:.1f}'
 
   def steps(results):
     rows = {(r['method'], r['stage'], r['setting']): r['ms_per_step'] for r in results['rows']
@@ -330,12 +333,12 @@ def render_methods_speed(after: dict) -> str:
   (old, old_ue), (new, new_ue) = steps(before), steps(after)
   lines = ['| method | stage | setting | before: ms/step | before: x UE | after: ms/step | '
            'after: x UE | target |', '|---|---|---|---:|---:|---:|---:|---:|']
-  for key, ms in new.items():
+  for key, step in new.items():
     was = old.get(key)
     target = targets.get(key, '').replace('measured ', '')
     lines.append(f'| {key[0]} | {key[1]} | {key[2]} | '
-                 + (f'{was:.3f} | {was / old_ue:.2f}' if was is not None else ' | ')
-                 + f' | {ms:.3f} | {ms / new_ue:.2f} | {target} |')
+                 + (f'{ms(was)} | {was / old_ue:.2f}' if was is not None else ' | ')
+                 + f' | {ms(step)} | {step / new_ue:.2f} | {target} |')
   machine = after['machine']
   return ('\n'.join(lines) + f'\n\nAfter: {machine["date"][:10]}, {machine["cpu_count"]} CPU cores '
           f'({machine["processor"]}), JAX {machine["jax"]}; before: '
@@ -1630,6 +1633,8 @@ RENDERERS = {
     'reachability_summary': ('reachability_standin.md', render_reachability_summary),
     'runtime': ('runtime.json', render_runtime),
     'methods_speed': ('bench_speed_methods.json', render_methods_speed),
+    'methods_speed_criteo': ('bench_speed_methods_criteo.json', lambda results: render_methods_speed(
+        results, 'bench_speed_methods_criteo_before.json')),
     'speed': ('bench_speed.json', render_speed),
     'public': ('bench_public.json', render_public),
     'runtime_summary': ('runtime.json', render_runtime_summary),
