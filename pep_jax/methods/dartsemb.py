@@ -75,8 +75,8 @@ class DartsEmbedding(nn.Module):
     """Per-field local ids ``[B, F]`` -> ``[B, F, dim]``.
 
     A field of no more features than the batch has rows has its whole mixture computed
-    (:meth:`field_mixture`) and its rows gathered, every such field by one gather; the other
-    fields mix their looked-up rows.
+    (:meth:`small_field_mixtures`) and its rows gathered, every such field by one gather; the
+    other fields mix their looked-up rows.
     """
     batch, num_fields = ids.shape
     weights = jax.nn.softmax(self.arch, axis=-1)  # [F, C]
@@ -84,7 +84,7 @@ class DartsEmbedding(nn.Module):
     looked = np.asarray([f for f, n in enumerate(self.field_dims) if int(n) > batch], int)
     fields = {}
     if whole:
-      table = jnp.concatenate([self.field_mixture(f, weights) for f in whole])  # [V, D]
+      table = self.small_field_mixtures(whole, weights)  # [V, D]
       starts = jnp.asarray(field_offsets([int(self.field_dims[f]) for f in whole]))
       rows = jnp.take(table, ids[:, np.asarray(whole)] + starts[None, :], axis=0)  # [B, F', D]
       fields.update((f, rows[:, i]) for i, f in enumerate(whole))
@@ -97,12 +97,23 @@ class DartsEmbedding(nn.Module):
       fields.update((f, out[:, i]) for i, f in enumerate(looked))
     return jnp.stack([fields[f] for f in range(num_fields)], axis=1)  # [B, F, D]
 
-  def field_mixture(self, field: int, weights: jax.Array) -> jax.Array:
-    """``sum_c weights[f, c] * table_c[rows of f] @ proj_c[f]`` of field ``f``: ``[vocab_f, D]``."""
-    start, size = int(field_offsets(self.field_dims)[field]), int(self.field_dims[field])
-    out = jnp.zeros((size, self.dim), jnp.float32)
+  def small_field_mixtures(self, fields: Sequence[int], weights: jax.Array) -> jax.Array:
+    """``sum_c weights[f, c] * table_c[rows of f] @ proj_c[f]`` of each field ``f`` of
+    ``fields``, stacked: ``[sum_f vocab_f, D]``.
+
+    Each candidate's rows of all these fields are read by one gather of constant indices, not by
+    a slice per field: a slice's gradient is a zero table the size of the whole table with the
+    slice written in, one per field and candidate, where a gather's is one scatter per candidate.
+    """
+    offsets = field_offsets(self.field_dims)
+    sizes = [int(self.field_dims[f]) for f in fields]
+    rows = np.concatenate([np.arange(offsets[f], offsets[f] + n) for f, n in zip(fields, sizes)])
+    starts = field_offsets(sizes)
+    out = jnp.zeros((len(rows), self.dim), jnp.float32)
     for c, (table, proj) in enumerate(zip(self.tables, self.projections)):
-      out += weights[field, c] * (table[start:start + size] @ proj[field])
+      looked = jnp.take(table, jnp.asarray(rows), axis=0)  # [V, w_c]
+      out += jnp.concatenate([
+          weights[f, c] * (looked[s:s + n] @ proj[f]) for f, s, n in zip(fields, starts, sizes)])
     return out
 
   def chosen_widths(self) -> jax.Array:
