@@ -235,13 +235,18 @@ def render_compare(results: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def markdown_table(text: str) -> list[dict[str, str]]:
+  """``{column: cell}`` of each row of the first markdown table in ``text``."""
+  lines = [line for line in text.split('\n') if line.startswith('| ')]  # not the |---| line
+  columns = [c.strip() for c in lines[0].strip('|').split('|')]
+  return [dict(zip(columns, (c.strip() for c in line.strip('|').split('|'))))
+          for line in lines[1:]]
+
+
 def markdown_rows(table: str) -> dict[str, dict[str, str]]:
   """``{first cell: {column: cell}}`` of the first markdown table in ``table``."""
-  lines = [line for line in table.split('\n') if line.startswith('|')]
-  columns = [c.strip() for c in lines[0].strip('|').split('|')]
-  rows = [dict(zip(columns, (c.strip() for c in line.strip('|').split('|'))))
-          for line in lines[2:]]
-  return {row[columns[0]]: row for row in rows}
+  rows = markdown_table(table)
+  return {row[next(iter(row))]: row for row in rows}
 
 
 def _uniform(table: str) -> dict[str, str]:
@@ -987,13 +992,8 @@ def render_interactions(results: dict) -> str:
 
 def _granularity_rows(results: str) -> tuple[list[dict], float]:
   """experiments/granularity.py's markdown table as rows, and the uniform model's test AUC."""
-  lines = [line for line in results.split('\n') if line.startswith('| ')]
-  header = [c.strip() for c in lines[0].strip('|').split('|')]
-  rows = []
-  for line in lines[1:]:
-    cells = [c.strip() for c in line.strip('|').split('|')]
-    rows.append({k: None if v == '-' else v if k == 'granularity' else float(v)
-                 for k, v in zip(header, cells)})
+  rows = [{k: None if v == '-' else v if k == 'granularity' else float(v) for k, v in row.items()}
+          for row in markdown_table(results)]
   uniform = float(re.search(r'Uniform model at d=\d+: test AUC (\d+\.\d+)', results).group(1))
   return rows, uniform
 
