@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import platform
 import resource
 import shutil
 import tempfile
@@ -26,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from pep_jax import analysis
 from pep_jax.data import config as data_config_lib
 from pep_jax.data import pipeline, real
 
@@ -154,20 +154,9 @@ def run(rows: int, workdir: str) -> dict:
       'peak_rss_gb_before_build': rss_before, 'peak_rss_gb_after_build': build_rss,
       'iterator_rows_per_s_prefetch': prefetch_rate,
       'iterator_rows_per_s_threaded_2': threaded_rate, 'batch_size': _BATCH.value,
-      'num_features': dataset.num_features, 'machine': machine(),
+      'num_features': dataset.num_features, 'machine': analysis.machine_line(),
   }
 
-
-def machine() -> str:
-  """CPU count, model, memory: the machine the numbers come from."""
-  model = platform.processor()
-  try:
-    with open('/proc/cpuinfo') as f:
-      model = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-  except (OSError, StopIteration):
-    pass
-  mem = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30
-  return f'{os.cpu_count()} CPUs ({model}), {mem:.0f} GiB RAM'
 
 
 def main(argv):

@@ -28,7 +28,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import platform
 
 import jax
 import numpy as np
@@ -127,15 +126,7 @@ def dataset_facts(config) -> dict:
 
 def machine() -> str:
   """CPU count, model, memory and accelerator: the machine the numbers come from."""
-  model = platform.processor()
-  try:
-    with open('/proc/cpuinfo') as f:
-      model = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-  except (OSError, StopIteration):
-    pass
-  mem = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30
-  return (f'{os.cpu_count()} CPUs ({model}), {mem:.0f} GiB RAM, JAX {jax.__version__} on '
-          f'{jax.default_backend()}')
+  return f'{analysis.machine_line()}, JAX {jax.__version__} on {jax.default_backend()}'
 
 
 def _auc(values: list[float]) -> str:

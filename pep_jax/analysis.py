@@ -310,6 +310,18 @@ def machine() -> dict:
           'load_average_1min': os.getloadavg()[0]}
 
 
+def machine_line() -> str:
+  """CPU count, model and memory, in one line: the machine the numbers come from."""
+  model = platform.processor()
+  try:
+    with open('/proc/cpuinfo') as f:
+      model = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+  except (OSError, StopIteration):
+    pass
+  mem = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30
+  return f'{os.cpu_count()} CPUs ({model}), {mem:.0f} GiB RAM'
+
+
 def describe_data(data: CTRDataset) -> dict:
   """The size of a dataset, as the pages that quote a result state it."""
   intrinsic = data.info.get('intrinsic_dims')
