@@ -1,23 +1,17 @@
 """experiments/bench_public.py without torch: the folder it writes, its flags, its torch check."""
 
 import importlib.util
-import os
 
 import numpy as np
 import pytest
 
 from pep_jax.data import load_dataset
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='module')
 def bench():
-  path = os.path.join(ROOT, 'experiments', 'bench_public.py')
-  spec = importlib.util.spec_from_file_location('bench_public', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return importlib.import_module('experiments.bench_public')
 
 
 def read_dat(path):

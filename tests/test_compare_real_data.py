@@ -1,9 +1,8 @@
 """``configs/compare.py:movielens`` on a small MovieLens-1M-format folder: every method, the
 budget bands and the summary's reasons where a method cannot reach one."""
 
-import importlib.util
+import importlib
 import json
-import os
 
 import pytest
 
@@ -13,15 +12,10 @@ from pep_jax import methods as methods_lib
 from pep_jax import workdir as wd
 from pep_jax.errors import MissingError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def write_movielens(folder: str, ratings: int) -> None:
-  path = os.path.join(ROOT, 'experiments', 'bench_public.py')
-  spec = importlib.util.spec_from_file_location('bench_public', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  module.write_movielens(folder, ratings=ratings)
+  importlib.import_module('experiments.bench_public').write_movielens(folder, ratings=ratings)
 
 
 def test_every_real_data_variant_needs_its_data_dir(tmp_path):

@@ -8,7 +8,7 @@ difference against the two numbers it subtracts. ``interactions`` and ``runtime`
 """
 
 import csv
-import importlib.util
+import importlib
 import json
 import os
 import subprocess
@@ -28,11 +28,7 @@ TINY = '--config=configs/demo.py:tiny'
 
 def page_renderers():
   """``experiments/readme_results.py``, which writes the pages' figures from results files."""
-  spec = importlib.util.spec_from_file_location(
-      'readme_results', os.path.join(ROOT, 'experiments', 'readme_results.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return importlib.import_module('experiments.readme_results')
 
 
 def script(name: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -1,6 +1,6 @@
 """The README's measured figures are the results files' (experiments/readme_results.py)."""
 
-import importlib.util
+import importlib
 import json
 import os
 
@@ -10,11 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _load():
-  spec = importlib.util.spec_from_file_location(
-      'readme_results', os.path.join(ROOT, 'experiments', 'readme_results.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return importlib.import_module('experiments.readme_results')
 
 
 @pytest.fixture(scope='module')
