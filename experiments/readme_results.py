@@ -113,6 +113,7 @@ def record_compare(workdir: str) -> dict:
       'machine': {'platform': platform.platform(), 'processor': platform.processor(),
                   'cpus': os.cpu_count(), 'python': platform.python_version(),
                   'jax': jax.__version__},
+      'comparison_sha256': _compare_forms().sha256(paths['comparison']),
       'wall_seconds': os.path.getmtime(paths['json']) - started,
       'seed_seconds': {str(s): took(wd.seed_dir(workdir, s)) for s in config.seeds},
       'data': {'fields': int(data.num_fields), 'features': int(data.num_features),
@@ -172,6 +173,12 @@ def render_demo(results: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def _duration(seconds: float) -> str:
+  """``'3 min 57 s'`` (``'42 s'`` under a minute)."""
+  minutes, seconds = divmod(round(seconds), 60)
+  return f'{minutes} min {seconds} s' if minutes else f'{seconds} s'
+
+
 def _label(row: dict, entries: int) -> str:
   if row['method'] == 'pep':
     return f'the {_percent(row["budget"], entries)} ticket'
@@ -201,10 +208,9 @@ def render_compare(results: dict) -> str:
            'seeds and its 95% interval (Student t); `vs UE`: the paired difference to uniform '
            f'd={dim} in the same seed, mean and interval. The whole command took {minutes} min '
            f'{seconds:02d} s on {machine["cpus"]} CPU cores ({machine["processor"] or "x86-64"}, '
-           f'JAX {machine["jax"]}, no accelerator), with other jobs on the machine'
-           + (': the seeds took ' + ', '.join(
-               f'{round(t / 60)} min' for t in results['seed_seconds'].values())
-              + ', in that order, as their load eased.' if results.get('seed_seconds') else '.'),
+           f'JAX {machine["jax"]}, no accelerator; target: at most 30 min)'
+           + ('; the seeds took ' + _and([_duration(t) for t in results['seed_seconds'].values()])
+              + ', in that order.' if results.get('seed_seconds') else '.'),
            '',
            '| method | setting | params (of table) | bytes | test AUC | 95% interval | vs UE '
            f'd={dim} | 95% interval | width rho | noise |',

@@ -76,3 +76,14 @@ def test_an_sseds_figure_changed_by_hand_is_caught(generator):
   edited = page.replace(figure, f'{row["params"] + 1:,} of the {row["budget"]:,} allowed', 1)
   assert generator.render(edited) != edited
   assert generator.render(edited) == page
+
+
+def test_the_quantised_forms_measured_the_recorded_comparison():
+  """compare_forms.json is of the comparison compare.json records, not of an earlier run."""
+  with open(os.path.join(ROOT, 'docs', 'results', 'compare.json')) as f:
+    compare = json.load(f)
+  with open(os.path.join(ROOT, 'docs', 'results', 'compare_forms.json')) as f:
+    forms = json.load(f)
+  assert forms['comparison_sha256'] == compare['comparison_sha256'], (
+      'docs/results/compare_forms.json measured another comparison: run '
+      'experiments/compare_forms.py on the recorded work directory')
