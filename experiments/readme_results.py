@@ -6,6 +6,8 @@
     python experiments/compare_forms.py --workdir=runs/compare \
         --json=docs/results/compare_forms.json
     python experiments/readme_results.py --compare=runs/compare
+    python experiments/setup_times.py --demo --tests          # docs/results/setup_times.json
+    python experiments/readme_results.py                      # rewrite every page's blocks
     python experiments/readme_results.py --check              # exit 1 if the README differs
 
 A figure of the README or of a page of docs/ that comes from a run stands between two
@@ -20,7 +22,9 @@ their intervals, what its tickets keep of the noise fields, the machine) in
 ``docs/results/demo.json``; ``--compare=WORKDIR`` records a finished comparison in
 ``docs/results/compare.json`` and draws its frontier as ``docs/figures/compare_frontier.png``,
 with the quantised forms of ``docs/results/compare_forms.json`` in the bytes panel when that file
-measured the same ``comparison.json``. Every run rewrites each block from its results file. A test
+measured the same ``comparison.json``. ``experiments/setup_times.py`` times the README's two
+set-up commands (the demo, the test suite), each with the load before it started, in
+``docs/results/setup_times.json``. Every run rewrites each block from its results file. A test
 (``tests/test_readme_results.py``) renders the blocks again and fails when the README differs,
 so a figure changed by hand in a block does not pass CI; ``tests/test_demo_quality.py`` checks
 that the demo still gives the recorded results.
@@ -1626,6 +1630,47 @@ def render_compare_forms(results: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
+# ------------------------------------------------ the README's set-up commands (setup_times)
+
+
+def _duration(seconds: float) -> str:
+  """``'2 min 32 s'``, or ``'48 s'`` under a minute."""
+  minutes, seconds = divmod(round(seconds), 60)
+  return f'{minutes} min {seconds} s' if minutes else f'{seconds} s'
+
+
+def _cpu(machine: dict) -> str:
+  return (f'{machine["cpus"]}-core {machine["processor"].replace("_", "-")} CPU (Python '
+          f'{machine["python"]}, JAX {machine["jax"]})')
+
+
+def _took(part: dict) -> str:
+  """``'took 2 min 32 s on 2026-11-29, with a load average of 1.4 before it started (3.0 when it
+  ended, its own work included)'``: the load of the last minute, which before the part started
+  is other work's alone."""
+  verb = 'took' if part['status'] == 'passed' else 'failed after'
+  return (f'{verb} {_duration(part["seconds"])} on {part["date"][:10]}, with a load average of '
+          f'{part["load_average_before"][0]:.1f} before it started '
+          f'({part["load_average_after"][0]:.1f} when it ended, its own work included)')
+
+
+def render_setup_times(results: dict) -> str:
+  """README.md: how long the demo and the test suite took (experiments/setup_times.py), each
+  with the load on the machine, so a reader can judge the time."""
+  demo = results['demo']
+  text = f'On a {_cpu(demo["machine"])} the demo itself {_took(demo)}'
+  tests = results.get('tests')
+  if tests is not None:
+    counts = tests['counts'] or {}
+    outcomes = [f'{counts[k]:,} {k}' for k in ('passed', 'failed', 'errors', 'skipped',
+                                                'xfailed', 'xpassed') if counts.get(k)]
+    where = ('' if _cpu(tests['machine']) == _cpu(demo['machine'])
+             else f' on a {_cpu(tests["machine"])}')
+    text += (f'; the test suite ({_and(outcomes) if outcomes else "no tests ran"}){where} '
+             f'{_took(tests)}')
+  return _fill(text + '.') + '\n'
+
+
 # name -> (results file in docs/results/, renderer of its contents; .json files are parsed)
 RENDERERS = {
     'demo': ('demo.json', render_demo),
@@ -1667,6 +1712,7 @@ RENDERERS = {
     'sseds_movielens': ('sseds_study.json', render_sseds_movielens),
     'sseds_conclusion': ('sseds_study.json', render_sseds_conclusion),
     'compare_forms': ('compare_forms.json', render_compare_forms),
+    'setup_times': ('setup_times.json', render_setup_times),
 }
 PAGES = ('README.md', 'docs/performance.md', 'docs/analyses.md', 'docs/serving.md', 'docs/pep.md',
          'docs/methods.md')

@@ -76,3 +76,33 @@ def test_an_sseds_figure_changed_by_hand_is_caught(generator):
   edited = page.replace(figure, f'{row["params"] + 1:,} of the {row["budget"]:,} allowed', 1)
   assert generator.render(edited) != edited
   assert generator.render(edited) == page
+
+
+def _setup_part(seconds, before, date='2026-11-29T18:56:43+00:00', **extra):
+  machine = {'platform': 'Linux', 'processor': 'x86_64', 'cpus': 2, 'python': '3.11.7',
+             'jax': '0.10.2'}
+  return {'command': 'python ...', 'returncode': 0, 'seconds': seconds, 'status': 'passed',
+          'load_average_before': [before, 2.0, 2.0], 'load_average_after': [3.0, 2.5, 2.0],
+          'machine': machine, 'date': date, **extra}
+
+
+def test_setup_times_says_each_part_with_its_load(generator):
+  demo = _setup_part(152.4, 1.38)
+  text = generator.render_setup_times({'demo': demo})
+  assert 'the demo itself took 2 min 32 s on 2026-11-29' in text
+  assert 'load average of 1.4 before it started' in ' '.join(text.split())
+  assert 'test' not in text  # no figure for a part not measured
+  tests = _setup_part(1076.1, 2.54, counts={'passed': 797, 'skipped': 2, 'warnings': 1})
+  text = ' '.join(generator.render_setup_times({'demo': demo, 'tests': tests}).split())
+  assert 'the test suite (797 passed and 2 skipped) took 17 min 56 s' in text
+  assert 'load average of 2.5 before it started' in text
+
+
+def test_setup_times_says_a_failed_suite_failed(generator):
+  tests = _setup_part(61.0, 0.5, counts={'passed': 790, 'failed': 9}, status='failed',
+                      returncode=1)
+  text = ' '.join(generator.render_setup_times({'demo': _setup_part(48.0, 0.2),
+                                                'tests': tests}).split())
+  assert 'the demo itself took 48 s' in text
+  assert 'the test suite (790 passed and 9 failed) failed after 1 min 1 s' in text
+
