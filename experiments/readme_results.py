@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import os
 import platform
 import re
@@ -239,18 +240,30 @@ def render_compare(results: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def markdown_tables(text: str) -> list[list[dict[str, str]]]:
+  """``{column: cell}`` of each row, for each markdown table in ``text``."""
+  tables, lines = [], []
+  for line in text.split('\n') + ['']:
+    if line.startswith('| '):  # not the |---| line
+      lines.append(line)
+    elif lines and not line.startswith('|'):
+      tables.append(lines)
+      lines = []
+
+  def cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip('|').split('|')]
+
+  return [[dict(zip(cells(table[0]), cells(line))) for line in table[1:]] for table in tables]
+
+
 def markdown_table(text: str) -> list[dict[str, str]]:
   """``{column: cell}`` of each row of the first markdown table in ``text``."""
-  lines = [line for line in text.split('\n') if line.startswith('| ')]  # not the |---| line
-  columns = [c.strip() for c in lines[0].strip('|').split('|')]
-  return [dict(zip(columns, (c.strip() for c in line.strip('|').split('|'))))
-          for line in lines[1:]]
+  return markdown_tables(text)[0]
 
 
 def markdown_rows(table: str) -> dict[str, dict[str, str]]:
-  """``{first cell: {column: cell}}`` of the first markdown table in ``table``."""
-  rows = markdown_table(table)
-  return {row[next(iter(row))]: row for row in rows}
+  """``{first cell: {column: cell}}`` of every markdown table in ``table``."""
+  return {row[next(iter(row))]: row for rows in markdown_tables(table) for row in rows}
 
 
 def _uniform(table: str) -> dict[str, str]:
@@ -275,6 +288,174 @@ def render_reachability_summary(grid: str) -> str:
           f'{int(reached["ticket_step"]):,}. That ticket scores {reached["test_auc"]} AUC, against '
           f'{uniform[wide]} for the full uniform model ({wide}) and {uniform[narrow]} for uniform '
           f'{narrow}.\n')
+
+
+# The stand-in's table (presets.movielens_shaped_config): features and base width, for Xavier's
+# bound sqrt(6 / (features + d)), a calculation from the config rather than a measurement.
+STANDIN_TABLE = (4129, 32)
+
+
+class _Reach:
+  """A reachability results page (experiments/reachability.py's markdown): its rows by setting,
+  the uniform models' test AUC by width and the budget in non-zeros."""
+
+  def __init__(self, text: str):
+    self.rows = markdown_rows(text)
+    self.uniform = {d: float(auc) for d, auc in _uniform(text).items()}
+    self.budget = int(re.search(r'Reaching (\d+) non-zeros', text).group(1))
+
+  def fraction(self, setting: str) -> str:
+    return f'{float(self.rows[setting]["final_fraction"]):.1%}'
+
+  def step(self, setting: str, column: str = 'ticket_step') -> str:
+    return f'{int(self.rows[setting][column]):,}'
+
+  def auc(self, setting: str, digits: int = 4) -> str:
+    return f'{float(self.rows[setting]["test_auc"]):.{digits}f}'
+
+  def reached(self, setting: str) -> bool:
+    return self.rows[setting]['reached'] == 'True'
+
+  def empty(self, setting: str) -> bool:
+    """Whether the setting pruned the whole table (its ticket keeps no entry)."""
+    return self.reached(setting) and int(self.rows[setting]['nonzeros']) == 0
+
+
+def _gate(setting: str) -> str:
+  """``'`s_init=-5`, x4'`` for ``s-5_sigmoid_x4``; the exp gate named."""
+  s_init, gate, scale = re.fullmatch(r's(-?[0-9.]+)_(\w+)_x(\d+)', setting).groups()
+  return f'`s_init={s_init}`, ' + (f'x{scale}' if gate == 'sigmoid' else f'{gate} gate')
+
+
+def render_reachability_standin_notes(grid: str) -> str:
+  """docs/analyses.md: the cap in steps and the uniform baselines of the stand-in's grid."""
+  r = _Reach(grid)
+  (cap,) = {r.rows[s]['pruning_steps'] for s in r.rows if not r.reached(s)}
+  wide, narrow = (f(r.uniform, key=lambda d: int(d[2:])) for f in (max, min))
+  return _fill(f'Every run that did not reach the budget stopped at the cap, after {int(cap):,} '
+               f'steps. The uniform baselines score {r.uniform[wide]:.4f} at {wide} (the whole '
+               f'table) and {r.uniform[narrow]:.4f} at {narrow} '
+               f'({int(narrow[2:]) / int(wide[2:]):.2%} of it). The teacher\'s score of this run '
+               'is not in its results file.') + '\n'
+
+
+def render_reachability_standin_long_notes(long_runs: str) -> str:
+  """docs/analyses.md: what the stand-in's grid and its longer runs say, from
+  reachability_standin.md and reachability_standin_long.md."""
+  with open(os.path.join(RESULTS, 'reachability_standin.md')) as f:
+    g = _Reach(f.read())
+  x = _Reach(long_runs)
+  paper, late, best = 's-15_sigmoid_x1', 's-10_sigmoid_x4', 's-8_sigmoid_x4'
+  wide, narrow = (f(x.uniform, key=lambda d: int(d[2:])) for f in (max, min))
+  to_wide, to_narrow = (float(x.rows[best][f'vs_ue_{d.replace("=", "")}']) for d in (wide, narrow))
+  exp, sigmoid = (float(g.rows[f's-6_{gate}_x1']['final_fraction']) for gate in ('exp', 'sigmoid'))
+  scaled = 0.0 if g.reached('s-6_sigmoid_x4') else float(g.rows['s-6_sigmoid_x4']['final_fraction'])
+  exp_words = ('falls faster than the sigmoid but slower than `gate_scale=4`'
+               if scaled < exp < sigmoid else 'does not fall between the sigmoid and '
+               '`gate_scale=4`')
+  bullets = [
+      f'**With the paper\'s settings no run gets near 5%.** After {g.step(paper, "pruning_steps")} '
+      f'steps, {float(g.rows[paper]["final_fraction"]):.0%} of the table is left. `s` climbs by '
+      'about `lr` per step from -15, so thresholds only start to bite after roughly 10k steps.',
+      '**Starting higher is not enough with a sigmoid.** With `s_init=-6` the count stalls at '
+      f'{g.fraction("s-6_sigmoid_x1")}, and with `-8` at {g.fraction("s-8_sigmoid_x1")}. With '
+      f'`-4`, 5% is reached at step {g.step("s-4_sigmoid_x1")}, but most entries go in the first '
+      'steps, before the model has learned anything (the figure above). That ticket scores only '
+      f'{g.auc("s-4_sigmoid_x1", 3)}.',
+      '**Lifting the bound is what works.** `gate_scale=4` lets every threshold reach 4, and the '
+      'count falls through the sigmoid\'s plateau. From `s_init=-6` it reaches 5% at step '
+      f'{g.step("s-6_sigmoid_x4")}, and the retrained ticket scores {g.auc("s-6_sigmoid_x4")}. '
+      f'From `s_init=-8` it reaches 5% at step {x.step(best)}, once the model has learned. That '
+      f'ticket scores **{x.auc(best)}**: {abs(to_wide):.4f} {"below" if to_wide < 0 else "above"} '
+      f'the full uniform model, with {float(x.rows[best]["final_fraction"]):.0%} of its entries, '
+      f'and {abs(to_narrow):.3f} {"above" if to_narrow > 0 else "below"} the uniform model of '
+      f'similar size ({narrow}, {int(narrow[2:]) / int(wide[2:]):.2%}).',
+      f'Starting too late does not reach the budget either. From `s_init=-10` the count is still '
+      f'at {x.fraction(late)} after {x.step(late, "pruning_steps")} steps.',
+      f'The unbounded `exp` gate {exp_words} ({exp:.1%} at `s_init=-6`, against {sigmoid:.1%} '
+      'for the sigmoid).',
+      'A first threshold above the initial magnitudes prunes everything at once. With '
+      f'`s_init=-4` and `gate_scale=4` it is `4 * sigmoid(-4) = {4 / (1 + math.exp(4)):.3f}`, '
+      f'above Xavier\'s bound of {math.sqrt(6 / sum(STANDIN_TABLE)):.3f}: the count is '
+      f'{g.rows["s-4_sigmoid_x4"]["nonzeros"]} after {g.step("s-4_sigmoid_x4")} step.',
+  ]
+  return '\n'.join(_fill(f'- {b}', '  ') for b in bullets) + '\n'
+
+
+def render_reachability_recommendation(long_runs: str) -> str:
+  """docs/analyses.md: the settings of the ``:small_budget`` variants and the runs behind them."""
+  with open(os.path.join(RESULTS, 'reachability_standin.md')) as f:
+    g = _Reach(f.read())
+  x = _Reach(long_runs)
+  best, early, late = 's-8_sigmoid_x4', 's-6_sigmoid_x4', 's-10_sigmoid_x4'
+  steps = int(g.rows[early]['ticket_step']), int(x.rows[best]['ticket_step'])
+  sooner = 'sooner' if steps[0] < steps[1] else 'later'
+  cost = float(x.rows[best]['test_auc']) - float(g.rows[early]['test_auc'])
+  stalls = (f'stalls above 5% ({x.fraction(late)} after {x.step(late, "pruning_steps")} steps)'
+            if not x.reached(late) else f'reaches 5% at step {x.step(late)}')
+  return _fill(
+      '**Recommendation, the `:small_budget` variant of every `configs/<dataset>_<model>.py`.** '
+      'Set `embedding.gate_scale=4`. On MovieLens-sized tables, also set `embedding.s_init=-8`, '
+      f'and add 5% of the table ({x.budget:,} entries) as a fourth budget. Give pruning enough '
+      f'steps: {x.step(best)} on the stand-in. On real ML-1M, the 30-epoch cap of the config is '
+      'about 17k steps (578 per epoch). The first threshold `gate_scale * sigmoid(s_init)` is '
+      'then 0.0013, about 1/30 of Xavier\'s bound `sqrt(6 / (features + d))`. Starting at a '
+      f'quarter of the bound (`s_init=-6`) reaches 5% {sooner} but costs {cost:.3f} AUC; '
+      f'starting at 1/200 of it (`-10`) {stalls}.') + '\n'
+
+
+def render_reachability_ml100k_notes(table: str) -> str:
+  """docs/analyses.md: what the grid on MovieLens-100K says, from reachability_ml100k.md."""
+  r = _Reach(table)
+  own, paper = 's-8_sigmoid_x4', 's-15_sigmoid_x1'
+  usable = [s for s in r.rows if r.reached(s) and not r.empty(s)]
+  empty = [s for s in r.rows if r.empty(s)]
+  closest = min((s for s in r.rows if not r.reached(s)),
+                key=lambda s: float(r.rows[s]['final_fraction']))
+  (cap,) = {r.rows[s]['pruning_steps'] for s in r.rows if not r.reached(s)}
+  if usable:
+    head = f'**{_and([_gate(s) for s in usable])} reach 5% with a usable ticket.**'
+  else:
+    head = '**No setting reaches 5% with a usable ticket.**'
+  first = (f'{head} `:small_budget`\'s own setting (`s_init=-8`, thresholds `4 * sigmoid(s)`) '
+           f'stops at {r.fraction(own)} of the table at the cap ({int(cap):,} steps), the '
+           f'paper\'s settings at {r.fraction(paper)}.')
+  if empty:
+    (e,) = empty
+    first += (f' The one run that reaches 5% ({_gate(e)}) does so at step {r.step(e)} with '
+              'nothing left: its first threshold is above Xavier\'s bound for a table this small '
+              '(`sqrt(6 / (1,285 + 32))`), so the whole table is pruned before any training, and '
+              f'what retrains is the first-order model alone (test AUC {r.auc(e)}).')
+  first += (f' The closest real ticket ({_gate(closest)}) ends at {r.fraction(closest)} of the '
+            'table at the cap.')
+  budgets = [c[len('auc_'):] for c in next(iter(r.rows.values())) if c.startswith('auc_')]
+  widths = sorted(r.uniform, key=lambda d: int(d[2:]))
+  parts = []
+  for budget in budgets[:-1]:
+    aucs = {s: float(row[f'auc_{budget}']) for s, row in r.rows.items()
+            if row[f'auc_{budget}'] != '-' and not r.empty(s)}
+    if not aucs:
+      continue
+    top = max(aucs, key=aucs.get)
+    above = [d for d in widths if r.uniform[d] < aucs[top]]
+    beaten = [d for d in widths if r.uniform[d] > aucs[top]]
+    words = (f'the {budget} tickets of {_count(len(aucs))} settings score '
+             f'{_span(aucs.values(), ".4f")}')
+    if not above:
+      words += f', below every uniform model, {widths[0]} ({r.uniform[widths[0]]:.4f}) included'
+    else:
+      words += (f'; the best ({_gate(top)}) is above uniform '
+                + _and([f'{d} ({r.uniform[d]:.4f})' for d in above])
+                + (f' and below {_and([f"{d} ({r.uniform[d]:.4f})" for d in beaten])}'
+                   if beaten else ''))
+    parts.append(words)
+  second = ('**Where tickets are cut, against the uniform models** (a 25% ticket has the entries '
+            f'of uniform d=8): {"; ".join(parts)}.')
+  third = ('The recommendation of `:small_budget` (`gate_scale=4`, `s_init=-8`) comes from the '
+           'synthetic stand-in below, whose table is three times larger; thresholds have to be '
+           'set against the table\'s own initial scale (Xavier\'s bound), which a fixed `s_init` '
+           'does not do.')
+  return '\n'.join(_fill(f'- {b}', '  ') for b in (first, second, third)) + '\n'
 
 
 MODEL_LABELS = {'fm': 'FM', 'deepfm': 'DeepFM', 'autoint_plus': 'AutoInt+', 'autoint': 'AutoInt'}
@@ -1687,6 +1868,12 @@ RENDERERS = {
     'reachability_ml100k': ('reachability_ml100k.md', render_table),
     'reachability_standin': ('reachability_standin.md', render_table),
     'reachability_standin_long': ('reachability_standin_long.md', render_table),
+    'reachability_standin_notes': ('reachability_standin.md', render_reachability_standin_notes),
+    'reachability_standin_long_notes': ('reachability_standin_long.md',
+                                        render_reachability_standin_long_notes),
+    'reachability_recommendation': ('reachability_standin_long.md',
+                                    render_reachability_recommendation),
+    'reachability_ml100k_notes': ('reachability_ml100k.md', render_reachability_ml100k_notes),
     'granularity': ('granularity.md', render_table),
     'export_forms': ('bench_export.json', render_export_forms),
     'export_criteo': ('bench_export.json', render_export_criteo),

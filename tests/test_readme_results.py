@@ -106,3 +106,32 @@ def test_setup_times_says_a_failed_suite_failed(generator):
   assert 'the demo itself took 48 s' in text
   assert 'the test suite (790 passed and 9 failed) failed after 1 min 1 s' in text
 
+
+def test_reachability_prose_follows_its_results_file(generator):
+  """The recommendation's step count and cost in AUC are read from the results file."""
+  with open(os.path.join(ROOT, 'docs', 'results', 'reachability_standin_long.md')) as f:
+    long_runs = f.read()
+  text = generator.render_reachability_recommendation(long_runs)
+  assert 'enough steps: 11,222 on the stand-in' in text
+  changed = long_runs.replace('| 11222 | 11222 |', '| 12000 | 12000 |').replace(
+      '| 0.7400 | 0.1089 |', '| 0.7300 | 0.0989 |')
+  text = ' '.join(generator.render_reachability_recommendation(changed).split())
+  assert 'enough steps: 12,000 on the stand-in' in text
+  assert 'costs 0.019 AUC' in text
+
+
+def test_a_reachability_figure_changed_by_hand_is_caught(generator):
+  with open(os.path.join(ROOT, 'docs', 'analyses.md')) as f:
+    page = f.read()
+  for figure, edit in (('reaches 5% at step 4,317', 'reaches 5% at step 4,300'),
+                       ('0.8128 to 0.8221', '0.8128 to 0.8231')):
+    assert figure in ' '.join(page.split())
+    edited = page.replace(figure, edit, 1)
+    assert edited != page
+    assert generator.render(edited) == page
+
+
+def test_the_stand_ins_table_is_the_presets(generator):
+  from pep_jax import presets
+  config = presets.movielens_shaped_config()
+  assert generator.STANDIN_TABLE == (sum(config.data.synthetic.vocab_sizes), config.embedding.dim)
