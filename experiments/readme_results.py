@@ -503,6 +503,14 @@ def render_runtime_summary(results: dict) -> str:
           'a GPU.\n')
 
 
+def _method_steps(results: dict) -> tuple[dict[tuple[str, str, str], float], float]:
+  """``{(method, stage, setting): ms per step}`` of a ``--parts=methods`` run, and UE's."""
+  rows = {(r['method'], r['stage'], r['setting']): r['ms_per_step'] for r in results['rows']
+          if r['part'] == 'methods'}
+  ue = next(ms for (method, _, _), ms in rows.items() if method == 'ue')
+  return rows, ue
+
+
 def render_methods_speed(after: dict, before_file: str = 'bench_speed_methods_before.json') -> str:
   """``bench_speed.py --parts=methods``'s step of every method against UE, before the layer
   changes (``before_file``) and after (the results given)."""
@@ -512,15 +520,9 @@ def render_methods_speed(after: dict, before_file: str = 'bench_speed_methods_be
   def ms(value):
     return f'{value:.3f}' if value < 10 else f'{value:.1f}'
 
-  def steps(results):
-    rows = {(r['method'], r['stage'], r['setting']): r['ms_per_step'] for r in results['rows']
-            if r['part'] == 'methods'}
-    ue = next(ms for (method, stage, _), ms in rows.items() if method == 'ue')
-    return rows, ue
-
   targets = {(r['method'], r['stage'], r['setting']): r.get('target', '')
              for r in after['ratios'] if r['ratio'] == 'method/ue step time'}
-  (old, old_ue), (new, new_ue) = steps(before), steps(after)
+  (old, old_ue), (new, new_ue) = _method_steps(before), _method_steps(after)
   lines = ['| method | stage | setting | before: ms/step | before: x UE | after: ms/step | '
            'after: x UE | target |', '|---|---|---|---:|---:|---:|---:|---:|']
   for key, step in new.items():
@@ -533,6 +535,32 @@ def render_methods_speed(after: dict, before_file: str = 'bench_speed_methods_be
   return ('\n'.join(lines) + f'\n\nAfter: {machine["date"][:10]}, {machine["cpu_count"]} CPU cores '
           f'({machine["processor"]}), JAX {machine["jax"]}; before: '
           f'{before["machine"]["date"][:10]}, the same machine.\n')
+
+
+def render_methods_speed_notes(results: dict) -> str:
+  """docs/performance.md: where the MGQE step and DartsEmb's search step still spend their time,
+  with their ratios to UE from bench_speed_methods.json."""
+  steps, ue = _method_steps(results)
+  (mgqe,) = [ms for (method, _, _), ms in steps.items() if method == 'mgqe']
+  (search,) = [ms for (method, stage, _), ms in steps.items()
+               if method == 'dartsemb' and stage == 'search']
+  (candidates,) = [setting for (method, stage, setting) in steps
+                   if method == 'dartsemb' and stage == 'retrain']
+  widths = len(candidates.strip('{}').split(','))
+  return _fill(
+      'Where the time still goes. In the MovieLens-sized table\'s `after` column the MGQE step '
+      f'takes {mgqe / ue:.2f} times a UE step and DartsEmb\'s search step {search / ue:.2f} '
+      'times. An '
+      'XLA:CPU trace of the MGQE step (MovieLens-sized; the trace is not kept in '
+      '[results/](results/)) put the difference in the quantisation of every row: two loop '
+      'fusions over `[rows, S, K]` (the distances, then the index of the minimum, which '
+      'recomputes them rather than reading them back) and the minimum\'s reduction; the lookups, '
+      'the codebook and commitment terms and the update of the table are a UE step\'s. The '
+      'DartsEmb search step runs two forward and backward passes of the supernet (the weights on '
+      'a training batch, the architecture on a validation batch) and two optimizer updates, so '
+      f'its floor is about twice a UE step, and each pass also mixes {_count(widths)} candidates '
+      'per field (a small product per field and candidate, forward and backward). How its '
+      'measured ratio divides between these was not profiled.') + '\n'
 
 
 def _speed_ratio(results: dict, ratio: str, part: str, shape: str, method: str, per_dispatch: int,
@@ -592,6 +620,88 @@ def render_speed(results: dict) -> str:
   machine = results['machine']
   return ('\n'.join(lines) + f'\n\nMeasured {machine["date"][:10]} on {machine["cpu_count"]} CPU '
           f'cores ({machine["processor"]}), JAX {machine["jax"]}, no accelerator.\n')
+
+
+def _speed_step(results: dict, shape: str, method: str, granularity=None,
+                per_dispatch: int = 200) -> dict:
+  (row,) = [r for r in results['rows'] if r['part'] == 'step' and r['shape'] == shape
+            and r['model'] == 'fm' and r['method'] == method and r['mode'] == 'dense'
+            and r['granularity'] == granularity and r['per_dispatch'] == per_dispatch]
+  return row
+
+
+def render_speed_duration(results: dict) -> str:
+  """docs/performance.md: what the rows of experiments/bench_speed.py's run timed, by model, as
+  its JSON keeps no total for the run."""
+  seconds = {}
+  for r in results['rows']:
+    if r['part'] in ('step', 'loop'):
+      spent = r['ms_per_step'] * r['steps_timed'] / 1e3
+    elif r['part'] == 'eval':
+      spent = r['seconds']
+    else:
+      continue
+    seconds[r['model']] = seconds.get(r['model'], 0.0) + spent
+  models = sorted(seconds, key=seconds.get, reverse=True)
+  (demo,) = [r for r in results['rows'] if r['part'] == 'demo']
+  return _fill(
+      'The JSON keeps each row\'s timing, not the run\'s total, to which compilation, data and '
+      'set-up add: the timed steps and evaluations of all rows add up to '
+      f'{sum(seconds.values()):.0f} s, of which '
+      + _and([f'{MODEL_LABELS.get(m, m)} {seconds[m]:.0f} s' for m in models])
+      + f', and the demo took {demo["seconds"]:.0f} s.') + '\n'
+
+
+def render_speed_steps(results: dict) -> str:
+  """docs/performance.md: where a step's time went and what was done about it, with the figures
+  of experiments/bench_speed.py's run (its JSON) for the code as it is now."""
+  fd = 'feature_dimension'
+  one_step = _speed_ratio(results, 'loop/step samples/s', 'loop', 'small', 'pep', 1, fd)
+  block = _speed_ratio(results, 'K>1/K=1 samples/s', 'step', 'criteo', 'pep', 200, fd)
+  loops = [_speed_ratio(results, 'loop/step samples/s', 'loop', s, 'pep', 200, fd)['measured']
+           for s in ('small', 'criteo')]
+  dimension = [_speed_ratio(results, 'pep/ue step time', 'step', s, 'pep', k, 'dimension')
+               ['measured'] for s in ('small', 'criteo') for k in (1, 200)]
+  thresholds = _speed_step(results, 'small', 'pep', fd)
+  (demo,) = [r for r in results['rows'] if r['part'] == 'demo']
+  bullets = [
+      '**Dispatch and host work.** A loop that dispatches one step at a time and reads its '
+      'metrics back waits on the host between steps: on the MovieLens-sized table that loop runs '
+      f'at {one_step["measured"]:.2f} of the isolated step (PEP, in the run of the README\'s '
+      'table). The training loops now run `train.steps_per_dispatch` steps (200) per compiled '
+      'call, a `lax.while_loop` over a slab of batches that a background thread builds and places '
+      'ahead; on the Criteo-sized table the block step also runs at '
+      f'{block["measured"]:.2f} times the one-step call\'s samples/s (the state stays in the '
+      'loop\'s buffers). A block halts on the device after the step whose count reaches the next '
+      'budget, so a ticket is cut from exactly that step\'s state; it also halts on a non-finite '
+      f'loss. Loop over isolated step with blocks: {loops[0]:.2f} (MovieLens-sized), '
+      f'{loops[1]:.2f} (Criteo-sized).',
+      '**PEP\'s count.** The non-zero count after every update read the table and thresholds '
+      'once more and compared and converted every entry, a second pass over the table beside the '
+      'update\'s own. It now counts '
+      '`sign(relu(|V| - t))` in float arithmetic with column sums (exact while a column has '
+      'under 2**24 rows), which made the count cheaper when timed alone (those timings are not '
+      'kept), and its zero no longer shares the gradient\'s zero buffer (XLA merged the two '
+      'constants, so the count read a second table-sized array). The count still reads the '
+      'updated table once: XLA:CPU fuses neither that reduction into the update nor the '
+      'update\'s three outputs into one loop, which is why dimension-wise PEP stays at '
+      f'{_span(dimension, ".2f")} times a uniform step in that run (K=1 and K=200, both '
+      'tables) rather than 1.1.',
+      '**PEP\'s thresholds.** For per-feature thresholds on a table smaller than a batch\'s '
+      'lookups (MovieLens-sized), the gate is applied to the threshold table and the gated '
+      'values gathered: 40,960 sigmoids (and derivatives) a step instead of 229,376. That made '
+      'the PEP step on that table faster in a run before and after the change, whose figures are '
+      f'not kept; in the run of the README\'s table it takes {thresholds["ms_per_step"]:.2f} ms '
+      f'at {thresholds["per_dispatch"]} steps per call.',
+      '**One device, no collective.** On a one-device mesh a lookup is a plain gather; the '
+      'split lookup\'s transpose had added an identity all-reduce of the dense gradient.',
+      '**Both cores.** XLA:CPU runs a step on about one core, and one device runs one program at '
+      'a time (threads do not help). `train.parallel_runs` trains the candidates in worker '
+      'processes beside the searches (the demo: one per core), which made the demo faster with '
+      'identical results; the time before is not kept, and the demo took '
+      f'{demo["seconds"]:.0f} s in the run of the README\'s table.',
+  ]
+  return '\n'.join(_fill(f'- {b}', '  ') for b in bullets) + '\n'
 
 
 def render_public(results: dict) -> str:
@@ -1862,6 +1972,9 @@ RENDERERS = {
     'methods_speed_criteo': ('bench_speed_methods_criteo.json', lambda results: render_methods_speed(
         results, 'bench_speed_methods_criteo_before.json')),
     'speed': ('bench_speed.json', render_speed),
+    'methods_speed_notes': ('bench_speed_methods.json', render_methods_speed_notes),
+    'speed_steps': ('bench_speed.json', render_speed_steps),
+    'speed_duration': ('bench_speed.json', render_speed_duration),
     'public': ('bench_public.json', render_public),
     'runtime_summary': ('runtime.json', render_runtime_summary),
     'rows_vs_dense': ('rows_vs_dense_demo.json', render_rows_vs_dense),

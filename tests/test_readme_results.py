@@ -135,3 +135,17 @@ def test_the_stand_ins_table_is_the_presets(generator):
   from pep_jax import presets
   config = presets.movielens_shaped_config()
   assert generator.STANDIN_TABLE == (sum(config.data.synthetic.vocab_sizes), config.embedding.dim)
+
+
+def test_a_performance_figure_changed_by_hand_is_caught(generator):
+  with open(os.path.join(ROOT, 'docs', 'performance.md')) as f:
+    page = f.read()
+  with open(os.path.join(ROOT, 'docs', 'results', 'bench_speed.json')) as f:
+    bench = json.load(f)
+  (demo,) = [r for r in bench['rows'] if r['part'] == 'demo']
+  figure = f'the demo took {demo["seconds"]:.0f} s'
+  assert page.count(figure) == 2  # how long the run took, and what both cores did for the demo
+  for start in (0, page.index(figure) + 1):
+    at = page.index(figure, start)
+    edited = page[:at] + f'the demo took {demo["seconds"] + 10:.0f} s' + page[at + len(figure):]
+    assert generator.render(edited) == page
