@@ -511,9 +511,20 @@ def _method_steps(results: dict) -> tuple[dict[tuple[str, str, str], float], flo
   return rows, ue
 
 
-def render_methods_speed(after: dict, before_file: str = 'bench_speed_methods_before.json') -> str:
+def _loads(results_file: str) -> str:
+  """The load average of the last minute when a run began and ended, from the ``# ... uptime:``
+  lines of the printed table beside its JSON (``bench_speed_methods.txt``)."""
+  with open(os.path.join(RESULTS, results_file.replace('.json', '.txt'))) as f:
+    loads = re.findall(r'^# \S+ uptime: .*load average: ([0-9.]+),', f.read(), re.M)
+  words = f'load average {float(loads[0]):.1f} when it began'
+  return words + (f' and {float(loads[-1]):.1f} when it ended' if len(loads) > 1 else '')
+
+
+def render_methods_speed(after: dict, after_file: str = 'bench_speed_methods.json',
+                         before_file: str = 'bench_speed_methods_before.json') -> str:
   """``bench_speed.py --parts=methods``'s step of every method against UE, before the layer
-  changes (``before_file``) and after (the results given)."""
+  changes (``before_file``) and after (the results given, of ``after_file``), with the load on
+  the machine at each run."""
   with open(os.path.join(RESULTS, before_file)) as f:
     before = json.load(f)
 
@@ -533,8 +544,8 @@ def render_methods_speed(after: dict, before_file: str = 'bench_speed_methods_be
                  + f' | {ms(step)} | {step / new_ue:.2f} | {target} |')
   machine = after['machine']
   return ('\n'.join(lines) + f'\n\nAfter: {machine["date"][:10]}, {machine["cpu_count"]} CPU cores '
-          f'({machine["processor"]}), JAX {machine["jax"]}; before: '
-          f'{before["machine"]["date"][:10]}, the same machine.\n')
+          f'({machine["processor"]}), JAX {machine["jax"]}, {_loads(after_file)}; before: '
+          f'{before["machine"]["date"][:10]}, the same machine, {_loads(before_file)}.\n')
 
 
 def render_methods_speed_notes(results: dict) -> str:
@@ -1970,7 +1981,7 @@ RENDERERS = {
     'runtime': ('runtime.json', render_runtime),
     'methods_speed': ('bench_speed_methods.json', render_methods_speed),
     'methods_speed_criteo': ('bench_speed_methods_criteo.json', lambda results: render_methods_speed(
-        results, 'bench_speed_methods_criteo_before.json')),
+        results, 'bench_speed_methods_criteo.json', 'bench_speed_methods_criteo_before.json')),
     'speed': ('bench_speed.json', render_speed),
     'methods_speed_notes': ('bench_speed_methods.json', render_methods_speed_notes),
     'speed_steps': ('bench_speed.json', render_speed_steps),
