@@ -17,7 +17,6 @@ script then exits with status 1.
 from __future__ import annotations
 
 import argparse
-import collections
 import datetime
 import json
 import os
@@ -37,6 +36,7 @@ SETUP_COMMAND = re.compile(r'```bash\n(python3 -m venv[^\n]*)\n```')
 PYTEST_COUNT = re.compile(r'(\d+) (passed|failed|skipped|xfailed|xpassed|errors?|deselected|'
                           r'warnings?)\b')
 PYTEST_FINAL = re.compile(r'(?:^|\s)in ([0-9.]+)s\b')
+TAIL_LINES = 40  # of the output, kept in the results when a part failed
 
 
 def readme_commands(readme: str) -> dict[str, str]:
@@ -100,18 +100,20 @@ def run(command: str, workdir: str | None = None) -> dict:
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get('PYTHONPATH', '')]))
   date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
   load_before = list(os.getloadavg())
-  tail = collections.deque(maxlen=40)
+  output = b''
   start = time.perf_counter()
   proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, bufsize=1)
-  for line in proc.stdout:
-    sys.stdout.write(line)
-    tail.append(line.rstrip('\n'))
+                          stderr=subprocess.STDOUT)
+  while chunk := proc.stdout.read1(1 << 16):  # as it comes, progress bars' returns included
+    sys.stdout.buffer.write(chunk)
+    sys.stdout.flush()
+    output = (output + chunk)[-(1 << 16):]
   returncode = proc.wait()
   seconds = time.perf_counter() - start
+  tail = output.decode(errors='replace').splitlines()[-TAIL_LINES:]
   return {'command': ' '.join(shown), 'returncode': returncode, 'seconds': seconds,
           'load_average_before': load_before, 'load_average_after': list(os.getloadavg()),
-          'machine': machine(), 'date': date, 'output_tail': list(tail)}
+          'machine': machine(), 'date': date, 'output_tail': tail}
 
 
 def time_demo(command: str) -> dict:

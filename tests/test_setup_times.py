@@ -43,3 +43,15 @@ def test_pytest_final_line(setup_times, line, counts):
 ])
 def test_other_lines_are_not_the_final_line(setup_times, line):
   assert setup_times.pytest_counts(line) is None
+
+
+def test_a_suite_is_recorded_with_its_counts_and_its_status(setup_times, capsys):
+  passed = setup_times.time_tests("python -c \"print('..'); print('2 passed in 0.01s')\"")
+  assert passed['status'] == 'passed' and passed['counts'] == {'passed': 2}
+  assert passed['seconds'] > 0 and len(passed['load_average_before']) == 3
+  assert passed['machine']['cpus'] == os.cpu_count()
+  assert '2 passed in 0.01s' in capsys.readouterr().out  # the output passed through
+  failed = setup_times.time_tests(
+      "python -c \"import sys; print('1 failed, 1 passed in 0.10s'); sys.exit(1)\"")
+  assert failed['status'] == 'failed' and failed['counts'] == {'failed': 1, 'passed': 1}
+  assert failed['output_tail'] == ['1 failed, 1 passed in 0.10s']
