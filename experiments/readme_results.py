@@ -6,6 +6,8 @@
     python experiments/compare_forms.py --workdir=runs/compare \
         --json=docs/results/compare_forms.json
     python experiments/readme_results.py --compare=runs/compare
+    python experiments/setup_times.py --demo --tests          # docs/results/setup_times.json
+    python experiments/readme_results.py                      # rewrite every page's blocks
     python experiments/readme_results.py --check              # exit 1 if the README differs
 
 A figure of the README or of a page of docs/ that comes from a run stands between two
@@ -20,7 +22,9 @@ their intervals, what its tickets keep of the noise fields, the machine) in
 ``docs/results/demo.json``; ``--compare=WORKDIR`` records a finished comparison in
 ``docs/results/compare.json`` and draws its frontier as ``docs/figures/compare_frontier.png``,
 with the quantised forms of ``docs/results/compare_forms.json`` in the bytes panel when that file
-measured the same ``comparison.json``. Every run rewrites each block from its results file. A test
+measured the same ``comparison.json``. ``experiments/setup_times.py`` times the README's two
+set-up commands (the demo, the test suite), each with the load before it started, in
+``docs/results/setup_times.json``. Every run rewrites each block from its results file. A test
 (``tests/test_readme_results.py``) renders the blocks again and fails when the README differs,
 so a figure changed by hand in a block does not pass CI; ``tests/test_demo_quality.py`` checks
 that the demo still gives the recorded results.
@@ -31,6 +35,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import os
 import platform
 import re
@@ -241,18 +246,30 @@ def render_compare(results: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def markdown_tables(text: str) -> list[list[dict[str, str]]]:
+  """``{column: cell}`` of each row, for each markdown table in ``text``."""
+  tables, lines = [], []
+  for line in text.split('\n') + ['']:
+    if line.startswith('| '):  # not the |---| line
+      lines.append(line)
+    elif lines and not line.startswith('|'):
+      tables.append(lines)
+      lines = []
+
+  def cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip('|').split('|')]
+
+  return [[dict(zip(cells(table[0]), cells(line))) for line in table[1:]] for table in tables]
+
+
 def markdown_table(text: str) -> list[dict[str, str]]:
   """``{column: cell}`` of each row of the first markdown table in ``text``."""
-  lines = [line for line in text.split('\n') if line.startswith('| ')]  # not the |---| line
-  columns = [c.strip() for c in lines[0].strip('|').split('|')]
-  return [dict(zip(columns, (c.strip() for c in line.strip('|').split('|'))))
-          for line in lines[1:]]
+  return markdown_tables(text)[0]
 
 
 def markdown_rows(table: str) -> dict[str, dict[str, str]]:
-  """``{first cell: {column: cell}}`` of the first markdown table in ``table``."""
-  rows = markdown_table(table)
-  return {row[next(iter(row))]: row for row in rows}
+  """``{first cell: {column: cell}}`` of every markdown table in ``table``."""
+  return {row[next(iter(row))]: row for rows in markdown_tables(table) for row in rows}
 
 
 def _uniform(table: str) -> dict[str, str]:
@@ -277,6 +294,174 @@ def render_reachability_summary(grid: str) -> str:
           f'{int(reached["ticket_step"]):,}. That ticket scores {reached["test_auc"]} AUC, against '
           f'{uniform[wide]} for the full uniform model ({wide}) and {uniform[narrow]} for uniform '
           f'{narrow}.\n')
+
+
+# The stand-in's table (presets.movielens_shaped_config): features and base width, for Xavier's
+# bound sqrt(6 / (features + d)), a calculation from the config rather than a measurement.
+STANDIN_TABLE = (4129, 32)
+
+
+class _Reach:
+  """A reachability results page (experiments/reachability.py's markdown): its rows by setting,
+  the uniform models' test AUC by width and the budget in non-zeros."""
+
+  def __init__(self, text: str):
+    self.rows = markdown_rows(text)
+    self.uniform = {d: float(auc) for d, auc in _uniform(text).items()}
+    self.budget = int(re.search(r'Reaching (\d+) non-zeros', text).group(1))
+
+  def fraction(self, setting: str) -> str:
+    return f'{float(self.rows[setting]["final_fraction"]):.1%}'
+
+  def step(self, setting: str, column: str = 'ticket_step') -> str:
+    return f'{int(self.rows[setting][column]):,}'
+
+  def auc(self, setting: str, digits: int = 4) -> str:
+    return f'{float(self.rows[setting]["test_auc"]):.{digits}f}'
+
+  def reached(self, setting: str) -> bool:
+    return self.rows[setting]['reached'] == 'True'
+
+  def empty(self, setting: str) -> bool:
+    """Whether the setting pruned the whole table (its ticket keeps no entry)."""
+    return self.reached(setting) and int(self.rows[setting]['nonzeros']) == 0
+
+
+def _gate(setting: str) -> str:
+  """``'`s_init=-5`, x4'`` for ``s-5_sigmoid_x4``; the exp gate named."""
+  s_init, gate, scale = re.fullmatch(r's(-?[0-9.]+)_(\w+)_x(\d+)', setting).groups()
+  return f'`s_init={s_init}`, ' + (f'x{scale}' if gate == 'sigmoid' else f'{gate} gate')
+
+
+def render_reachability_standin_notes(grid: str) -> str:
+  """docs/analyses.md: the cap in steps and the uniform baselines of the stand-in's grid."""
+  r = _Reach(grid)
+  (cap,) = {r.rows[s]['pruning_steps'] for s in r.rows if not r.reached(s)}
+  wide, narrow = (f(r.uniform, key=lambda d: int(d[2:])) for f in (max, min))
+  return _fill(f'Every run that did not reach the budget stopped at the cap, after {int(cap):,} '
+               f'steps. The uniform baselines score {r.uniform[wide]:.4f} at {wide} (the whole '
+               f'table) and {r.uniform[narrow]:.4f} at {narrow} '
+               f'({int(narrow[2:]) / int(wide[2:]):.2%} of it). The teacher\'s score of this run '
+               'is not in its results file.') + '\n'
+
+
+def render_reachability_standin_long_notes(long_runs: str) -> str:
+  """docs/analyses.md: what the stand-in's grid and its longer runs say, from
+  reachability_standin.md and reachability_standin_long.md."""
+  with open(os.path.join(RESULTS, 'reachability_standin.md')) as f:
+    g = _Reach(f.read())
+  x = _Reach(long_runs)
+  paper, late, best = 's-15_sigmoid_x1', 's-10_sigmoid_x4', 's-8_sigmoid_x4'
+  wide, narrow = (f(x.uniform, key=lambda d: int(d[2:])) for f in (max, min))
+  to_wide, to_narrow = (float(x.rows[best][f'vs_ue_{d.replace("=", "")}']) for d in (wide, narrow))
+  exp, sigmoid = (float(g.rows[f's-6_{gate}_x1']['final_fraction']) for gate in ('exp', 'sigmoid'))
+  scaled = 0.0 if g.reached('s-6_sigmoid_x4') else float(g.rows['s-6_sigmoid_x4']['final_fraction'])
+  exp_words = ('falls faster than the sigmoid but slower than `gate_scale=4`'
+               if scaled < exp < sigmoid else 'does not fall between the sigmoid and '
+               '`gate_scale=4`')
+  bullets = [
+      f'**With the paper\'s settings no run gets near 5%.** After {g.step(paper, "pruning_steps")} '
+      f'steps, {float(g.rows[paper]["final_fraction"]):.0%} of the table is left. `s` climbs by '
+      'about `lr` per step from -15, so thresholds only start to bite after roughly 10k steps.',
+      '**Starting higher is not enough with a sigmoid.** With `s_init=-6` the count stalls at '
+      f'{g.fraction("s-6_sigmoid_x1")}, and with `-8` at {g.fraction("s-8_sigmoid_x1")}. With '
+      f'`-4`, 5% is reached at step {g.step("s-4_sigmoid_x1")}, but most entries go in the first '
+      'steps, before the model has learned anything (the figure above). That ticket scores only '
+      f'{g.auc("s-4_sigmoid_x1", 3)}.',
+      '**Lifting the bound is what works.** `gate_scale=4` lets every threshold reach 4, and the '
+      'count falls through the sigmoid\'s plateau. From `s_init=-6` it reaches 5% at step '
+      f'{g.step("s-6_sigmoid_x4")}, and the retrained ticket scores {g.auc("s-6_sigmoid_x4")}. '
+      f'From `s_init=-8` it reaches 5% at step {x.step(best)}, once the model has learned. That '
+      f'ticket scores **{x.auc(best)}**: {abs(to_wide):.4f} {"below" if to_wide < 0 else "above"} '
+      f'the full uniform model, with {float(x.rows[best]["final_fraction"]):.0%} of its entries, '
+      f'and {abs(to_narrow):.3f} {"above" if to_narrow > 0 else "below"} the uniform model of '
+      f'similar size ({narrow}, {int(narrow[2:]) / int(wide[2:]):.2%}).',
+      f'Starting too late does not reach the budget either. From `s_init=-10` the count is still '
+      f'at {x.fraction(late)} after {x.step(late, "pruning_steps")} steps.',
+      f'The unbounded `exp` gate {exp_words} ({exp:.1%} at `s_init=-6`, against {sigmoid:.1%} '
+      'for the sigmoid).',
+      'A first threshold above the initial magnitudes prunes everything at once. With '
+      f'`s_init=-4` and `gate_scale=4` it is `4 * sigmoid(-4) = {4 / (1 + math.exp(4)):.3f}`, '
+      f'above Xavier\'s bound of {math.sqrt(6 / sum(STANDIN_TABLE)):.3f}: the count is '
+      f'{g.rows["s-4_sigmoid_x4"]["nonzeros"]} after {g.step("s-4_sigmoid_x4")} step.',
+  ]
+  return '\n'.join(_fill(f'- {b}', '  ') for b in bullets) + '\n'
+
+
+def render_reachability_recommendation(long_runs: str) -> str:
+  """docs/analyses.md: the settings of the ``:small_budget`` variants and the runs behind them."""
+  with open(os.path.join(RESULTS, 'reachability_standin.md')) as f:
+    g = _Reach(f.read())
+  x = _Reach(long_runs)
+  best, early, late = 's-8_sigmoid_x4', 's-6_sigmoid_x4', 's-10_sigmoid_x4'
+  steps = int(g.rows[early]['ticket_step']), int(x.rows[best]['ticket_step'])
+  sooner = 'sooner' if steps[0] < steps[1] else 'later'
+  cost = float(x.rows[best]['test_auc']) - float(g.rows[early]['test_auc'])
+  stalls = (f'stalls above 5% ({x.fraction(late)} after {x.step(late, "pruning_steps")} steps)'
+            if not x.reached(late) else f'reaches 5% at step {x.step(late)}')
+  return _fill(
+      '**Recommendation, the `:small_budget` variant of every `configs/<dataset>_<model>.py`.** '
+      'Set `embedding.gate_scale=4`. On MovieLens-sized tables, also set `embedding.s_init=-8`, '
+      f'and add 5% of the table ({x.budget:,} entries) as a fourth budget. Give pruning enough '
+      f'steps: {x.step(best)} on the stand-in. On real ML-1M, the 30-epoch cap of the config is '
+      'about 17k steps (578 per epoch). The first threshold `gate_scale * sigmoid(s_init)` is '
+      'then 0.0013, about 1/30 of Xavier\'s bound `sqrt(6 / (features + d))`. Starting at a '
+      f'quarter of the bound (`s_init=-6`) reaches 5% {sooner} but costs {cost:.3f} AUC; '
+      f'starting at 1/200 of it (`-10`) {stalls}.') + '\n'
+
+
+def render_reachability_ml100k_notes(table: str) -> str:
+  """docs/analyses.md: what the grid on MovieLens-100K says, from reachability_ml100k.md."""
+  r = _Reach(table)
+  own, paper = 's-8_sigmoid_x4', 's-15_sigmoid_x1'
+  usable = [s for s in r.rows if r.reached(s) and not r.empty(s)]
+  empty = [s for s in r.rows if r.empty(s)]
+  closest = min((s for s in r.rows if not r.reached(s)),
+                key=lambda s: float(r.rows[s]['final_fraction']))
+  (cap,) = {r.rows[s]['pruning_steps'] for s in r.rows if not r.reached(s)}
+  if usable:
+    head = f'**{_and([_gate(s) for s in usable])} reach 5% with a usable ticket.**'
+  else:
+    head = '**No setting reaches 5% with a usable ticket.**'
+  first = (f'{head} `:small_budget`\'s own setting (`s_init=-8`, thresholds `4 * sigmoid(s)`) '
+           f'stops at {r.fraction(own)} of the table at the cap ({int(cap):,} steps), the '
+           f'paper\'s settings at {r.fraction(paper)}.')
+  if empty:
+    (e,) = empty
+    first += (f' The one run that reaches 5% ({_gate(e)}) does so at step {r.step(e)} with '
+              'nothing left: its first threshold is above Xavier\'s bound for a table this small '
+              '(`sqrt(6 / (1,285 + 32))`), so the whole table is pruned before any training, and '
+              f'what retrains is the first-order model alone (test AUC {r.auc(e)}).')
+  first += (f' The closest real ticket ({_gate(closest)}) ends at {r.fraction(closest)} of the '
+            'table at the cap.')
+  budgets = [c[len('auc_'):] for c in next(iter(r.rows.values())) if c.startswith('auc_')]
+  widths = sorted(r.uniform, key=lambda d: int(d[2:]))
+  parts = []
+  for budget in budgets[:-1]:
+    aucs = {s: float(row[f'auc_{budget}']) for s, row in r.rows.items()
+            if row[f'auc_{budget}'] != '-' and not r.empty(s)}
+    if not aucs:
+      continue
+    top = max(aucs, key=aucs.get)
+    above = [d for d in widths if r.uniform[d] < aucs[top]]
+    beaten = [d for d in widths if r.uniform[d] > aucs[top]]
+    words = (f'the {budget} tickets of {_count(len(aucs))} settings score '
+             f'{_span(aucs.values(), ".4f")}')
+    if not above:
+      words += f', below every uniform model, {widths[0]} ({r.uniform[widths[0]]:.4f}) included'
+    else:
+      words += (f'; the best ({_gate(top)}) is above uniform '
+                + _and([f'{d} ({r.uniform[d]:.4f})' for d in above])
+                + (f' and below {_and([f"{d} ({r.uniform[d]:.4f})" for d in beaten])}'
+                   if beaten else ''))
+    parts.append(words)
+  second = ('**Where tickets are cut, against the uniform models** (a 25% ticket has the entries '
+            f'of uniform d=8): {"; ".join(parts)}.')
+  third = ('The recommendation of `:small_budget` (`gate_scale=4`, `s_init=-8`) comes from the '
+           'synthetic stand-in below, whose table is three times larger; thresholds have to be '
+           'set against the table\'s own initial scale (Xavier\'s bound), which a fixed `s_init` '
+           'does not do.')
+  return '\n'.join(_fill(f'- {b}', '  ') for b in (first, second, third)) + '\n'
 
 
 MODEL_LABELS = {'fm': 'FM', 'deepfm': 'DeepFM', 'autoint_plus': 'AutoInt+', 'autoint': 'AutoInt'}
@@ -324,24 +509,37 @@ def render_runtime_summary(results: dict) -> str:
           'a GPU.\n')
 
 
-def render_methods_speed(after: dict, before_file: str = 'bench_speed_methods_before.json') -> str:
+def _method_steps(results: dict) -> tuple[dict[tuple[str, str, str], float], float]:
+  """``{(method, stage, setting): ms per step}`` of a ``--parts=methods`` run, and UE's."""
+  rows = {(r['method'], r['stage'], r['setting']): r['ms_per_step'] for r in results['rows']
+          if r['part'] == 'methods'}
+  ue = next(ms for (method, _, _), ms in rows.items() if method == 'ue')
+  return rows, ue
+
+
+def _loads(results_file: str) -> str:
+  """The load average of the last minute when a run began and ended, from the ``# ... uptime:``
+  lines of the printed table beside its JSON (``bench_speed_methods.txt``)."""
+  with open(os.path.join(RESULTS, results_file.replace('.json', '.txt'))) as f:
+    loads = re.findall(r'^# \S+ uptime: .*load average: ([0-9.]+),', f.read(), re.M)
+  words = f'load average {float(loads[0]):.1f} when it began'
+  return words + (f' and {float(loads[-1]):.1f} when it ended' if len(loads) > 1 else '')
+
+
+def render_methods_speed(after: dict, after_file: str = 'bench_speed_methods.json',
+                         before_file: str = 'bench_speed_methods_before.json') -> str:
   """``bench_speed.py --parts=methods``'s step of every method against UE, before the layer
-  changes (``before_file``) and after (the results given)."""
+  changes (``before_file``) and after (the results given, of ``after_file``), with the load on
+  the machine at each run."""
   with open(os.path.join(RESULTS, before_file)) as f:
     before = json.load(f)
 
   def ms(value):
     return f'{value:.3f}' if value < 10 else f'{value:.1f}'
 
-  def steps(results):
-    rows = {(r['method'], r['stage'], r['setting']): r['ms_per_step'] for r in results['rows']
-            if r['part'] == 'methods'}
-    ue = next(ms for (method, stage, _), ms in rows.items() if method == 'ue')
-    return rows, ue
-
   targets = {(r['method'], r['stage'], r['setting']): r.get('target', '')
              for r in after['ratios'] if r['ratio'] == 'method/ue step time'}
-  (old, old_ue), (new, new_ue) = steps(before), steps(after)
+  (old, old_ue), (new, new_ue) = _method_steps(before), _method_steps(after)
   lines = ['| method | stage | setting | before: ms/step | before: x UE | after: ms/step | '
            'after: x UE | target |', '|---|---|---|---:|---:|---:|---:|---:|']
   for key, step in new.items():
@@ -352,8 +550,34 @@ def render_methods_speed(after: dict, before_file: str = 'bench_speed_methods_be
                  + f' | {ms(step)} | {step / new_ue:.2f} | {target} |')
   machine = after['machine']
   return ('\n'.join(lines) + f'\n\nAfter: {machine["date"][:10]}, {machine["cpu_count"]} CPU cores '
-          f'({machine["processor"]}), JAX {machine["jax"]}; before: '
-          f'{before["machine"]["date"][:10]}, the same machine.\n')
+          f'({machine["processor"]}), JAX {machine["jax"]}, {_loads(after_file)}; before: '
+          f'{before["machine"]["date"][:10]}, the same machine, {_loads(before_file)}.\n')
+
+
+def render_methods_speed_notes(results: dict) -> str:
+  """docs/performance.md: where the MGQE step and DartsEmb's search step still spend their time,
+  with their ratios to UE from bench_speed_methods.json."""
+  steps, ue = _method_steps(results)
+  (mgqe,) = [ms for (method, _, _), ms in steps.items() if method == 'mgqe']
+  (search,) = [ms for (method, stage, _), ms in steps.items()
+               if method == 'dartsemb' and stage == 'search']
+  (candidates,) = [setting for (method, stage, setting) in steps
+                   if method == 'dartsemb' and stage == 'retrain']
+  widths = len(candidates.strip('{}').split(','))
+  return _fill(
+      'Where the time still goes. In the MovieLens-sized table\'s `after` column the MGQE step '
+      f'takes {mgqe / ue:.2f} times a UE step and DartsEmb\'s search step {search / ue:.2f} '
+      'times. An '
+      'XLA:CPU trace of the MGQE step (MovieLens-sized; the trace is not kept in '
+      '[results/](results/)) put the difference in the quantisation of every row: two loop '
+      'fusions over `[rows, S, K]` (the distances, then the index of the minimum, which '
+      'recomputes them rather than reading them back) and the minimum\'s reduction; the lookups, '
+      'the codebook and commitment terms and the update of the table are a UE step\'s. The '
+      'DartsEmb search step runs two forward and backward passes of the supernet (the weights on '
+      'a training batch, the architecture on a validation batch) and two optimizer updates, so '
+      f'its floor is about twice a UE step, and each pass also mixes {_count(widths)} candidates '
+      'per field (a small product per field and candidate, forward and backward). How its '
+      'measured ratio divides between these was not profiled.') + '\n'
 
 
 def _speed_ratio(results: dict, ratio: str, part: str, shape: str, method: str, per_dispatch: int,
@@ -413,6 +637,88 @@ def render_speed(results: dict) -> str:
   machine = results['machine']
   return ('\n'.join(lines) + f'\n\nMeasured {machine["date"][:10]} on {machine["cpu_count"]} CPU '
           f'cores ({machine["processor"]}), JAX {machine["jax"]}, no accelerator.\n')
+
+
+def _speed_step(results: dict, shape: str, method: str, granularity=None,
+                per_dispatch: int = 200) -> dict:
+  (row,) = [r for r in results['rows'] if r['part'] == 'step' and r['shape'] == shape
+            and r['model'] == 'fm' and r['method'] == method and r['mode'] == 'dense'
+            and r['granularity'] == granularity and r['per_dispatch'] == per_dispatch]
+  return row
+
+
+def render_speed_duration(results: dict) -> str:
+  """docs/performance.md: what the rows of experiments/bench_speed.py's run timed, by model, as
+  its JSON keeps no total for the run."""
+  seconds = {}
+  for r in results['rows']:
+    if r['part'] in ('step', 'loop'):
+      spent = r['ms_per_step'] * r['steps_timed'] / 1e3
+    elif r['part'] == 'eval':
+      spent = r['seconds']
+    else:
+      continue
+    seconds[r['model']] = seconds.get(r['model'], 0.0) + spent
+  models = sorted(seconds, key=seconds.get, reverse=True)
+  (demo,) = [r for r in results['rows'] if r['part'] == 'demo']
+  return _fill(
+      'The JSON keeps each row\'s timing, not the run\'s total, to which compilation, data and '
+      'set-up add: the timed steps and evaluations of all rows add up to '
+      f'{sum(seconds.values()):.0f} s, of which '
+      + _and([f'{MODEL_LABELS.get(m, m)} {seconds[m]:.0f} s' for m in models])
+      + f', and the demo took {demo["seconds"]:.0f} s.') + '\n'
+
+
+def render_speed_steps(results: dict) -> str:
+  """docs/performance.md: where a step's time went and what was done about it, with the figures
+  of experiments/bench_speed.py's run (its JSON) for the code as it is now."""
+  fd = 'feature_dimension'
+  one_step = _speed_ratio(results, 'loop/step samples/s', 'loop', 'small', 'pep', 1, fd)
+  block = _speed_ratio(results, 'K>1/K=1 samples/s', 'step', 'criteo', 'pep', 200, fd)
+  loops = [_speed_ratio(results, 'loop/step samples/s', 'loop', s, 'pep', 200, fd)['measured']
+           for s in ('small', 'criteo')]
+  dimension = [_speed_ratio(results, 'pep/ue step time', 'step', s, 'pep', k, 'dimension')
+               ['measured'] for s in ('small', 'criteo') for k in (1, 200)]
+  thresholds = _speed_step(results, 'small', 'pep', fd)
+  (demo,) = [r for r in results['rows'] if r['part'] == 'demo']
+  bullets = [
+      '**Dispatch and host work.** A loop that dispatches one step at a time and reads its '
+      'metrics back waits on the host between steps: on the MovieLens-sized table that loop runs '
+      f'at {one_step["measured"]:.2f} of the isolated step (PEP, in the run of the README\'s '
+      'table). The training loops now run `train.steps_per_dispatch` steps (200) per compiled '
+      'call, a `lax.while_loop` over a slab of batches that a background thread builds and places '
+      'ahead; on the Criteo-sized table the block step also runs at '
+      f'{block["measured"]:.2f} times the one-step call\'s samples/s (the state stays in the '
+      'loop\'s buffers). A block halts on the device after the step whose count reaches the next '
+      'budget, so a ticket is cut from exactly that step\'s state; it also halts on a non-finite '
+      f'loss. Loop over isolated step with blocks: {loops[0]:.2f} (MovieLens-sized), '
+      f'{loops[1]:.2f} (Criteo-sized).',
+      '**PEP\'s count.** The non-zero count after every update read the table and thresholds '
+      'once more and compared and converted every entry, a second pass over the table beside the '
+      'update\'s own. It now counts '
+      '`sign(relu(|V| - t))` in float arithmetic with column sums (exact while a column has '
+      'under 2**24 rows), which made the count cheaper when timed alone (those timings are not '
+      'kept), and its zero no longer shares the gradient\'s zero buffer (XLA merged the two '
+      'constants, so the count read a second table-sized array). The count still reads the '
+      'updated table once: XLA:CPU fuses neither that reduction into the update nor the '
+      'update\'s three outputs into one loop, which is why dimension-wise PEP stays at '
+      f'{_span(dimension, ".2f")} times a uniform step in that run (K=1 and K=200, both '
+      'tables) rather than 1.1.',
+      '**PEP\'s thresholds.** For per-feature thresholds on a table smaller than a batch\'s '
+      'lookups (MovieLens-sized), the gate is applied to the threshold table and the gated '
+      'values gathered: 40,960 sigmoids (and derivatives) a step instead of 229,376. That made '
+      'the PEP step on that table faster in a run before and after the change, whose figures are '
+      f'not kept; in the run of the README\'s table it takes {thresholds["ms_per_step"]:.2f} ms '
+      f'at {thresholds["per_dispatch"]} steps per call.',
+      '**One device, no collective.** On a one-device mesh a lookup is a plain gather; the '
+      'split lookup\'s transpose had added an identity all-reduce of the dense gradient.',
+      '**Both cores.** XLA:CPU runs a step on about one core, and one device runs one program at '
+      'a time (threads do not help). `train.parallel_runs` trains the candidates in worker '
+      'processes beside the searches (the demo: one per core), which made the demo faster with '
+      'identical results; the time before is not kept, and the demo took '
+      f'{demo["seconds"]:.0f} s in the run of the README\'s table.',
+  ]
+  return '\n'.join(_fill(f'- {b}', '  ') for b in bullets) + '\n'
 
 
 def render_public(results: dict) -> str:
@@ -1632,6 +1938,47 @@ def render_compare_forms(results: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
+# ------------------------------------------------ the README's set-up commands (setup_times)
+
+
+def _duration(seconds: float) -> str:
+  """``'2 min 32 s'``, or ``'48 s'`` under a minute."""
+  minutes, seconds = divmod(round(seconds), 60)
+  return f'{minutes} min {seconds} s' if minutes else f'{seconds} s'
+
+
+def _cpu(machine: dict) -> str:
+  return (f'{machine["cpus"]}-core {machine["processor"].replace("_", "-")} CPU (Python '
+          f'{machine["python"]}, JAX {machine["jax"]})')
+
+
+def _took(part: dict) -> str:
+  """``'took 2 min 32 s on 2026-11-29, with a load average of 1.4 before it started (3.0 when it
+  ended, its own work included)'``: the load of the last minute, which before the part started
+  is other work's alone."""
+  verb = 'took' if part['status'] == 'passed' else 'failed after'
+  return (f'{verb} {_duration(part["seconds"])} on {part["date"][:10]}, with a load average of '
+          f'{part["load_average_before"][0]:.1f} before it started '
+          f'({part["load_average_after"][0]:.1f} when it ended, its own work included)')
+
+
+def render_setup_times(results: dict) -> str:
+  """README.md: how long the demo and the test suite took (experiments/setup_times.py), each
+  with the load on the machine, so a reader can judge the time."""
+  demo = results['demo']
+  text = f'On a {_cpu(demo["machine"])} the demo itself {_took(demo)}'
+  tests = results.get('tests')
+  if tests is not None:
+    counts = tests['counts'] or {}
+    outcomes = [f'{counts[k]:,} {k}' for k in ('passed', 'failed', 'errors', 'skipped',
+                                                'xfailed', 'xpassed') if counts.get(k)]
+    where = ('' if _cpu(tests['machine']) == _cpu(demo['machine'])
+             else f' on a {_cpu(tests["machine"])}')
+    text += (f'; the test suite ({_and(outcomes) if outcomes else "no tests ran"}){where} '
+             f'{_took(tests)}')
+  return _fill(text + '.') + '\n'
+
+
 # name -> (results file in docs/results/, renderer of its contents; .json files are parsed)
 RENDERERS = {
     'demo': ('demo.json', render_demo),
@@ -1640,14 +1987,23 @@ RENDERERS = {
     'runtime': ('runtime.json', render_runtime),
     'methods_speed': ('bench_speed_methods.json', render_methods_speed),
     'methods_speed_criteo': ('bench_speed_methods_criteo.json', lambda results: render_methods_speed(
-        results, 'bench_speed_methods_criteo_before.json')),
+        results, 'bench_speed_methods_criteo.json', 'bench_speed_methods_criteo_before.json')),
     'speed': ('bench_speed.json', render_speed),
+    'methods_speed_notes': ('bench_speed_methods.json', render_methods_speed_notes),
+    'speed_steps': ('bench_speed.json', render_speed_steps),
+    'speed_duration': ('bench_speed.json', render_speed_duration),
     'public': ('bench_public.json', render_public),
     'runtime_summary': ('runtime.json', render_runtime_summary),
     'rows_vs_dense': ('rows_vs_dense_demo.json', render_rows_vs_dense),
     'reachability_ml100k': ('reachability_ml100k.md', render_table),
     'reachability_standin': ('reachability_standin.md', render_table),
     'reachability_standin_long': ('reachability_standin_long.md', render_table),
+    'reachability_standin_notes': ('reachability_standin.md', render_reachability_standin_notes),
+    'reachability_standin_long_notes': ('reachability_standin_long.md',
+                                        render_reachability_standin_long_notes),
+    'reachability_recommendation': ('reachability_standin_long.md',
+                                    render_reachability_recommendation),
+    'reachability_ml100k_notes': ('reachability_ml100k.md', render_reachability_ml100k_notes),
     'granularity': ('granularity.md', render_table),
     'export_forms': ('bench_export.json', render_export_forms),
     'export_criteo': ('bench_export.json', render_export_criteo),
@@ -1673,6 +2029,7 @@ RENDERERS = {
     'sseds_movielens': ('sseds_study.json', render_sseds_movielens),
     'sseds_conclusion': ('sseds_study.json', render_sseds_conclusion),
     'compare_forms': ('compare_forms.json', render_compare_forms),
+    'setup_times': ('setup_times.json', render_setup_times),
 }
 PAGES = ('README.md', 'docs/performance.md', 'docs/analyses.md', 'docs/serving.md', 'docs/pep.md',
          'docs/methods.md')

@@ -87,3 +87,74 @@ def test_the_quantised_forms_measured_the_recorded_comparison():
   assert forms['comparison_sha256'] == compare['comparison_sha256'], (
       'docs/results/compare_forms.json measured another comparison: run '
       'experiments/compare_forms.py on the recorded work directory')
+def _setup_part(seconds, before, date='2026-11-29T18:56:43+00:00', **extra):
+  machine = {'platform': 'Linux', 'processor': 'x86_64', 'cpus': 2, 'python': '3.11.7',
+             'jax': '0.10.2'}
+  return {'command': 'python ...', 'returncode': 0, 'seconds': seconds, 'status': 'passed',
+          'load_average_before': [before, 2.0, 2.0], 'load_average_after': [3.0, 2.5, 2.0],
+          'machine': machine, 'date': date, **extra}
+
+
+def test_setup_times_says_each_part_with_its_load(generator):
+  demo = _setup_part(152.4, 1.38)
+  text = generator.render_setup_times({'demo': demo})
+  assert 'the demo itself took 2 min 32 s on 2026-11-29' in text
+  assert 'load average of 1.4 before it started' in ' '.join(text.split())
+  assert 'test' not in text  # no figure for a part not measured
+  tests = _setup_part(1076.1, 2.54, counts={'passed': 797, 'skipped': 2, 'warnings': 1})
+  text = ' '.join(generator.render_setup_times({'demo': demo, 'tests': tests}).split())
+  assert 'the test suite (797 passed and 2 skipped) took 17 min 56 s' in text
+  assert 'load average of 2.5 before it started' in text
+
+
+def test_setup_times_says_a_failed_suite_failed(generator):
+  tests = _setup_part(61.0, 0.5, counts={'passed': 790, 'failed': 9}, status='failed',
+                      returncode=1)
+  text = ' '.join(generator.render_setup_times({'demo': _setup_part(48.0, 0.2),
+                                                'tests': tests}).split())
+  assert 'the demo itself took 48 s' in text
+  assert 'the test suite (790 passed and 9 failed) failed after 1 min 1 s' in text
+
+
+def test_reachability_prose_follows_its_results_file(generator):
+  """The recommendation's step count and cost in AUC are read from the results file."""
+  with open(os.path.join(ROOT, 'docs', 'results', 'reachability_standin_long.md')) as f:
+    long_runs = f.read()
+  text = generator.render_reachability_recommendation(long_runs)
+  assert 'enough steps: 11,222 on the stand-in' in text
+  changed = long_runs.replace('| 11222 | 11222 |', '| 12000 | 12000 |').replace(
+      '| 0.7400 | 0.1089 |', '| 0.7300 | 0.0989 |')
+  text = ' '.join(generator.render_reachability_recommendation(changed).split())
+  assert 'enough steps: 12,000 on the stand-in' in text
+  assert 'costs 0.019 AUC' in text
+
+
+def test_a_reachability_figure_changed_by_hand_is_caught(generator):
+  with open(os.path.join(ROOT, 'docs', 'analyses.md')) as f:
+    page = f.read()
+  for figure, edit in (('reaches 5% at step 4,317', 'reaches 5% at step 4,300'),
+                       ('0.8128 to 0.8221', '0.8128 to 0.8231')):
+    assert figure in ' '.join(page.split())
+    edited = page.replace(figure, edit, 1)
+    assert edited != page
+    assert generator.render(edited) == page
+
+
+def test_the_stand_ins_table_is_the_presets(generator):
+  from pep_jax import presets
+  config = presets.movielens_shaped_config()
+  assert generator.STANDIN_TABLE == (sum(config.data.synthetic.vocab_sizes), config.embedding.dim)
+
+
+def test_a_performance_figure_changed_by_hand_is_caught(generator):
+  with open(os.path.join(ROOT, 'docs', 'performance.md')) as f:
+    page = f.read()
+  with open(os.path.join(ROOT, 'docs', 'results', 'bench_speed.json')) as f:
+    bench = json.load(f)
+  (demo,) = [r for r in bench['rows'] if r['part'] == 'demo']
+  figure = f'the demo took {demo["seconds"]:.0f} s'
+  assert page.count(figure) == 2  # how long the run took, and what both cores did for the demo
+  for start in (0, page.index(figure) + 1):
+    at = page.index(figure, start)
+    edited = page[:at] + f'the demo took {demo["seconds"] + 10:.0f} s' + page[at + len(figure):]
+    assert generator.render(edited) == page
