@@ -32,6 +32,10 @@ with the public ML-1M settings: FM, d=32, ``s_init=-15``, feature-dimension thre
   first compiled call excluded). XLA uses every core.
 
 Start-up (imports, reading the data, the cache build, compilation) is excluded on both sides.
+The two sides run in turn ``--rounds`` times (3): the speed of a shared 2-core VM drifts by up to
+a factor of two between runs of a few seconds, so each round pairs the two sides run next to each
+other in time, and the round with the median ratio is the one the table shows; every round's
+rates and ratio are in the JSON (``rounds``).
 ``--make-data=DIR`` first writes a MovieLens-1M-format folder with numpy (deterministic; see
 :func:`write_movielens`). Prints a table and writes it, with the torch and jax versions and the
 machine, to ``--json``.
@@ -395,6 +399,30 @@ def report(args: argparse.Namespace, public: dict, ours: dict) -> dict:
           'public': public, 'ours': ours, 'ratio_ours_over_public': ratio, 'caveats': caveats}
 
 
+def round_ratio(public: dict, ours: dict) -> float:
+  return ours['steps_per_second'] / public['steps_per_second']
+
+
+def median_round(sides: list[tuple[dict, dict]]) -> int:
+  """The round whose ratio is the median of the rounds' (the lower middle one of an even
+  count): its two sides are the ones the table shows."""
+  order = sorted(range(len(sides)), key=lambda r: round_ratio(*sides[r]))
+  return order[(len(order) - 1) // 2]
+
+
+def rounds_summary(sides: list[tuple[dict, dict]]) -> list[dict]:
+  """Each round's rates, ratio and load, printed and returned for the JSON."""
+  out = [{'public_steps_per_second': p['steps_per_second'],
+          'ours_steps_per_second': o['steps_per_second'], 'ratio': round_ratio(p, o),
+          'load_before_public': p['load_before'], 'load_before_ours': o['load_before']}
+         for p, o in sides]
+  if len(out) > 1:
+    print(f'{len(out)} rounds, each side in turn; ratios: '
+          + ', '.join(f'{r["ratio"]:.2f}x' for r in out)
+          + f' (the table shows the median round)')
+  return out
+
+
 def count_our_features(data_dir: str) -> tuple[int, int, list[int]]:
   """Rows, features and field sizes of ``data_dir`` in our loader (cache in a temp dir)."""
   sys.path.insert(0, ROOT)
@@ -423,6 +451,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help='torch.set_num_threads for the public side; 0: every core')
   parser.add_argument('--steps-per-dispatch', type=int, default=0,
                       help='our train.steps_per_dispatch (where the config has it); 0: its default')
+  parser.add_argument('--rounds', type=int, default=3,
+                      help='rounds of both sides in turn; the median round is reported (the '
+                           'speed of a shared machine drifts between runs)')
   parser.add_argument('--json', default='bench_public.json', help='write the results here')
   parser.add_argument('--workdir', default='',
                       help='where both sides write their outputs (default: a temp dir, removed)')
@@ -438,6 +469,8 @@ def main(argv=None) -> None:
     with open(args.result, 'w') as f:
       json.dump(result, f, indent=2)
     return
+  if args.rounds < 1:
+    raise SystemExit(f'bench_public.py: --rounds={args.rounds} must be at least 1')
   if args.public_code:
     require_public_packages()
     if not os.path.exists(os.path.join(args.public_code, PUBLIC_ENTRY)):
@@ -460,11 +493,13 @@ def main(argv=None) -> None:
   if args.steps <= args.warmup:
     raise SystemExit(f'bench_public.py: --steps={args.steps} must exceed --warmup={args.warmup}')
 
+  sides = []  # (public, ours) of each round
   with tempfile.TemporaryDirectory() as scratch:
-    workdir = args.workdir or scratch
-    public = run_worker('public', args, workdir)
-    ours = run_worker('ours', args, workdir)
-  doc = report(args, public, ours)
+    for r in range(args.rounds):
+      workdir = os.path.join(args.workdir or scratch, f'round{r}')
+      sides.append((run_worker('public', args, workdir), run_worker('ours', args, workdir)))
+  doc = report(args, *sides[median_round(sides)])
+  doc['rounds'] = rounds_summary(sides)
   with open(args.json, 'w') as f:
     json.dump(doc, f, indent=2)
   print(f'wrote {args.json}')

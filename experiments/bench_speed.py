@@ -499,6 +499,33 @@ METHOD_TARGETS = {('mde', 'retrain'): 1.5, ('sseds', 'retrain'): 1.5,
                   ('mgqe', 'retrain'): 3.0}
 
 
+def time_scoring(stage: Stage, state, score, batches: list[dict], steps: int) -> float:
+  """Seconds per batch of a scoring pass: ``score(state, batch)`` once per batch, as SSEDS's
+  search calls it (one compiled call per batch), cycling over ``batches``; after a call that
+  compiles."""
+  del stage
+  jax.block_until_ready(score(state, batches[0]))  # compiles
+  start, total = time.perf_counter(), None
+  for i in range(steps):
+    g = score(state, batches[(i + 1) % len(batches)])
+    total = g if total is None else total + g  # the pass sums the scores, as the search does
+  jax.block_until_ready(total)
+  return (time.perf_counter() - start) / steps
+
+
+def sseds_scoring(ctx: Context):
+  """SSEDS's scoring stage, its state and ``score(state, batch)``: ``|dL/d alpha|`` at alpha = 1
+  (:func:`pep_jax.methods.sseds.saliency`'s per-batch call)."""
+  stage = sseds.probe_stage(ctx)
+  alpha = sseds.ones_alpha(ctx, stage)
+  grad = sseds.score_fn(stage)
+  return stage, stage.initial_state(), lambda state, batch: jnp.abs(grad(alpha, state, batch))
+
+
+# The scoring passes timed beside the train steps: method -> (ctx) -> (stage, state, score).
+SCORING = {'sseds': sseds_scoring}
+
+
 def method_stages(ctx: Context, method):
   """``[(stage kind, setting, stage, state, constants, batch_map)]`` of one method: each
   candidate's retraining, then its search's stage (if any)."""
@@ -539,9 +566,20 @@ def run_methods(shape: str, data: CTRDataset, args: argparse.Namespace) -> list[
                'setting': setting, 'per_dispatch': k, 'steps_timed': steps,
                'steps_per_call': per_call, 'repeats': args.repeats}
         timed.append([row, stage, state, constants, batches, [seconds]])
+      if name in SCORING:
+        stage, state, score = SCORING[name](ctx)
+        batches = device_batches(stage, data, min(k, steps))
+        seconds = time_scoring(stage, state, score, batches, steps)
+        row = {'part': 'methods', **case.key(), 'method': name, 'stage': 'score',
+               'setting': '', 'per_dispatch': 1, 'steps_timed': steps, 'steps_per_call': 1,
+               'repeats': args.repeats}
+        timed.append([row, stage, state, score, batches, [seconds]])
   for _ in range(args.repeats - 1):
     for item in timed:
       row, stage, state, constants, batches, seconds = item
+      if row['stage'] == 'score':
+        seconds.append(time_scoring(stage, state, constants, batches, steps))
+        continue
       item[2], again, _ = time_block(stage, state, constants, batches, steps)
       seconds.append(again)
   rows = []

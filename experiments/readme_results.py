@@ -554,30 +554,98 @@ def render_methods_speed(after: dict, after_file: str = 'bench_speed_methods.jso
           f'{before["machine"]["date"][:10]}, the same machine, {_loads(before_file)}.\n')
 
 
+def _anatomy(results: dict) -> dict[tuple[str, str], float]:
+  """``(step, variant) -> ms per step`` of step_anatomy.json."""
+  return {(r['step'], r['variant']): r['ms_per_step'] for r in results['rows']}
+
+
+def _anatomy_table(results: dict, steps: tuple[str, ...]) -> list[str]:
+  lines = ['| step | variant | leaves out | ms/step | x UE |', '|---|---|---|---:|---:|']
+  for r in results['rows']:
+    if r['step'] in steps:
+      lines.append(f'| {r["step"]} | {r["variant"]} | {r["leaves_out"]} | '
+                   f'{r["ms_per_step"]:.3f} | {r["ue_steps"]:.2f} |')
+  load = results['load_average']
+  return lines + ['', f'{results["machine_line"]}, JAX {results["machine"]["jax"]}, '
+                  f'{results["date"]}; each row the fastest of {results["rounds"]} rounds of '
+                  f'{results["steps_per_call"]} steps, the variants timed in turn in one process '
+                  f'(load average {load[0]:.1f} when it ended). `python '
+                  'experiments/step_anatomy.py`, results in '
+                  '[results/step_anatomy.json](results/step_anatomy.json).']
+
+
+def render_step_anatomy_pep(results: dict) -> str:
+  """docs/performance.md: what PEP's prune step is made of, and the bound it sets the prune loop
+  against the public code (bench_public.json)."""
+  t = _anatomy(results)
+  ue, whole = t[('ue', 'whole')], t[('pep prune', 'whole')]
+  forward = t[('pep prune', 'forward only')]
+  backward = t[('pep prune', 'sgd, no count')] - forward
+  optimizer = t[('pep prune', 'no count')] - t[('pep prune', 'sgd, no count')]
+  count = whole - t[('pep prune', 'no count')]
+  with open(os.path.join(RESULTS, 'bench_public.json')) as f:
+    public = json.load(f)
+  public_rate, loop_rate = public['public']['steps_per_second'], public['ours']['steps_per_second']
+  bound = 1e3 / whole
+  k = {(r['step'], r['variant']): r['kernels'] for r in results['rows']}
+  rows, dim = sum(results['shape']['field_dims']), results['shape']['dim']
+  lookups = len(results['shape']['field_dims']) * results['batch_size']
+  lines = _anatomy_table(results, ('ue', 'pep prune')) + ['', _fill(
+      f'PEP\'s prune step on this table ({whole:.3f} ms, {whole / ue:.2f} UE steps, '
+      f'{k[("pep prune", "whole")]} kernels against UE\'s {k[("ue", "whole")]}) is its forward '
+      f'pass ({forward:.3f} ms in {k[("pep prune", "forward only")]} kernels: the lookup of '
+      f'{lookups:,} rows, the thresholds applied, the FM), the backward pass ({backward:.3f} ms), '
+      f'the faithful optimizer ({optimizer:.3f} ms: the gradient\'s global norm, coupled L2 and '
+      'Adam over the table, the thresholds and the first-order weights) and the count of '
+      f'non-zeros ({count:.3f} ms). The arrays are small (a table of {rows:,} x {dim} entries '
+      'and its thresholds), so no part is bound by memory traffic. The step alone bounds the '
+      f'prune loop at {bound:,.0f} steps/s, {bound / public_rate:.1f} times the public loop\'s '
+      f'{public_rate:,.1f} measured beside ours (`bench_public.json`, on the public benchmark\'s '
+      f'{public["ours"]["features"]:,}-feature table), where the whole loop ran at '
+      f'{loop_rate:,.1f} steps/s ({loop_rate / public_rate:.1f} times): the loop\'s own work '
+      '(building and placing each block of batches, reading the metrics back, the log, the '
+      'progress bar, a checkpoint every 2,000 steps) costs '
+      f'{1e3 / loop_rate - whole:.3f} ms a step on top. Reaching 20 times the public loop on '
+      f'this machine would take a whole loop step of {1e3 / (20 * public_rate):.3f} ms, below '
+      'the step\'s own time; without the count and the optimizer\'s extra work (a plain SGD '
+      f'step, {t[("pep prune", "sgd, no count")]:.3f} ms) the step alone would be under it, but '
+      'those are the protocol (the public code\'s optimizer, the count a ticket is cut by), and '
+      'the loop\'s own work would still have to shrink as well.')]
+  return '\n'.join(lines) + '\n'
+
+
 def render_methods_speed_notes(results: dict) -> str:
-  """docs/performance.md: where the MGQE step and DartsEmb's search step still spend their time,
-  with their ratios to UE from bench_speed_methods.json."""
-  steps, ue = _method_steps(results)
-  (mgqe,) = [ms for (method, _, _), ms in steps.items() if method == 'mgqe']
-  (search,) = [ms for (method, stage, _), ms in steps.items()
-               if method == 'dartsemb' and stage == 'search']
-  (candidates,) = [setting for (method, stage, setting) in steps
-                   if method == 'dartsemb' and stage == 'retrain']
-  widths = len(candidates.strip('{}').split(','))
-  return _fill(
-      'Where the time still goes. In the MovieLens-sized table\'s `after` column the MGQE step '
-      f'takes {mgqe / ue:.2f} times a UE step and DartsEmb\'s search step {search / ue:.2f} '
-      'times. An '
-      'XLA:CPU trace of the MGQE step (MovieLens-sized; the trace is not kept in '
-      '[results/](results/)) put the difference in the quantisation of every row: two loop '
-      'fusions over `[rows, S, K]` (the distances, then the index of the minimum, which '
-      'recomputes them rather than reading them back) and the minimum\'s reduction; the lookups, '
-      'the codebook and commitment terms and the update of the table are a UE step\'s. The '
-      'DartsEmb search step runs two forward and backward passes of the supernet (the weights on '
-      'a training batch, the architecture on a validation batch) and two optimizer updates, so '
-      f'its floor is about twice a UE step, and each pass also mixes {_count(widths)} candidates '
-      'per field (a small product per field and candidate, forward and backward). How its '
-      'measured ratio divides between these was not profiled.') + '\n'
+  """docs/performance.md: where the MGQE step and DartsEmb's search step spend their time, from
+  step_anatomy.json."""
+  t = _anatomy(results)
+  k = {(r['step'], r['variant']): r['kernels'] for r in results['rows']}
+  ue = t[('ue', 'whole')]
+  mgqe, plain = t[('mgqe S=4 K=64', 'whole')], t[('mgqe S=4 K=64', 'no quantisation')]
+  search = t[('dartsemb search {1,2,8}', 'whole')]
+  one_pass = t[('dartsemb search {1,2,8}', 'one pass')]
+  rows, dim = sum(results['shape']['field_dims']), results['shape']['dim']
+  terms = rows * 4 * 64 * (dim // 4)
+  lines = _anatomy_table(results, ('ue', 'mgqe S=4 K=64', 'dartsemb search {1,2,8}')) + ['', _fill(
+      f'Where the time goes. The MGQE step ({mgqe / ue:.2f} UE steps) is the nearest-centroid '
+      f'search, {mgqe - plain:.3f} ms ({(mgqe - plain) / ue:.2f} UE steps: {terms:,} squared '
+      'differences a step, every row against every centroid of its subspace, then the minimum '
+      f'and its index), and the rest of the step, {plain / ue:.2f} UE steps (the lookups of '
+      'codes and centroids, the codebook and commitment terms, the scatter of the centroids\' '
+      'gradient). Computing the distances as `|q|^2 - 2 q.c + |c|^2` with a matrix product, and '
+      'writing them out once for both reductions, were both tried and measured no faster on '
+      'this machine. Short of searching less often than every step (a change of the method, '
+      'not of its implementation), the target of 3 is missed by the search\'s arithmetic. '
+      'DartsEmb\'s search step '
+      f'({search / ue:.2f} UE steps) is {search / one_pass:.2f} times one ordinary step of the '
+      f'supernet ({one_pass / ue:.2f} UE steps): its two passes (the weights on a training '
+      'batch, the architecture on a validation batch) cost what two steps cost, and it is each '
+      'pass that is dearer than a UE step, by mixing three candidate tables per field forward '
+      f'and backward ({k[("dartsemb search {1,2,8}", "one pass")]} kernels a pass against a UE '
+      f'step\'s {k[("ue", "whole")]}: a small product per field and candidate). Its floor is therefore twice a supernet pass, not twice a UE step, and the '
+      'target of 2 is missed by the supernet itself; one product for all fields and candidates '
+      '(rows gathered by field) was tried and measured slower than a product per field and '
+      'candidate.')]
+  return '\n'.join(lines) + '\n'
 
 
 def _speed_ratio(results: dict, ratio: str, part: str, shape: str, method: str, per_dispatch: int,
@@ -724,6 +792,7 @@ def render_speed_steps(results: dict) -> str:
 def render_public(results: dict) -> str:
   """experiments/bench_public.py's side-by-side prune loop, from its JSON."""
   public, ours = results['public'], results['ours']
+  rounds = results.get('rounds', [])
   return ('| prune loop | steps/s | samples/s |\n|---|---:|---:|\n'
           f'| public code, torch {public["torch"]} ({public["threads"]} threads) | '
           f'{public["steps_per_second"]:,.1f} | {1024 * public["steps_per_second"]:,.0f} |\n'
@@ -731,7 +800,10 @@ def render_public(results: dict) -> str:
           f'| {1024 * ours["steps_per_second"]:,.0f} |\n'
           f'| ratio | {results["ratio_ours_over_public"]:.1f}x | |\n\n'
           f'{public["rows"]:,} rows; {results["machine"]["cpus"]} CPU cores '
-          f'({results["machine"]["processor"]}), JAX {results["jax"]}.\n')
+          f'({results["machine"]["processor"]}), JAX {results["jax"]}'
+          + (f'; the median of {len(rounds)} rounds of both sides in turn, whose ratios were '
+             + _and([f'{r["ratio"]:.1f}x' for r in rounds]) if len(rounds) > 1 else '')
+          + '.\n')
 
 
 def render_table(results: str) -> str:
@@ -1989,7 +2061,8 @@ RENDERERS = {
     'methods_speed_criteo': ('bench_speed_methods_criteo.json', lambda results: render_methods_speed(
         results, 'bench_speed_methods_criteo.json', 'bench_speed_methods_criteo_before.json')),
     'speed': ('bench_speed.json', render_speed),
-    'methods_speed_notes': ('bench_speed_methods.json', render_methods_speed_notes),
+    'methods_speed_notes': ('step_anatomy.json', render_methods_speed_notes),
+    'step_anatomy_pep': ('step_anatomy.json', render_step_anatomy_pep),
     'speed_steps': ('bench_speed.json', render_speed_steps),
     'speed_duration': ('bench_speed.json', render_speed_duration),
     'public': ('bench_public.json', render_public),

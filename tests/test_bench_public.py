@@ -94,3 +94,21 @@ def test_report_ratio_and_stall_caveat(bench, capsys):
   assert doc['torch'] == '2.x' and doc['jax'] == '0.x' and doc['machine']['cpus'] >= 1
   assert len(doc['caveats']) == 1 and 'stalled' in doc['caveats'][0]
   assert 'ratio ours/public: 2.00x' in capsys.readouterr().out
+
+
+def test_the_median_round_is_shown_and_every_round_kept(bench):
+  def side(rate, load=1.0):
+    return {'steps_per_second': rate, 'load_before': load}
+  sides = [(side(100.0), side(1500.0)), (side(150.0), side(1500.0)), (side(100.0), side(2400.0))]
+  # ratios 15, 10 and 24: the median is the first round's
+  assert bench.median_round(sides) == 0
+  assert bench.median_round(sides[1:]) == 0  # of two, the lower
+  rounds = bench.rounds_summary(sides)
+  assert [r['ratio'] for r in rounds] == [15.0, 10.0, 24.0]
+  assert rounds[2] == {'public_steps_per_second': 100.0, 'ours_steps_per_second': 2400.0,
+                       'ratio': 24.0, 'load_before_public': 1.0, 'load_before_ours': 1.0}
+
+
+def test_rounds_must_be_positive(bench):
+  with pytest.raises(SystemExit, match='--rounds=0 must be at least 1'):
+    bench.main(['--rounds=0'])

@@ -102,9 +102,26 @@ def test_methods_part_times_every_registered_method_against_ue(bench, tmp_path):
   assert {r['method'] for r in rows} == set(METHODS)
   searches = {r['method'] for r in rows if r['stage'] == 'search'}
   assert searches == {name for name, m in METHODS.items() if m.search_stage is not None}
+  (score,) = [r for r in rows if r['stage'] == 'score']  # SSEDS's scoring pass, per batch
+  assert score['method'] == 'sseds' and score['steps_per_call'] == 1 and score['ms_per_step'] > 0
   ratios = {(i['method'], i['stage'], i['setting']): i for i in report['ratios']}
   assert len(ratios) == len(rows)
   ue = next(i for (method, _, _), i in ratios.items() if method == 'ue')
   assert ue['measured'] == 1.0
   targets = {(m, s) for (m, s, _), i in ratios.items() if 'meets_target' in i}
   assert targets == set(bench.METHOD_TARGETS)
+
+
+def test_step_anatomy_removes_parts_of_each_step(tmp_path):
+  """Each variant compiles to fewer kernels than the step it leaves parts out of."""
+  anatomy = importlib.import_module('experiments.step_anatomy')
+  doc = anatomy.main(['--steps=2', '--rounds=1', f'--json={tmp_path / "a.json"}'])
+  kernels = {(r['step'], r['variant']): r['kernels'] for r in doc['rows']}
+  pep = [kernels[('pep prune', v)] for v in ('whole', 'no count', 'sgd, no count',
+                                             'forward only')]
+  assert pep == sorted(pep, reverse=True) and len(set(pep)) == 4
+  assert kernels[('mgqe S=4 K=64', 'whole')] > kernels[('mgqe S=4 K=64', 'no quantisation')]
+  darts = kernels[('dartsemb search {1,2,8}', 'whole')]
+  assert darts > kernels[('dartsemb search {1,2,8}', 'one pass')] > kernels[('ue', 'whole')]
+  assert all(r['ms_per_step'] > 0 and len(r['ms_per_step_rounds']) == 1 for r in doc['rows'])
+  assert json.loads((tmp_path / 'a.json').read_text())['rows'] == doc['rows']

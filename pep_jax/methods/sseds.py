@@ -183,7 +183,7 @@ def select(scores: np.ndarray, costs: np.ndarray, budget: int, min_width: int = 
   return keep.reshape(n, d)
 
 
-def _score_fn(stage: Stage):
+def score_fn(stage: Stage):
   """``(alpha, state, batch) -> dL/d alpha`` in eval mode, jitted for the stage's mesh."""
   model = stage.model
 
@@ -213,6 +213,14 @@ def probe_stage(ctx: Context) -> Stage:
   return make_stage(config, data, layer, constants={'probe': {'embedding': {'alpha': place}}})
 
 
+def ones_alpha(ctx: Context, stage: Stage) -> jax.Array:
+  """The probe's mask at 1 (``[F, D]`` or ``[table rows, D]``), placed as the stage keeps it."""
+  config = ctx.config
+  shape = stage.shardings.constants['probe']['embedding']['alpha']
+  rows = ctx.data.num_fields if config.sseds.granularity == 'field' else stage.embedding.table_rows
+  return jax.jit(lambda: jnp.ones((rows, config.embedding.dim)), out_shardings=shape)()
+
+
 def saliency(ctx: Context, stage: Stage, state) -> np.ndarray:
   """Mean over ``sseds.score_batches`` training batches of ``|dL/d alpha|`` at alpha = 1.
 
@@ -220,10 +228,8 @@ def saliency(ctx: Context, stage: Stage, state) -> np.ndarray:
     float64 ``[F, D]`` (field granularity) or ``[num_features, D]`` (feature granularity).
   """
   config = ctx.config
-  shape = stage.shardings.constants['probe']['embedding']['alpha']
-  rows = ctx.data.num_fields if config.sseds.granularity == 'field' else stage.embedding.table_rows
-  alpha = jax.jit(lambda: jnp.ones((rows, config.embedding.dim)), out_shardings=shape)()
-  grad = _score_fn(stage)
+  alpha = ones_alpha(ctx, stage)
+  grad = score_fn(stage)
   n = int(config.sseds.score_batches)
   per_epoch = -(-len(ctx.data.train) // config.train.batch_size)
   batches = resumable_batches(ctx.data.train, config.train.batch_size, seed=config.seed,

@@ -110,6 +110,9 @@ def resumable_blocks(split: Split, batch_size: int, per_block: int, *, seed: int
       table rows one of its batches looks up (``Block.distinct``).
   """
   per_epoch = pipeline.num_batches(len(split), batch_size)
+  # No block spans two epochs, so a slab never needs more slots than an epoch has batches
+  # (the grouping is the same; a shorter slab is less to build and to place every block).
+  per_block = min(per_block, per_epoch)
   lo, hi = (0, batch_size) if sharding is None else process_rows(sharding, batch_size)
   slab_sh = None if sharding is None else steps_lib.slab_sharding(sharding)
 
