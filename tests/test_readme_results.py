@@ -76,3 +76,51 @@ def test_an_sseds_figure_changed_by_hand_is_caught(generator):
   edited = page.replace(figure, f'{row["params"] + 1:,} of the {row["budget"]:,} allowed', 1)
   assert generator.render(edited) != edited
   assert generator.render(edited) == page
+
+
+def _results(file):
+  path = os.path.join(ROOT, 'docs', 'results', file)
+  if not os.path.exists(path):
+    pytest.skip(f'docs/results/{file} not measured')
+  with open(path) as f:
+    return json.load(f)
+
+
+def _scaling_figure():
+  rows = _results('bench_scaling.json')['rows']
+  row = max((r for r in rows if r['devices'] == 1), key=lambda r: r['vocab'])
+  return f'{row["temp_gib"]:.3f}', f'{row["temp_gib"] + 0.001:.3f}'
+
+
+def _build_figure(file):
+  rate = _results(file)['build_rows_per_s']
+  return f'{rate:,.0f} |', f'{rate + 1:,.0f} |'
+
+
+def _tfds_figure():
+  build = _results('bench_tfds_1m.json')['tfds_build_s']
+  return f'{build:.1f} s', f'{build + 0.1:.1f} s'
+
+
+def _tfds_ratio():
+  tfds, cache = _results('bench_tfds_1m.json'), _results('bench_data_1m.json')
+  ratio = _load()._about(tfds["tfds_build_s"] / cache["build_s"])
+  return f'builds {ratio}x faster', f'builds {ratio}0x faster'
+
+
+@pytest.mark.parametrize('page, figures', [
+    ('docs/sharding.md', _scaling_figure),
+    ('docs/data.md', lambda: _build_figure('bench_data_1m.json')),
+    ('docs/data.md', lambda: _build_figure('bench_data_5m.json')),
+    ('docs/data.md', lambda: _build_figure('bench_data_full.json')),
+    ('docs/data.md', _tfds_figure),
+    ('README.md', _tfds_ratio),
+], ids=['scaling', 'build_1m', 'build_5m', 'build_full', 'tfds', 'readme_tfds'])
+def test_a_benchmark_figure_changed_by_hand_is_caught(generator, page, figures):
+  with open(os.path.join(ROOT, page)) as f:
+    text = f.read()
+  figure, changed = figures()
+  assert figure in text
+  edited = text.replace(figure, changed, 1)
+  assert generator.render(edited) != edited
+  assert generator.render(edited) == text
