@@ -1692,8 +1692,8 @@ def render_data_build(first: dict) -> str:
              'real file gives its own). ' if full else '. '))
   text += (f'Build time is the cache build (`build_seconds` in `meta.json`; `real.prepare` with '
            f'the checksums of the files took {largest["prepare_s"]:.1f} s at '
-           f'{largest["rows"]:,} rows) with `data.workers={largest["workers"]}` '
-           '(every CPU); peak RSS is the building '
+           f'{largest["rows"]:,} rows) with `data.workers={largest["workers"]}`'
+           + (' (every CPU)' if largest['workers'] == 0 else '') + '; peak RSS is the building '
            'process\'s maximum resident memory (`ru_maxrss`), the generator running in a child '
            f'process. The {largest["rows"]:,}-row build spent {largest["build_pass1_s"]:.0f} s '
            f'in pass 1 (parsing) and {largest["build_s"] - largest["build_pass1_s"]:.0f} s '
