@@ -100,6 +100,8 @@ def run(args: argparse.Namespace, workdir: str) -> dict:
     build_s = time.perf_counter() - start
   split = builder.info.splits['train']
   examples = split.num_examples
+  if examples != args.rows:  # the generated file has no malformed line
+    raise RuntimeError(f'the TFDS build holds {examples:,} of the {args.rows:,} rows')
 
   reads = {}
   for name, buffer in (('shuffled', args.shuffle_buffer), ('in_order', 0)):
