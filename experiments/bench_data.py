@@ -1,13 +1,15 @@
 """Benchmark of the Criteo cache build and of the batch iterator, on a generated train.txt.
 
-    python experiments/bench_data.py --rows=1000000 --json=/tmp/bench_1m.json
+    python experiments/bench_data.py --rows=1000000 --json=docs/results/bench_data_1m.json
 
 Generates a file in the exact Criteo format (tab-separated label, I1-I13, C1-C26; empty
 values; negative I2; per-field cardinalities like the real data's, heavy-tailed), builds the
 columnar cache in a fresh folder, then streams the training split through
 ``pipeline.prefetch(pipeline.batches(...))`` and ``pipeline.threaded_batches(..., workers=2)``.
-Prints one table row per run and writes JSON. Peak RSS is this process's after the build
-(the generator runs in a child process).
+Prints one table row per run and writes JSON: the command, the machine, the date and the load
+averages before and after, with the measurements. Peak RSS is this process's after the build
+(the generator runs in a child process). ``docs/data.md`` quotes ``docs/results/bench_data_*.json``
+through ``experiments/readme_results.py``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import multiprocessing
 import os
 import resource
 import shutil
+import sys
 import tempfile
 import time
 
@@ -137,30 +140,34 @@ def run(rows: int, workdir: str) -> dict:
   rss_before = peak_rss_gb()
   start = time.perf_counter()
   folder = real.prepare(cfg)
-  build_s = time.perf_counter() - start
+  prepare_s = time.perf_counter() - start
   build_rss = peak_rss_gb()
-  if not _BUILD.value:
-    with open(os.path.join(folder, 'meta.json')) as f:
-      build_s = json.load(f)['build_seconds']  # as measured when it was built
+  with open(os.path.join(folder, 'meta.json')) as f:
+    meta = json.load(f)  # the build's own timings, also when --nobuild reuses the cache
   dataset = real.load(cfg)
   prefetch_rate = iterator_rows_per_second(dataset.train, _BATCH.value, _ITER_ROWS.value,
                                            workers=0)
   threaded_rate = iterator_rows_per_second(dataset.train, _BATCH.value, _ITER_ROWS.value,
                                            workers=2)
+  files = {n: os.path.getsize(os.path.join(folder, n)) for n in os.listdir(folder)}
   return {
       'rows': rows, 'file_gb': os.path.getsize(path) / 1e9, 'generate_s': gen_s,
       'cache_built_in_this_run': _BUILD.value,
-      'build_s': build_s, 'build_rows_per_s': rows / build_s,
+      'build_s': meta['build_seconds'], 'build_pass1_s': meta['pass1_seconds'],
+      'build_rows_per_s': rows / meta['build_seconds'], 'prepare_s': prepare_s,
+      'cache_gb': sum(files.values()) / 1e9,
+      'ids_gb': sum(b for n, b in files.items() if n.endswith('_ids.npy')) / 1e9,
+      'train_ids_gb': files['train_ids.npy'] / 1e9, 'train_rows': len(dataset.train),
       'peak_rss_gb_before_build': rss_before, 'peak_rss_gb_after_build': build_rss,
       'iterator_rows_per_s_prefetch': prefetch_rate,
       'iterator_rows_per_s_threaded_2': threaded_rate, 'batch_size': _BATCH.value,
-      'num_features': dataset.num_features, 'machine': analysis.machine_line(),
+      'num_features': dataset.num_features, 'workers': cfg.workers,
   }
-
 
 
 def main(argv):
   del argv
+  load_before = os.getloadavg()
   workdir = _WORKDIR.value or tempfile.mkdtemp(prefix='bench_data_')
   try:
     result = run(_ROWS.value, workdir)
@@ -173,7 +180,10 @@ def main(argv):
         f"{result['build_rows_per_s']:>11,.0f} {result['peak_rss_gb_after_build']:>11.2f} "
         f"{result['iterator_rows_per_s_prefetch']:>23,.0f} "
         f"{result['iterator_rows_per_s_threaded_2']:>24,.0f}")
-  print(result['machine'])
+  result = {'command': ' '.join(['python', os.path.relpath(sys.argv[0])] + sys.argv[1:]),
+            'machine': analysis.machine_line(), **analysis.conditions(load_before), **result}
+  print(result['machine'], '; load average before', result['load_average_before'], 'after',
+        result['load_average_after'])
   if _JSON.value:
     with open(_JSON.value, 'w') as f:
       json.dump(result, f, indent=2)

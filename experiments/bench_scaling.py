@@ -1,7 +1,7 @@
 """Per-device memory and step time of the PEP train step on 1, 2, 4 and 8 devices.
 
     XLA_FLAGS=--xla_force_host_platform_device_count=8 \
-        python experiments/bench_scaling.py --out=runs/bench_scaling.json
+        python experiments/bench_scaling.py --out=docs/results/bench_scaling.json
 
 For every device count and vocabulary the train step (PEP-FM, ``embedding.dim=64``,
 feature-dimension thresholds, Adam) is compiled for an abstract state, so vocabularies far
@@ -13,7 +13,9 @@ arguments (state + batch) and temporaries. The memory model it checks:
 
 Step times are measured (allocating the state) only where ``--time_up_to`` allows. On a CPU
 with fake devices every "device" shares the same cores, so times show overhead, not speed-up;
-on GPUs or TPUs they measure the real thing.
+on GPUs or TPUs they measure the real thing. The JSON holds the command, the settings, the
+machine, the date and the load averages before and after with the rows; ``docs/sharding.md``
+quotes ``docs/results/bench_scaling.json`` through ``experiments/readme_results.py``.
 """
 
 from __future__ import annotations
@@ -22,14 +24,16 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pep_jax.config import default_config
+from pep_jax import analysis
 from pep_jax import sharding
+from pep_jax.config import default_config
 from pep_jax.data.base import CTRDataset, Split
 from pep_jax.train.setup import build_stage
 
@@ -129,6 +133,7 @@ def main():
   parser.add_argument('--time_steps', type=int, default=10)
   parser.add_argument('--out', default='bench_scaling.json')
   args = parser.parse_args()
+  load_before = os.getloadavg()
 
   counts = [int(n) for n in args.devices.split(',') if int(n) <= jax.device_count()]
   rows = []
@@ -140,13 +145,19 @@ def main():
   worst = max(r['model_error'] for r in rows)
   machine = {'platform': jax.devices()[0].platform, 'device_kind': jax.devices()[0].device_kind,
              'devices': jax.device_count(), 'cpu': platform.processor() or platform.machine(),
-             'cpu_count': os.cpu_count(), 'jax': jax.__version__}
+             'cpu_count': os.cpu_count(), 'jax': jax.__version__,
+             'description': analysis.machine_line()}
   print(f'\nmachine: {machine}\n')
   print(table(rows))
   print(f'\nlargest gap between measured per-device state and the memory model: {worst:.2%}')
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, 'w') as f:
-    json.dump({'machine': machine, 'rows': rows, 'model_max_error': worst}, f, indent=2)
+    json.dump({'command': ' '.join(['python', os.path.relpath(sys.argv[0])] + sys.argv[1:]),
+               'settings': {'devices': counts, 'dim': args.dim, 'batch_size': args.batch_size,
+                            'time_up_to': args.time_up_to, 'time_steps': args.time_steps,
+                            'fields': NUM_FIELDS},
+               'machine': machine, **analysis.conditions(load_before), 'rows': rows,
+               'model_max_error': worst}, f, indent=2)
   if jax.devices()[0].platform == 'cpu' and worst > 0.05:
     raise SystemExit(f'per-device state differs from the memory model by {worst:.1%}')
 

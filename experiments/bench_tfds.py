@@ -1,6 +1,6 @@
 """Benchmark of the ``criteo_raw`` TFDS builder: build time and one-epoch reading rate.
 
-    python experiments/bench_tfds.py --rows=1000000 --json=/tmp/bench_tfds_1m.json
+    python experiments/bench_tfds.py --rows=1000000 --json=docs/results/bench_tfds_1m.json
 
 Needs TensorFlow and TensorFlow Datasets (``pip install tensorflow-cpu``). Generates the same
 Criteo-format ``train.txt`` as ``experiments/bench_data.py`` (same generator, same seed), builds
@@ -9,7 +9,9 @@ reads the train split for one full epoch the way a trainer would:
 ``tfds.load(..., shuffle_files=True)`` -> ``shuffle(buffer)`` -> ``batch`` -> ``prefetch`` ->
 ``tfds.as_numpy``. The examples hold raw byte strings, so the reading rate is before any
 vocabulary lookup; the columnar cache's iterator rate (``bench_data.py``) is of int32 indices.
-Prints a table and writes JSON.
+Prints a table and writes JSON: the command, the machine, the date and the load averages before
+and after, with the measurements. ``docs/data.md`` quotes ``docs/results/bench_tfds_1m.json``
+through ``experiments/readme_results.py``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import bench_data  # noqa: E402  (the generator and machine description)
+import bench_data  # noqa: E402  (the generator)
+
+from pep_jax import analysis  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -96,6 +100,8 @@ def run(args: argparse.Namespace, workdir: str) -> dict:
     build_s = time.perf_counter() - start
   split = builder.info.splits['train']
   examples = split.num_examples
+  if examples != args.rows:  # the generated file has no malformed line
+    raise RuntimeError(f'the TFDS build holds {examples:,} of the {args.rows:,} rows')
 
   reads = {}
   for name, buffer in (('shuffled', args.shuffle_buffer), ('in_order', 0)):
@@ -116,12 +122,12 @@ def run(args: argparse.Namespace, workdir: str) -> dict:
       'read_rows_per_s_in_order': reads['in_order']['rows_per_s'],
       'read_s_in_order': reads['in_order']['seconds'],
       'tensorflow': tf.__version__, 'tensorflow_datasets': tfds.__version__,
-      'machine': bench_data.machine(),
   }
 
 
 def main(argv=None):
   args = parse_args(argv)
+  load_before = os.getloadavg()
   workdir = args.workdir or tempfile.mkdtemp(prefix='bench_tfds_')
   try:
     result = run(args, workdir)
@@ -135,9 +141,12 @@ def main(argv=None):
         f"{build_s if build_s is not None else float('nan'):>8.1f} "
         f"{result['tfds_build_rows_per_s'] or float('nan'):>13,.0f} "
         f"{result['read_rows_per_s_shuffled']:>23,.0f} {result['read_rows_per_s_in_order']:>23,.0f}")
+  result = {'command': ' '.join(['python', os.path.relpath(sys.argv[0])] + sys.argv[1:]),
+            'machine': analysis.machine_line(), **analysis.conditions(load_before), **result}
   print(f"batch {result['batch_size']}, shuffle buffer {result['shuffle_buffer']}, "
         f"TensorFlow {result['tensorflow']}, TFDS {result['tensorflow_datasets']}")
-  print(result['machine'])
+  print(result['machine'], '; load average before', result['load_average_before'], 'after',
+        result['load_average_after'])
   if args.json:
     with open(args.json, 'w') as f:
       json.dump(result, f, indent=2)

@@ -178,12 +178,6 @@ def render_demo(results: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def _duration(seconds: float) -> str:
-  """``'3 min 57 s'`` (``'42 s'`` under a minute)."""
-  minutes, seconds = divmod(round(seconds), 60)
-  return f'{minutes} min {seconds} s' if minutes else f'{seconds} s'
-
-
 def _label(row: dict, entries: int) -> str:
   if row['method'] == 'pep':
     return f'the {_percent(row["budget"], entries)} ticket'
@@ -2051,6 +2045,223 @@ def render_setup_times(results: dict) -> str:
   return _fill(text + '.') + '\n'
 
 
+# ------------------------------------------- the cache build, TFDS and scaling (bench_data, ...)
+
+FULL_CRITEO_ROWS = 45_840_617  # lines of the real train.txt
+DATA_RUNS = ('bench_data_1m.json', 'bench_data_5m.json', 'bench_data_full.json')
+FULL_DATA_COMMAND = ('python experiments/bench_data.py --rows=45840617 --workdir=/tmp/benchfull '
+                     '--json=docs/results/bench_data_full.json')
+TFDS_COMMAND = ('python experiments/bench_tfds.py --rows=1000000 --workdir=/tmp/w1m '
+                '--json=docs/results/bench_tfds_1m.json')
+
+
+def _optional(file: str) -> dict | None:
+  """The parsed ``docs/results/<file>``, or None when that measurement has not been made."""
+  path = os.path.join(RESULTS, file)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def _load(run: dict) -> str:
+  """``'1.9 before, 2.3 after'``: the one-minute load averages around a run."""
+  return f'{run["load_average_before"][0]:.1f} before, {run["load_average_after"][0]:.1f} after'
+
+
+def _millions(rate: float) -> str:
+  return f'{rate / 1e6:.1f} M rows/s'
+
+
+def _about(x: float) -> str:
+  """``x`` to two significant figures: ``'1,600'``, ``'56'``."""
+  digits = max(len(str(int(x))) - 2, 0)
+  return f'{round(x, -digits):,.0f}'
+
+
+def render_data_build(first: dict) -> str:
+  """docs/data.md: the cache build and the iterators at 1 M, 5 M and full size, from
+  bench_data_1m.json and, where measured, bench_data_5m.json and bench_data_full.json."""
+  runs = [first] + [r for r in map(_optional, DATA_RUNS[1:]) if r is not None]
+  full = next((r for r in runs if r['rows'] == FULL_CRITEO_ROWS), None)
+  per_million = 1e3 * first['file_gb'] / (first['rows'] / 1e6)
+  lines = [_fill(
+      f'Machine: {first["machine"]}; measured on {first["date"][:10]}, the one-minute '
+      'load averages in the last column. File: a generated `train.txt` in the exact Criteo '
+      'format (`experiments/bench_data.py`: heavy-tailed values, per-field cardinalities like '
+      f'the real file\'s, empty values, negative I2; {per_million:.1f} MB per million rows'
+      + (f', {full["file_gb"]:.2f} GB at full size).' if full else ').')), '', '```']
+  lines += [r['command'] for r in runs] + ([] if full else [FULL_DATA_COMMAND])
+  lines += ['```', '', '| rows | file | build | build rows/s | build peak RSS | iterator, '
+            '`prefetch(batches)` | iterator, `threaded_batches(workers=2)` | load |',
+            '|---:|---:|---:|---:|---:|---:|---:|---|']
+  for r in runs:
+    name = f'{r["rows"]:,}' + (' (full size)' if r is full else '')
+    lines.append(f'| {name} | {r["file_gb"]:.2f} GB | {r["build_s"]:.1f} s | '
+                 f'{r["build_rows_per_s"]:,.0f} | {r["peak_rss_gb_after_build"]:.2f} GB | '
+                 f'{_millions(r["iterator_rows_per_s_prefetch"])} | '
+                 f'{_millions(r["iterator_rows_per_s_threaded_2"])} | {_load(r)} |')
+  if full is None:
+    lines.append(f'| {FULL_CRITEO_ROWS:,} (full size) | not measured yet: the last command '
+                 'above | | | | | | |')
+  largest = runs[-1]
+  text = ('Every number is measured, none extrapolated'
+          + (f': the full-size row is a real run on a {full["file_gb"]:.2f} GB file '
+             f'({full["num_features"]:,} features at min_count 10 for the generated data; the '
+             'real file gives its own). ' if full else '. '))
+  text += (f'Build time is the cache build (`build_seconds` in `meta.json`; `real.prepare` with '
+           f'the checksums of the files took {largest["prepare_s"]:.1f} s at '
+           f'{largest["rows"]:,} rows) with `data.workers={largest["workers"]}`'
+           + (' (every CPU)' if largest['workers'] == 0 else '') + '; peak RSS is the building '
+           'process\'s maximum resident memory (`ru_maxrss`), the generator running in a child '
+           f'process. The {largest["rows"]:,}-row build spent {largest["build_pass1_s"]:.0f} s '
+           f'in pass 1 (parsing) and {largest["build_s"] - largest["build_pass1_s"]:.0f} s '
+           f'counting, encoding and writing the {largest["ids_gb"]:.1f} GB of int32 arrays. '
+           'Building runs on threads, not processes: pyarrow\'s parser and numpy\'s '
+           'sort, search and gathers release the GIL. Iterator rates are one full shuffled epoch '
+           f'of the training split ({largest["train_rows"]:,} of the {largest["rows"]:,} rows, '
+           f'permutation included), batch {largest["batch_size"]}, cache files in the page '
+           'cache.')
+  if (largest["iterator_rows_per_s_prefetch"] < first["iterator_rows_per_s_prefetch"]
+      and largest is not first):
+    text += (f' A random row of a {largest["train_ids_gb"]:.1f} GB array costs more cache and '
+             'TLB misses than one of a small array, hence the lower rates of the largest file.')
+  lines += ['', _fill(text)]
+  return '\n'.join(lines) + '\n'
+
+
+def _tfds_figures(cache: dict, tfds: dict) -> dict:
+  return {'read': cache['iterator_rows_per_s_prefetch'] / tfds['read_rows_per_s_shuffled'],
+          'build': tfds['tfds_build_s'] / cache['build_s'],
+          'size': cache['cache_gb'] / tfds['tfds_gb']}
+
+
+def render_data_tfds(cache: dict) -> str:
+  """docs/data.md: the TFDS builder against the columnar cache on the same 1 M-row file, from
+  bench_data_1m.json and bench_tfds_1m.json."""
+  tfds = _optional('bench_tfds_1m.json')
+  if tfds is None:
+    return _fill('Not measured yet. With TensorFlow installed (`pip install tensorflow-cpu`, '
+                 'better in a virtual environment of its own), on the file of the 1 M-row run '
+                 f'above: `{TFDS_COMMAND}`, then `python experiments/readme_results.py`.') + '\n'
+  x = _tfds_figures(cache, tfds)
+  lines = [_fill(
+      f'Machine: {tfds["machine"]}; TensorFlow {tfds["tensorflow"]} (`tensorflow-cpu`), '
+      f'TensorFlow Datasets {tfds["tensorflow_datasets"]}, in a separate virtual environment '
+      '(the project\'s own does not install TensorFlow); measured on '
+      f'{tfds["date"][:10]}. File: the same generated {tfds["rows"]:,}-row `train.txt` '
+      f'({tfds["file_gb"]:.2f} GB) for both.'), '', '```', 'pip install tensorflow-cpu',
+      tfds['command'], cache['command'], '```', '',
+      f'| | build | build rows/s | on disk | read, shuffled epoch, batch {tfds["batch_size"]} '
+      '| load |', '|---|---:|---:|---:|---:|---|',
+      f'| TFDS `criteo_raw` (TFRecord, {tfds["tfds_shards"]} shards) | '
+      f'{tfds["tfds_build_s"]:.1f} s | {tfds["tfds_build_rows_per_s"]:,.0f} | '
+      f'{tfds["tfds_gb"]:.2f} GB | {tfds["read_rows_per_s_shuffled"]:,.0f} rows/s '
+      f'({tfds["read_rows_per_s_in_order"]:,.0f} rows/s in file order) | {_load(tfds)} |',
+      f'| columnar cache | {cache["build_s"]:.1f} s | {cache["build_rows_per_s"]:,.0f} | '
+      f'{cache["cache_gb"]:.2f} GB | {_millions(cache["iterator_rows_per_s_prefetch"])} '
+      f'`prefetch(batches)`, {_millions(cache["iterator_rows_per_s_threaded_2"])} '
+      f'`threaded_batches(workers=2)` | {_load(cache)} |', '']
+  lines.append(_fill(
+      'The TFDS build is `download_and_prepare` with the file\'s folder as manual_dir (one '
+      'process, serialising one `tf.train.Example` per line). The TFDS epoch is '
+      f'`tfds.load(\'criteo_raw\', shuffle_files=True)` -> `shuffle({tfds["shuffle_buffer"]})` '
+      f'-> `batch({tfds["batch_size"]})` -> `prefetch(AUTOTUNE)` -> `tfds.as_numpy`, all '
+      f'{tfds["examples"]:,} examples; "in file order" is the same without file shuffling and '
+      'the shuffle buffer. The cache rates are one shuffled epoch of its training split '
+      f'({cache["train_rows"]:,} rows). The rates do not measure the same output: a TFDS batch '
+      'holds the raw byte strings of 39 fields, still to be mapped to indices, while a cache '
+      'batch is already int32 indices, so the TFDS figure is an upper bound for a TFDS-fed '
+      'trainer.'))
+  lines += ['', _fill(
+      'Training uses the columnar cache: on this machine it reads a shuffled epoch about '
+      f'{_about(x["read"])} times faster than TFDS '
+      f'({cache["iterator_rows_per_s_prefetch"] / 1e6:.1f} M against '
+      f'{tfds["read_rows_per_s_shuffled"] / 1e3:.1f} k rows/s, and the TFDS rate is before any '
+      f'vocabulary lookup) and builds about {_about(x["build"])} times faster '
+      f'({cache["build_s"]:.1f} s against {tfds["tfds_build_s"]:.1f} s), with a store '
+      f'{x["size"]:.0%} of the size ({cache["cache_gb"]:.2f} GB against {tfds["tfds_gb"]:.2f} '
+      'GB). It also maps the vocabulary and OOV once at build time rather than per epoch, makes '
+      'an epoch\'s order depend only on `(seed, epoch)` (exact resumption), and needs neither '
+      'TensorFlow nor a per-example decode. The TFDS builders stay for pipelines that already '
+      'consume TFDS datasets.')]
+  return '\n'.join(lines) + '\n'
+
+
+def render_readme_tfds(cache: dict) -> str:
+  """README.md: the design choice of the columnar cache over TFDS, with its measured ratios."""
+  tfds = _optional('bench_tfds_1m.json')
+  text = ('- **pyarrow** parses the raw CSV/TSV files in blocks (vectorised), and numpy builds '
+          'the vocabularies. TFDS builders exist for users who keep their data that way, but '
+          'training reads the columnar cache')
+  if tfds is None:
+    text += ' ([docs/data.md](docs/data.md) says how to measure the two).'
+  else:
+    x = _tfds_figures(cache, tfds)
+    text += (f': it builds {_about(x["build"])}x faster and reads a shuffled epoch about '
+             f'{_about(x["read"])}x faster than TFDS on this machine ([docs/data.md](docs/data.md)).')
+  return _fill(text, '  ') + '\n'
+
+
+def _power_of_ten(n: int) -> str:
+  exponent = len(str(n)) - 1
+  return f'10^{exponent}' if n == 10 ** exponent else f'{n:,}'
+
+
+def render_scaling(results: dict) -> str:
+  """docs/sharding.md: experiments/bench_scaling.py's table, its check of the memory model and
+  what the largest vocabulary needs on one device and on the most."""
+  sys.path.insert(0, ROOT)
+  spec = importlib.util.spec_from_file_location(
+      'bench_scaling', os.path.join(ROOT, 'experiments', 'bench_scaling.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  machine, rows = results['machine'], results['rows']
+  vocab = max(r['vocab'] for r in rows)
+  one = next(r for r in rows if r['vocab'] == vocab and r['devices'] == 1)
+  most = max((r for r in rows if r['vocab'] == vocab), key=lambda r: r['devices'])
+  n = most['devices']
+  share = {2: 'a half', 4: 'a quarter', 8: 'an eighth'}.get(n, f'1/{n}')
+  even = all(abs(most[k] * n / one[k] - 1) < 0.02 for k in ('argument_gib', 'temp_gib'))
+  lines = [_fill(
+      f'Measured on {machine["description"]} with **{machine["devices"]} fake '
+      f'{machine["platform"].upper()} devices** '
+      f'(`XLA_FLAGS=--xla_force_host_platform_device_count={machine["devices"]}`), JAX '
+      f'{machine["jax"]}, on {results["date"][:10]}, one-minute load average '
+      f'{results["load_average_before"][0]:.1f} before and {results["load_average_after"][0]:.1f} '
+      'after:'), '', '```bash',
+      f'XLA_FLAGS=--xla_force_host_platform_device_count={machine["devices"]} '
+      f'{results["command"]}', '```', '', module.table(rows), '']
+  text = ('"per device: state" is the compiled step\'s argument size (state and batch) and '
+          f'matches the model within {results["model_max_error"]:.2%} on every row. At '
+          f'{_power_of_ten(vocab)} features one device would need {one["argument_gib"]:.1f} GiB '
+          f'of state plus {one["temp_gib"]:.1f} GiB of temporaries; on {n} devices each needs '
+          f'{most["argument_gib"]:.1f} + {most["temp_gib"]:.1f} GiB')
+  if even:
+    text += (f', {share} of both: the first-order weights are split like the table, so nothing '
+             'grows with the vocabulary on every device. Temporaries (gradients of the table '
+             'and thresholds, Adam\'s intermediate values) scale with 1/n too.')
+  else:
+    text += '.'
+  lines.append(_fill(text))
+  timed = sorted({r['vocab'] for r in rows if r['step_ms'] is not None})
+  if machine['platform'] == 'cpu' and timed:
+    steps = []
+    for v in timed:
+      by_devices = sorted((r for r in rows if r['vocab'] == v and r['step_ms'] is not None),
+                          key=lambda r: r['devices'])
+      first, last = by_devices[0], by_devices[-1]
+      steps.append(f'{first["step_ms"]:.1f} ms on {first["devices"]} device'
+                   f'{"s" if first["devices"] > 1 else ""} and {last["step_ms"]:.1f} ms on '
+                   f'{last["devices"]} at {_power_of_ten(v)} features')
+    lines += ['', _fill(
+        f'The step times are from fake devices sharing {machine["cpu_count"]} cores, so they '
+        'show the overhead of splitting and what it saves in dense Adam updates over the whole '
+        '(memory-bound) table, not the speed-up real devices would give: a step took '
+        + _and(steps) + '.')]
+  return '\n'.join(lines) + '\n'
+
+
 # name -> (results file in docs/results/, renderer of its contents; .json files are parsed)
 RENDERERS = {
     'demo': ('demo.json', render_demo),
@@ -2103,9 +2314,13 @@ RENDERERS = {
     'sseds_conclusion': ('sseds_study.json', render_sseds_conclusion),
     'compare_forms': ('compare_forms.json', render_compare_forms),
     'setup_times': ('setup_times.json', render_setup_times),
+    'data_build': ('bench_data_1m.json', render_data_build),
+    'data_tfds': ('bench_data_1m.json', render_data_tfds),
+    'readme_tfds': ('bench_data_1m.json', render_readme_tfds),
+    'scaling': ('bench_scaling.json', render_scaling),
 }
 PAGES = ('README.md', 'docs/performance.md', 'docs/analyses.md', 'docs/serving.md', 'docs/pep.md',
-         'docs/methods.md')
+         'docs/methods.md', 'docs/data.md', 'docs/sharding.md')
 
 
 def render(readme: str, results_dir: str = RESULTS) -> str:

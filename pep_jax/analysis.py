@@ -322,6 +322,21 @@ def machine_line() -> str:
   return f'{os.cpu_count()} CPUs ({model}), {mem:.0f} GiB RAM'
 
 
+def conditions(load_before: tuple[float, float, float]) -> dict:
+  """When a measurement ended and how busy the machine was around it.
+
+  Args:
+    load_before: ``os.getloadavg()`` taken when the measurement started.
+
+  Returns:
+    ``{'date', 'load_average_before', 'load_average_after'}``: the UTC date and time, and the
+    1, 5 and 15 minute load averages before and after.
+  """
+  return {'date': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+          'load_average_before': [round(x, 2) for x in load_before],
+          'load_average_after': [round(x, 2) for x in os.getloadavg()]}
+
+
 def describe_data(data: CTRDataset) -> dict:
   """The size of a dataset, as the pages that quote a result state it."""
   intrinsic = data.info.get('intrinsic_dims')

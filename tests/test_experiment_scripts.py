@@ -192,6 +192,10 @@ def test_bench_data_builds_and_reads_the_cache(tmp_path):
   assert report['rows'] == 20000 and report['cache_built_in_this_run']
   assert report['build_rows_per_s'] == pytest.approx(20000 / report['build_s'], rel=0.05)
   assert report['iterator_rows_per_s_prefetch'] > 0 and report['num_features'] > 0
+  assert 0 < report['build_pass1_s'] < report['build_s'] <= report['prepare_s']
+  assert report['command'].startswith('python experiments/bench_data.py --rows=20000')
+  assert len(report['load_average_before']) == len(report['load_average_after']) == 3
+  assert report['machine'] and report['date']
 
 
 def test_bench_scaling_checks_its_memory_model(tmp_path):
@@ -211,6 +215,9 @@ def test_bench_scaling_checks_its_memory_model(tmp_path):
         (6 * 8 + 3) * table_rows * 4 / row['devices'] / 2**30, rel=1e-12)
   assert report['model_max_error'] == pytest.approx(max(r['model_error'] for r in rows))
   assert rows[0]['step_ms'] is not None and rows[-1]['step_ms'] is None  # --time_up_to
+  assert report['settings']['devices'] == [1, 2] and report['settings']['dim'] == 8
+  assert len(report['load_average_before']) == len(report['load_average_after']) == 3
+  assert report['machine']['description'] and report['date']
 
 
 def test_bench_tfds_says_what_it_needs(tmp_path):

@@ -87,6 +87,8 @@ def test_the_quantised_forms_measured_the_recorded_comparison():
   assert forms['comparison_sha256'] == compare['comparison_sha256'], (
       'docs/results/compare_forms.json measured another comparison: run '
       'experiments/compare_forms.py on the recorded work directory')
+
+
 def _setup_part(seconds, before, date='2026-11-29T18:56:43+00:00', **extra):
   machine = {'platform': 'Linux', 'processor': 'x86_64', 'cpus': 2, 'python': '3.11.7',
              'jax': '0.10.2'}
@@ -158,3 +160,49 @@ def test_a_performance_figure_changed_by_hand_is_caught(generator):
     at = page.index(figure, start)
     edited = page[:at] + f'the demo took {demo["seconds"] + 10:.0f} s' + page[at + len(figure):]
     assert generator.render(edited) == page
+def _results(file):
+  path = os.path.join(ROOT, 'docs', 'results', file)
+  if not os.path.exists(path):
+    pytest.skip(f'docs/results/{file} not measured')
+  with open(path) as f:
+    return json.load(f)
+
+
+def _scaling_figure():
+  rows = _results('bench_scaling.json')['rows']
+  row = max((r for r in rows if r['devices'] == 1), key=lambda r: r['vocab'])
+  return f'{row["temp_gib"]:.3f}', f'{row["temp_gib"] + 0.001:.3f}'
+
+
+def _build_figure(file):
+  rate = _results(file)['build_rows_per_s']
+  return f'{rate:,.0f} |', f'{rate + 1:,.0f} |'
+
+
+def _tfds_figure():
+  build = _results('bench_tfds_1m.json')['tfds_build_s']
+  return f'{build:.1f} s', f'{build + 0.1:.1f} s'
+
+
+def _tfds_ratio():
+  tfds, cache = _results('bench_tfds_1m.json'), _results('bench_data_1m.json')
+  ratio = _load()._about(tfds["tfds_build_s"] / cache["build_s"])
+  return f'builds {ratio}x faster', f'builds {ratio}0x faster'
+
+
+@pytest.mark.parametrize('page, figures', [
+    ('docs/sharding.md', _scaling_figure),
+    ('docs/data.md', lambda: _build_figure('bench_data_1m.json')),
+    ('docs/data.md', lambda: _build_figure('bench_data_5m.json')),
+    ('docs/data.md', lambda: _build_figure('bench_data_full.json')),
+    ('docs/data.md', _tfds_figure),
+    ('README.md', _tfds_ratio),
+], ids=['scaling', 'build_1m', 'build_5m', 'build_full', 'tfds', 'readme_tfds'])
+def test_a_benchmark_figure_changed_by_hand_is_caught(generator, page, figures):
+  with open(os.path.join(ROOT, page)) as f:
+    text = f.read()
+  figure, changed = figures()
+  assert figure in text
+  edited = text.replace(figure, changed, 1)
+  assert generator.render(edited) != edited
+  assert generator.render(edited) == text

@@ -294,6 +294,7 @@ def _build_into(source: Source, settings: Settings, tmp: str, *, max_bad_fractio
   labels_path, split_path = os.path.join(tmp, 'labels.tmp'), os.path.join(tmp, 'split.tmp')
 
   # Pass 1: keys to column files, split per row.
+  start = time.perf_counter()
   num_rows = 0
   split_counts = np.zeros(3, np.int64)
   label_sum = 0
@@ -318,6 +319,7 @@ def _build_into(source: Source, settings: Settings, tmp: str, *, max_bad_fractio
     report.check(max_bad_fraction)
   if num_rows == 0:
     raise InputError(f'{", ".join(r.path for r in bad_lines)}: no usable rows')
+  pass1_seconds = round(time.perf_counter() - start, 2)
 
   # Vocabulary per field, from the counted rows.
   split_all = np.fromfile(split_path, np.uint8)
@@ -382,6 +384,7 @@ def _build_into(source: Source, settings: Settings, tmp: str, *, max_bad_fractio
       'split_seed': settings.split_seed,
       'source': settings.source,
       'reader': info,
+      'pass1_seconds': pass1_seconds,
   }
   return meta
 

@@ -113,20 +113,22 @@ def source(data_config) -> cache.Source:
                       inputs=(f'tfds:movielens/1m-ratings@{tfds_dir}',), read=read)
 
 
-def good_raw_rows(module, path: str) -> Iterator[tuple[int, dict]]:
-  """``(line number, {'label': 0/1, field: raw bytes})`` for every good line of a raw file."""
+def good_raw_rows(module, path: str, *,
+                  block_bytes: int = 32 << 20) -> Iterator[tuple[int, dict]]:
+  """``(line number, {'label': 0/1, field: raw bytes})`` for every good line of a raw file,
+  parsed in blocks of about ``block_bytes``."""
   columns, skip = module.layout(path, parsing.BadLines(path))
   line0 = 2 if skip else 1
-  for block in parsing.read_blocks(path, 32 << 20, skip=skip):
+  for block in parsing.read_blocks(path, block_bytes, skip=skip):
     table, lines, dropped = parsing.parse_block(block, columns, module.DELIMITER)
     checks = module.convert(table)
     is_bad = np.zeros(table.num_rows, bool)
     for _, mask in checks.problems:
       is_bad |= mask
-    columns = {name: table.column(name).to_pylist() for name in module.FIELD_NAMES}
+    values = {name: table.column(name).to_pylist() for name in module.FIELD_NAMES}
     for r in np.flatnonzero(~is_bad):
       yield int(line0 + lines[r]), {'label': int(checks.labels[r]),
-                                    **{name: columns[name][r] for name in module.FIELD_NAMES}}
+                                    **{name: values[name][r] for name in module.FIELD_NAMES}}
     line0 += table.num_rows + len(dropped)
 
 
