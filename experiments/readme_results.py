@@ -796,7 +796,10 @@ def render_public(results: dict) -> str:
           f'{public["rows"]:,} rows; {results["machine"]["cpus"]} CPU cores '
           f'({results["machine"]["processor"]}), JAX {results["jax"]}'
           + (f'; the median of {len(rounds)} rounds of both sides in turn, whose ratios were '
-             + _and([f'{r["ratio"]:.1f}x' for r in rounds]) if len(rounds) > 1 else '')
+             + _and([f'{r["ratio"]:.1f}x' for r in rounds])
+             + ' (load average before the public side / ours: '
+             + ', '.join(f'{r["load_before_public"]:.1f} / {r["load_before_ours"]:.1f}'
+                         for r in rounds) + ')' if len(rounds) > 1 else '')
           + '.\n')
 
 
