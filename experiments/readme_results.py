@@ -2050,6 +2050,15 @@ def render_setup_times(results: dict) -> str:
 
 # ------------------------------------------- the cache build, TFDS and scaling (bench_data, ...)
 
+
+def _shown(command: str, keep_workdir: bool = False) -> str:
+  """A recorded command as a reader runs it: the scratch folder it used (``--workdir``) left
+  out (each script then uses a temporary one), unless two commands share the file it holds
+  (``keep_workdir``; shown as ``/tmp/bench``)."""
+  if keep_workdir:
+    return re.sub(r'--workdir=\S+', '--workdir=/tmp/bench', command)
+  return re.sub(r' --workdir=\S+', '', command)
+
 FULL_CRITEO_ROWS = 45_840_617  # lines of the real train.txt
 DATA_RUNS = ('bench_data_1m.json', 'bench_data_5m.json', 'bench_data_full.json')
 FULL_DATA_COMMAND = ('python experiments/bench_data.py --rows=45840617 --workdir=/tmp/benchfull '
@@ -2094,7 +2103,7 @@ def render_data_build(first: dict) -> str:
       'format (`experiments/bench_data.py`: heavy-tailed values, per-field cardinalities like '
       f'the real file\'s, empty values, negative I2; {per_million:.1f} MB per million rows'
       + (f', {full["file_gb"]:.2f} GB at full size).' if full else ').')), '', '```']
-  lines += [r['command'] for r in runs] + ([] if full else [FULL_DATA_COMMAND])
+  lines += [_shown(r['command']) for r in runs] + ([] if full else [FULL_DATA_COMMAND])
   lines += ['```', '', '| rows | file | build | build rows/s | build peak RSS | iterator, '
             '`prefetch(batches)` | iterator, `threaded_batches(workers=2)` | load |',
             '|---:|---:|---:|---:|---:|---:|---:|---|']
@@ -2154,7 +2163,8 @@ def render_data_tfds(cache: dict) -> str:
       '(the project\'s own does not install TensorFlow); measured on '
       f'{tfds["date"][:10]}. File: the same generated {tfds["rows"]:,}-row `train.txt` '
       f'({tfds["file_gb"]:.2f} GB) for both.'), '', '```', 'pip install tensorflow-cpu',
-      tfds['command'], cache['command'], '```', '',
+      _shown(tfds['command'], keep_workdir=True), _shown(cache['command'], keep_workdir=True),
+      '```', '',
       f'| | build | build rows/s | on disk | read, shuffled epoch, batch {tfds["batch_size"]} '
       '| load |', '|---|---:|---:|---:|---:|---|',
       f'| TFDS `criteo_raw` (TFRecord, {tfds["tfds_shards"]} shards) | '
