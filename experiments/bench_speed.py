@@ -499,18 +499,35 @@ METHOD_TARGETS = {('mde', 'retrain'): 1.5, ('sseds', 'retrain'): 1.5,
                   ('mgqe', 'retrain'): 3.0}
 
 
-def time_scoring(stage: Stage, state, score, batches: list[dict], steps: int) -> float:
-  """Seconds per batch of a scoring pass: ``score(state, batch)`` once per batch, as SSEDS's
-  search calls it (one compiled call per batch), cycling over ``batches``; after a call that
-  compiles."""
-  del stage
-  jax.block_until_ready(score(state, batches[0]))  # compiles
-  start, total = time.perf_counter(), None
-  for i in range(steps):
-    g = score(state, batches[(i + 1) % len(batches)])
-    total = g if total is None else total + g  # the pass sums the scores, as the search does
-  jax.block_until_ready(total)
-  return (time.perf_counter() - start) / steps
+def block_timing(stage: Stage, state, constants: dict, batches: list[dict], steps: int):
+  """``time_block`` again and again, each timing from the state the previous one left.
+
+  Returns ``(steps per call, timing)``; ``timing() -> seconds per step``.
+  """
+  held = [state]
+
+  def timing() -> float:
+    held[0], seconds, _ = time_block(stage, held[0], constants, batches, steps)
+    return seconds
+
+  return min(len(batches), steps), timing
+
+
+def scoring_timing(score, state, batches: list[dict], steps: int):
+  """``timing() -> seconds per batch`` of a scoring pass: ``score(state, batch)`` once per batch,
+  as SSEDS's search calls it (one compiled call per batch), cycling over ``batches``; compiled
+  here."""
+  jax.block_until_ready(score(state, batches[0]))
+
+  def timing() -> float:
+    start, total = time.perf_counter(), None
+    for i in range(steps):
+      g = score(state, batches[(i + 1) % len(batches)])
+      total = g if total is None else total + g  # the pass sums the scores, as the search does
+    jax.block_until_ready(total)
+    return (time.perf_counter() - start) / steps
+
+  return timing
 
 
 def sseds_scoring(ctx: Context):
@@ -549,7 +566,7 @@ def run_methods(shape: str, data: CTRDataset, args: argparse.Namespace) -> list[
   """
   steps, k = args.steps or SHAPES[shape].steps, args.per_dispatch
   case = Case(shape, args.models[0], 'ue', None, args.modes[0])
-  timed = []  # [row, stage, state, constants, batches, seconds of each timing]
+  timed = []  # [row, timing() -> seconds per step, seconds of each timing]
   for name, method in METHODS.items():
     config = case_config(case, args, k)
     SETTINGS.get(name, lambda c, dim: None)(config, SHAPES[shape].dim)
@@ -561,29 +578,23 @@ def run_methods(shape: str, data: CTRDataset, args: argparse.Namespace) -> list[
         batches = device_batches(stage, data, min(k, steps))
         if batch_map is not None:
           batches = [batch_map(i + 1, jax.device_get(b)) for i, b in enumerate(batches)]
-        state, seconds, per_call = time_block(stage, state, constants, batches, steps)
+        per_call, timing = block_timing(stage, state, constants, batches, steps)
         row = {'part': 'methods', **case.key(), 'method': name, 'stage': kind,
                'setting': setting, 'per_dispatch': k, 'steps_timed': steps,
                'steps_per_call': per_call, 'repeats': args.repeats}
-        timed.append([row, stage, state, constants, batches, [seconds]])
+        timed.append([row, timing, [timing()]])
       if name in SCORING:
         stage, state, score = SCORING[name](ctx)
-        batches = device_batches(stage, data, min(k, steps))
-        seconds = time_scoring(stage, state, score, batches, steps)
+        timing = scoring_timing(score, state, device_batches(stage, data, min(k, steps)), steps)
         row = {'part': 'methods', **case.key(), 'method': name, 'stage': 'score',
                'setting': '', 'per_dispatch': 1, 'steps_timed': steps, 'steps_per_call': 1,
                'repeats': args.repeats}
-        timed.append([row, stage, state, score, batches, [seconds]])
+        timed.append([row, timing, [timing()]])
   for _ in range(args.repeats - 1):
-    for item in timed:
-      row, stage, state, constants, batches, seconds = item
-      if row['stage'] == 'score':
-        seconds.append(time_scoring(stage, state, constants, batches, steps))
-        continue
-      item[2], again, _ = time_block(stage, state, constants, batches, steps)
-      seconds.append(again)
+    for _, timing, seconds in timed:
+      seconds.append(timing())
   rows = []
-  for row, *_, seconds in timed:
+  for row, _, seconds in timed:
     best = min(seconds)
     rows.append({**row, 'ms_per_step': 1e3 * best, 'samples_per_second': args.batch_size / best})
     print_row(rows[-1])
