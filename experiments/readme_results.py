@@ -548,9 +548,9 @@ def render_methods_speed(after: dict, after_file: str = 'bench_speed_methods.jso
           f'{before["machine"]["date"][:10]}, the same machine, {_loads(before_file)}.\n')
 
 
-def _anatomy(results: dict) -> dict[tuple[str, str], float]:
-  """``(step, variant) -> ms per step`` of step_anatomy.json."""
-  return {(r['step'], r['variant']): r['ms_per_step'] for r in results['rows']}
+def _anatomy(results: dict, key: str = 'ms_per_step') -> dict[tuple[str, str], float]:
+  """``(step, variant) -> ms per step`` (or another ``key`` of its row) of step_anatomy.json."""
+  return {(r['step'], r['variant']): r[key] for r in results['rows']}
 
 
 def _anatomy_table(results: dict, steps: tuple[str, ...]) -> list[str]:
@@ -559,11 +559,11 @@ def _anatomy_table(results: dict, steps: tuple[str, ...]) -> list[str]:
     if r['step'] in steps:
       lines.append(f'| {r["step"]} | {r["variant"]} | {r["leaves_out"]} | '
                    f'{r["ms_per_step"]:.3f} | {r["ue_steps"]:.2f} |')
-  load = results['load_average']
+  before, after = results['load_average_before'][0], results['load_average_after'][0]
   return lines + ['', f'{results["machine_line"]}, JAX {results["machine"]["jax"]}, '
-                  f'{results["date"]}; each row the fastest of {results["rounds"]} rounds of '
+                  f'{results["date"][:10]}; each row the fastest of {results["rounds"]} rounds of '
                   f'{results["steps_per_call"]} steps, the variants timed in turn in one process '
-                  f'(load average {load[0]:.1f} when it ended). `python '
+                  f'(load average {before:.1f} when it began, {after:.1f} when it ended). `python '
                   'experiments/step_anatomy.py`, results in '
                   '[results/step_anatomy.json](results/step_anatomy.json).']
 
@@ -581,7 +581,7 @@ def render_step_anatomy_pep(results: dict) -> str:
     public = json.load(f)
   public_rate, loop_rate = public['public']['steps_per_second'], public['ours']['steps_per_second']
   bound = 1e3 / whole
-  k = {(r['step'], r['variant']): r['kernels'] for r in results['rows']}
+  k = _anatomy(results, 'kernels')
   rows, dim = sum(results['shape']['field_dims']), results['shape']['dim']
   lookups = len(results['shape']['field_dims']) * results['batch_size']
   lines = _anatomy_table(results, ('ue', 'pep prune')) + ['', _fill(
@@ -612,7 +612,7 @@ def render_methods_speed_notes(results: dict) -> str:
   """docs/performance.md: where the MGQE step and DartsEmb's search step spend their time, from
   step_anatomy.json."""
   t = _anatomy(results)
-  k = {(r['step'], r['variant']): r['kernels'] for r in results['rows']}
+  k = _anatomy(results, 'kernels')
   ue = t[('ue', 'whole')]
   mgqe, plain = t[('mgqe S=4 K=64', 'whole')], t[('mgqe S=4 K=64', 'no quantisation')]
   search = t[('dartsemb search {1,2,8}', 'whole')]

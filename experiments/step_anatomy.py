@@ -27,7 +27,6 @@ table and writes the JSON with the machine.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import re
@@ -42,12 +41,11 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 from experiments import bench_speed as bs  # noqa: E402
-from pep_jax.analysis import machine_line  # noqa: E402
+from pep_jax.analysis import conditions, machine_line  # noqa: E402
 from pep_jax.layers.embedding import make_embedding  # noqa: E402
 from pep_jax.methods import METHODS, dartsemb, mgqe  # noqa: E402
 from pep_jax.methods.base import Context  # noqa: E402
 from pep_jax.train import steps as steps_lib  # noqa: E402
-from pep_jax.train.optim import build_optimizer  # noqa: E402
 from pep_jax.train.setup import build_stage, make_stage  # noqa: E402
 
 
@@ -75,6 +73,7 @@ def sgd_steps(model, tx, count_nonzeros):
 
 
 def uncounted(model, tx, count_nonzeros):
+  """The ordinary steps without the non-zero count."""
   del count_nonzeros
   return steps_lib.step_functions(model, tx, count_nonzeros=False)
 
@@ -110,13 +109,10 @@ def variants(data, args):
     return make_embedding('pep', config.embedding, data.field_dims, row_multiple=row_multiple,
                           mesh=mesh)
 
-  def faithful_init(params):
-    return build_optimizer(config.optimizer).init(params)
-
   add('ue', 'whole', '', build_stage(config, data, 'plain'))
   add('pep prune', 'whole', '', build_stage(config, data, 'pep'))
   add('pep prune', 'no count', 'the non-zero count',
-      make_stage(config, data, pep_layer, steps=uncounted, opt_init=faithful_init))
+      make_stage(config, data, pep_layer, steps=uncounted))
   add('pep prune', 'sgd, no count', 'the count and the faithful optimizer',
       make_stage(config, data, pep_layer, steps=sgd_steps, opt_init=SGD.init))
   add('pep prune', 'forward only', 'the count, the optimizer and the backward pass',
@@ -153,8 +149,7 @@ def variants(data, args):
                                      int(darts_config.embedding.dim), tuple(cset),
                                      row_multiple=row_multiple, mesh=mesh)
 
-    one_pass = make_stage(darts_config, data, supernet, steps=uncounted,
-                          opt_init=lambda p: build_optimizer(darts_config.optimizer).init(p))
+    one_pass = make_stage(darts_config, data, supernet, steps=uncounted)
     add('dartsemb search {1,2,8}', 'one pass', 'the architecture pass (one ordinary step of '
         'the supernet)', one_pass)
   return out
@@ -172,6 +167,7 @@ def main(argv=None) -> dict:
   items = variants(data, args)
   times = [[] for _ in items]
   states = [item[4] for item in items]
+  load_before = os.getloadavg()
   for _ in range(args.rounds + 1):  # the first round compiles and is not kept
     for i, (_, _, _, stage, _, constants, rows) in enumerate(items):
       states[i], seconds, _ = bs.time_block(stage, states[i], constants, rows, args.steps)
@@ -191,7 +187,7 @@ def main(argv=None) -> dict:
     print(f'{step:26s} {variant:16s} {1e3 * best:8.3f} {best / ue:6.2f} {count:8d}')
   doc = {'command': 'python experiments/step_anatomy.py --json=docs/results/step_anatomy.json',
          'machine': bs.machine(), 'machine_line': machine_line(),
-         'date': datetime.date.today().isoformat(), 'load_average': list(os.getloadavg()),
+         **conditions(load_before),
          'batch_size': args.batch_size, 'steps_per_call': args.steps, 'rounds': args.rounds,
          'shape': {'field_dims': list(bs.SHAPES['small'].field_dims),
                    'dim': bs.SHAPES['small'].dim},
