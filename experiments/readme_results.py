@@ -33,7 +33,7 @@ that the demo still gives the recorded results.
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
 import math
 import os
@@ -50,6 +50,13 @@ BLOCK = re.compile(r'(<!-- results:(\w+) begin[^\n]*-->\n)(.*?)(<!-- results:\2 
 
 
 # ----------------------------------------------------------------------------- recording
+
+
+def _experiment(name: str):
+  """``experiments/<name>.py`` as a module (imported once, as the tests import it)."""
+  if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+  return importlib.import_module(f'experiments.{name}')
 
 
 def record_demo(workdir: str) -> dict:
@@ -118,7 +125,7 @@ def record_compare(workdir: str) -> dict:
       'machine': {'platform': platform.platform(), 'processor': platform.processor(),
                   'cpus': os.cpu_count(), 'python': platform.python_version(),
                   'jax': jax.__version__},
-      'comparison_sha256': _compare_forms().sha256(paths['comparison']),
+      'comparison_sha256': _experiment('compare_forms').sha256(paths['comparison']),
       'wall_seconds': os.path.getmtime(paths['json']) - started,
       'seed_seconds': {str(s): took(wd.seed_dir(workdir, s)) for s in config.seeds},
       'data': {'fields': int(data.num_fields), 'features': int(data.num_features),
@@ -813,10 +820,7 @@ def render_table(results: str) -> str:
 
 def render_rows_vs_dense(results: dict) -> str:
   """experiments/rows_vs_dense.py's table, from its JSON."""
-  spec = importlib.util.spec_from_file_location(
-      'rows_vs_dense', os.path.join(ROOT, 'experiments', 'rows_vs_dense.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = _experiment('rows_vs_dense')
   machine = results['machine']
   return (module.markdown(results) + f'\n\nMeasured with `{results["config"]}` on '
           f'{machine["cpus"]} CPU cores ({machine["processor"] or "x86-64"}), JAX '
@@ -1959,16 +1963,6 @@ def render_sseds_conclusion(results: dict) -> str:
 # ------------------------------------------- the comparison's quantised forms (compare_forms)
 
 
-def _compare_forms():
-  """``experiments/compare_forms.py`` as a module."""
-  sys.path.insert(0, ROOT)
-  spec = importlib.util.spec_from_file_location(
-      'compare_forms', os.path.join(ROOT, 'experiments', 'compare_forms.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def compare_figure(workdir: str) -> None:
   """``docs/figures/compare_frontier.png``: the frontier of ``workdir``, with the quantised forms
   of ``docs/results/compare_forms.json`` when they were measured on its ``comparison.json``,
@@ -1976,7 +1970,7 @@ def compare_figure(workdir: str) -> None:
   from pep_jax import workdir as wd
   figure = os.path.join(ROOT, 'docs', 'figures', 'compare_frontier.png')
   path = os.path.join(RESULTS, 'compare_forms.json')
-  module = _compare_forms()
+  module = _experiment('compare_forms')
   forms = wd.read_json(path, dict) if os.path.exists(path) else None
   if forms is not None and module.belongs_to(forms, workdir):
     module.plot(workdir, forms['rows'], figure)
@@ -2224,11 +2218,7 @@ def _power_of_ten(n: int) -> str:
 def render_scaling(results: dict) -> str:
   """docs/sharding.md: experiments/bench_scaling.py's table, its check of the memory model and
   what the largest vocabulary needs on one device and on the most."""
-  sys.path.insert(0, ROOT)
-  spec = importlib.util.spec_from_file_location(
-      'bench_scaling', os.path.join(ROOT, 'experiments', 'bench_scaling.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = _experiment('bench_scaling')
   machine, rows = results['machine'], results['rows']
   vocab = max(r['vocab'] for r in rows)
   one = next(r for r in rows if r['vocab'] == vocab and r['devices'] == 1)

@@ -89,7 +89,7 @@ def test_refuses_a_work_directory_without_seeds_or_with_an_unfinished_run(measur
 def test_the_readme_draws_the_forms_only_for_the_comparison_they_measured(measured, tmp_path):
   workdir, document, _, _ = measured
   module = page_renderers()
-  forms = module._compare_forms()
+  forms = module._experiment('compare_forms')
   assert forms.belongs_to(document, workdir)
   block = module.render_compare_forms(document)
   assert len([line for line in block.splitlines() if line.startswith('| ')]) == (
